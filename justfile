@@ -1,0 +1,22 @@
+# Everyday recipes; the README's two commands work without `just`.
+
+# install with test extras and run the whole suite
+test:
+    pip install -q '.[test]' && python -m pytest
+
+# the nightly job on the embedded demo
+demo:
+    pip install -q . && shardplan nightly --out out/nightly
+
+# every benchmark, each printing a table and writing benchmarks/results/<name>.json
+bench:
+    python benchmarks/sharding_gain.py
+    python benchmarks/scale.py
+    python benchmarks/vbp.py
+
+# regenerate the embedded demo from the seeded generator
+regen-demo:
+    python -m planner.fleet --demo
+
+lint:
+    python -m pyflakes planner models forecasting executors benchmarks tests || true

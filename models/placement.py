@@ -1,0 +1,434 @@
+"""CP-SAT decomposition + placement model: one function per constraint family.
+
+Variables per (request r, compute candidate h): integer part sizes vcpu/ram/net/gpu,
+`use` (the request has any compute-side part on h) and `has_vcpu`; per (r, storage
+candidate h): `copy` (h holds one whole storage copy); per request `placed` and a
+zone choice; per host `active`. The objective is a sum of named terms.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from models.problem import (GPU, NET, RAM, STORAGE, VCPU, Assignment, ObjectiveTerms, PlacementProblem,
+                            SolveResult, relative_gap)
+
+
+@dataclass
+class PlacementVars:
+    """Handles of the CP-SAT variables, indexed like the problem's candidate lists."""
+
+    placed: list[cp_model.IntVar] = field(default_factory=list)
+    use: list[list[cp_model.IntVar]] = field(default_factory=list)
+    has_vcpu: list[list[cp_model.IntVar]] = field(default_factory=list)
+    vcpu: list[list[object]] = field(default_factory=list)
+    ram: list[list[object]] = field(default_factory=list)
+    net: list[list[object]] = field(default_factory=list)
+    gpu: list[list[object]] = field(default_factory=list)
+    remote: list[list[object]] = field(default_factory=list)
+    copy: list[list[cp_model.IntVar]] = field(default_factory=list)
+    active: dict[int, cp_model.IntVar] = field(default_factory=dict)
+    spread_terms: list[tuple[int, object]] = field(default_factory=list)
+
+
+def add_part_variables(model: cp_model.CpModel, problem: PlacementProblem) -> PlacementVars:
+    """Placed flags, compute-side part sizes per candidate, storage-copy flags."""
+    v = PlacementVars()
+    for r in range(problem.n_requests):
+        d = problem.demand[r]
+        v.placed.append(model.NewBoolVar(f"placed[{r}]"))
+        use, hv, vc, rm, nt, gp, rem = [], [], [], [], [], [], []
+        for i, h in enumerate(problem.compute_candidates[r]):
+            f = problem.free[h]
+            u = model.NewBoolVar(f"use[{r},{h}]")
+            use.append(u)
+            if problem.whole:
+                # one host takes the whole VM: sizes are the demand times `use`
+                hv.append(u)
+                vc.append(int(d[VCPU]) * u)
+                rm.append(int(d[RAM]) * u)
+                nt.append(int(d[NET]) * u)
+                gp.append(int(d[GPU]) * u)
+                rem.append(0)
+                continue
+            has = model.NewBoolVar(f"has_vcpu[{r},{h}]") if d[VCPU] > 0 else None
+            hv.append(has if has is not None else 0)
+            vc.append(model.NewIntVar(0, int(min(d[VCPU], f[VCPU])), f"vcpu[{r},{h}]") if has is not None else 0)
+            rm.append(model.NewIntVar(0, int(min(d[RAM], f[RAM])), f"ram[{r},{h}]") if d[RAM] > 0 else 0)
+            nt.append(model.NewIntVar(0, int(min(d[NET], f[NET])), f"net[{r},{h}]") if d[NET] > 0 else 0)
+            gmax = int(min(d[GPU], f[GPU])) if problem.gpu_ok[r][i] else 0
+            gp.append(model.NewIntVar(0, gmax, f"gpu[{r},{h}]") if d[GPU] > 0 and gmax > 0 else 0)
+            rem.append(0)
+        v.use.append(use)
+        v.has_vcpu.append(hv)
+        v.vcpu.append(vc)
+        v.ram.append(rm)
+        v.net.append(nt)
+        v.gpu.append(gp)
+        v.remote.append(rem)
+        v.copy.append([model.NewBoolVar(f"copy[{r},{h}]") for h in problem.storage_candidates[r]]
+                      if d[STORAGE] > 0 else [])
+    return v
+
+
+def add_demand(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Invariant 1: a placed request's parts add up exactly to its demand; storage once per copy."""
+    for r in range(problem.n_requests):
+        d = problem.demand[r]
+        if problem.whole:
+            model.Add(sum(v.use[r]) == v.placed[r])
+        else:
+            for terms, resource in ((v.vcpu[r], VCPU), (v.ram[r], RAM), (v.net[r], NET), (v.gpu[r], GPU)):
+                if d[resource] > 0:
+                    model.Add(sum(terms) == int(d[resource]) * v.placed[r])
+            if d[[VCPU, RAM, NET, GPU]].sum() == 0:
+                for u in v.use[r]:
+                    model.Add(u == 0)
+        if d[STORAGE] > 0:
+            model.Add(sum(v.copy[r]) == int(problem.replicas[r]) * v.placed[r])
+
+
+def add_part_links(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """A part exists (use) iff it holds something; vcpu presence; invariants 4 and 5 per part."""
+    if problem.whole:
+        return
+    num, den = problem.local_ram_per_vcpu
+    for r in range(problem.n_requests):
+        d = problem.demand[r]
+        for i, h in enumerate(problem.compute_candidates[r]):
+            u, has = v.use[r][i], v.has_vcpu[r][i]
+            vc, rm, nt, gp = v.vcpu[r][i], v.ram[r][i], v.net[r][i], v.gpu[r][i]
+            parts = [x for x in (vc, rm, nt, gp) if not isinstance(x, int)]
+            if parts:
+                model.Add(sum(parts) >= u)
+            else:
+                model.Add(u == 0)
+            if not isinstance(vc, int):
+                model.Add(vc >= has)
+                model.Add(vc <= int(d[VCPU]) * has)
+                model.Add(has <= u)
+                if num > 0 and not isinstance(rm, int):
+                    model.Add(den * rm >= num * vc)  # invariant 4: local RAM per vcpu
+                elif num > 0:
+                    model.Add(vc == 0)
+            if not isinstance(rm, int):
+                if problem.allow_remote[r] and not isinstance(has, int):
+                    model.Add(rm <= int(d[RAM]) * u)
+                elif not isinstance(has, int):
+                    model.Add(rm <= int(d[RAM]) * has)  # latency class low: no remote memory
+                else:
+                    model.Add(rm <= int(d[RAM]) * u)
+            if not isinstance(nt, int):
+                model.Add(nt <= int(d[NET]) * u)
+            if not isinstance(gp, int):
+                model.Add(gp <= int(d[GPU]) * has)  # invariant 5: GPUs beside the request's vcpu
+            if not isinstance(rm, int) and problem.allow_remote[r] and problem.remote_mbps_per_gib > 0:
+                # traffic of memory held where the request has no vcpu: rate·ram − rate·maxram·has_vcpu
+                rate = problem.remote_mbps_per_gib
+                top = rate * int(min(d[RAM], problem.free[h][RAM]))
+                t = model.NewIntVar(0, top, f"remote[{r},{h}]")
+                if isinstance(has, int):
+                    model.Add(t >= rate * rm)
+                else:
+                    model.Add(t >= rate * rm - top * has)
+                v.remote[r][i] = t
+
+
+def add_span_limit(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Invariant 3: compute, memory and GPU parts span at most max_shards hosts."""
+    for r in range(problem.n_requests):
+        if len(v.use[r]) > problem.max_shards[r]:
+            model.Add(sum(v.use[r]) <= int(problem.max_shards[r]))
+
+
+def add_zone(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Invariant 7: all parts of a request in one zone (a zone choice per request)."""
+    for r in range(problem.n_requests):
+        hosts = np.concatenate([problem.compute_candidates[r], problem.storage_candidates[r]])
+        zones = sorted({int(problem.zone[h]) for h in hosts})
+        if len(zones) <= 1:
+            continue
+        choice = {z: model.NewBoolVar(f"zone[{r},{z}]") for z in zones}
+        model.Add(sum(choice.values()) == v.placed[r])
+        for i, h in enumerate(problem.compute_candidates[r]):
+            model.AddImplication(v.use[r][i], choice[int(problem.zone[h])])
+        for i, h in enumerate(problem.storage_candidates[r] if v.copy[r] else []):
+            model.AddImplication(v.copy[r][i], choice[int(problem.zone[h])])
+
+
+def add_replica_racks(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Invariant 6: storage copies on pairwise distinct racks; whole mode keeps copy 0 with the VM."""
+    for r in range(problem.n_requests):
+        if not v.copy[r]:
+            continue
+        by_rack: dict[int, list[cp_model.IntVar]] = {}
+        for i, h in enumerate(problem.storage_candidates[r]):
+            by_rack.setdefault(int(problem.rack[h]), []).append(v.copy[r][i])
+        for copies in by_rack.values():
+            if len(copies) > 1:
+                model.AddAtMostOne(copies)
+        if problem.whole:
+            position = {int(h): i for i, h in enumerate(problem.storage_candidates[r])}
+            for i, h in enumerate(problem.compute_candidates[r]):
+                j = position.get(int(h))
+                if j is None:
+                    model.Add(v.use[r][i] == 0)
+                else:
+                    model.AddImplication(v.use[r][i], v.copy[r][j])
+
+
+def add_capacity(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Invariant 2: parts within free capacity; a host not yet active must become active to take any."""
+    loads: dict[int, list[list[object]]] = {}
+    users: dict[int, list[cp_model.IntVar]] = {}
+    for r in range(problem.n_requests):
+        for i, h in enumerate(problem.compute_candidates[r]):
+            per = loads.setdefault(int(h), [[], [], [], [], []])
+            per[VCPU].append(v.vcpu[r][i])
+            per[RAM].append(v.ram[r][i])
+            per[NET].append(v.net[r][i])
+            per[NET].append(v.remote[r][i])
+            per[GPU].append(v.gpu[r][i])
+            users.setdefault(int(h), []).append(v.use[r][i])
+        for i, h in enumerate(problem.storage_candidates[r] if v.copy[r] else []):
+            per = loads.setdefault(int(h), [[], [], [], [], []])
+            per[STORAGE].append(int(problem.demand[r][STORAGE]) * v.copy[r][i])
+            users.setdefault(int(h), []).append(v.copy[r][i])
+    for h, per in loads.items():
+        if problem.active[h]:
+            act = 1
+        else:
+            act = model.NewBoolVar(f"active[{h}]")
+            v.active[h] = act
+            for u in users[h]:
+                model.AddImplication(u, act)
+        for resource in range(5):
+            terms = [t for t in per[resource] if not isinstance(t, int) or t]
+            if not terms:
+                continue
+            model.Add(sum(terms) <= int(problem.free[h][resource]) * act)
+
+
+def add_capacity_cover(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Redundant cut: the hosts left active must cover all placed demand in each resource (volume bound)."""
+    for resource in range(5):
+        if resource == NET and not problem.whole:
+            continue  # remote-memory traffic makes sharded net demand variable
+        demand = [int(problem.demand[r][resource]) * v.placed[r] for r in range(problem.n_requests)
+                  if problem.demand[r][resource] > 0]
+        if not demand:
+            continue
+        if resource == STORAGE:
+            demand = [int(problem.demand[r][STORAGE] * problem.replicas[r]) * v.placed[r]
+                      for r in range(problem.n_requests) if problem.demand[r][STORAGE] > 0]
+        hosts = sorted(set(v.active) | {int(h) for c in problem.compute_candidates for h in c}
+                       | {int(h) for c in problem.storage_candidates for h in c})
+        supply = [int(problem.free[h][resource]) * v.active[h] if h in v.active else int(problem.free[h][resource])
+                  for h in hosts if problem.free[h][resource] > 0]
+        model.Add(sum(supply) >= sum(demand))
+
+
+def add_symmetry_breaking(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Interchangeable empty hosts of one class are opened in order, and the k-th request that can use
+    the class may only use its first k+1 members (valid: relabel the members by the first request each
+    holds). Only for classes every request sees wholly or not at all."""
+    for group in problem.symmetry_groups:
+        member = {int(h): j for j, h in enumerate(group)}
+        seen: list[tuple[int, list[int], list[int]]] = []
+        valid = all(int(h) in v.active for h in group)
+        for r in range(problem.n_requests):
+            compute = [i for i, h in enumerate(problem.compute_candidates[r]) if int(h) in member]
+            storage = [i for i, h in enumerate(problem.storage_candidates[r]) if v.copy[r] and int(h) in member]
+            if any(0 < len(x) < len(group) for x in (compute, storage)):
+                valid = False
+                break
+            if compute or storage:
+                seen.append((r, compute, storage))
+        if not valid or len(group) < 2:
+            continue
+        acts = [v.active[int(h)] for h in group]
+        for a, b in zip(acts, acts[1:]):
+            model.Add(a >= b)
+        for position, (r, compute, storage) in enumerate(seen):
+            if position >= len(group) - 1:
+                break
+            for i in compute:
+                if member[int(problem.compute_candidates[r][i])] > position:
+                    model.Add(v.use[r][i] == 0)
+            for i in storage:
+                if member[int(problem.storage_candidates[r][i])] > position:
+                    model.Add(v.copy[r][i] == 0)
+
+
+def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> dict[str, object]:
+    """Unplaced priority-weighted demand, hourly cost of hosts that become active, spread penalty."""
+    unplaced = sum(int(problem.unplaced_weight[r]) * (1 - v.placed[r]) for r in range(problem.n_requests))
+    cost = sum(int(problem.cost[h]) * a for h, a in v.active.items())
+    spread = []
+    for r in range(problem.n_requests):
+        weight = int(problem.spread_weight[r])
+        if weight == 0 or len(v.use[r]) <= 1 or problem.max_shards[r] <= 1:
+            continue
+        extra_hosts = model.NewIntVar(0, int(problem.max_shards[r]) - 1, f"extra_hosts[{r}]")
+        model.Add(extra_hosts >= sum(v.use[r]) - 1)
+        racks: dict[int, list[cp_model.IntVar]] = {}
+        for i, h in enumerate(problem.compute_candidates[r]):
+            racks.setdefault(int(problem.rack[h]), []).append(v.use[r][i])
+        rack_terms = []
+        for rack, uses in racks.items():
+            y = model.NewBoolVar(f"rack_used[{r},{rack}]")
+            for u in uses:
+                model.AddImplication(u, y)
+            rack_terms.append(y)
+        extra_racks = model.NewIntVar(0, len(rack_terms), f"extra_racks[{r}]")
+        model.Add(extra_racks >= sum(rack_terms) - 1)
+        spread.append(weight * (extra_hosts + extra_racks))
+    return {"unplaced": unplaced, "active_cost": cost, "spread": sum(spread)}
+
+
+def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars, hint: Assignment) -> None:
+    """Warm start from a baseline assignment (pairs it uses must be candidates)."""
+    for r in range(problem.n_requests):
+        model.AddHint(v.placed[r], bool(hint.placed[r]))
+        parts = {p[0]: p for p in hint.parts[r]} if hint.placed[r] else {}
+        for i, h in enumerate(problem.compute_candidates[r]):
+            p = parts.get(int(h))
+            model.AddHint(v.use[r][i], p is not None)
+            if problem.whole:
+                continue
+            for var, value in ((v.has_vcpu[r][i], p is not None and p[1] > 0), (v.vcpu[r][i], p[1] if p else 0),
+                               (v.ram[r][i], p[2] if p else 0), (v.net[r][i], p[3] if p else 0),
+                               (v.gpu[r][i], p[4] if p else 0)):
+                if not isinstance(var, int):
+                    model.AddHint(var, int(value))
+        copies = set(hint.storage_hosts[r]) if hint.placed[r] else set()
+        for i, h in enumerate(problem.storage_candidates[r] if v.copy[r] else []):
+            model.AddHint(v.copy[r][i], int(h) in copies)
+    used = np.zeros(problem.n_hosts, dtype=bool)
+    for r in np.flatnonzero(hint.placed):
+        for p in hint.parts[r]:
+            used[p[0]] = True
+        for h in hint.storage_hosts[r]:
+            used[h] = True
+    for h, a in v.active.items():
+        model.AddHint(a, bool(used[h]))
+
+
+@dataclass
+class PlacementSolution:
+    """The solver's answer: typed result, assignment and objective terms."""
+
+    result: SolveResult
+    assignment: Assignment
+    terms: ObjectiveTerms | None
+    n_variables: int = 0
+    n_constraints: int = 0
+
+
+def build_model(problem: PlacementProblem) -> tuple[cp_model.CpModel, PlacementVars, dict[str, object]]:
+    """All constraint families and the objective, ready to solve."""
+    model = cp_model.CpModel()
+    v = add_part_variables(model, problem)
+    add_demand(model, problem, v)
+    add_part_links(model, problem, v)
+    add_span_limit(model, problem, v)
+    add_zone(model, problem, v)
+    add_replica_racks(model, problem, v)
+    add_capacity(model, problem, v)
+    add_capacity_cover(model, problem, v)
+    add_symmetry_breaking(model, problem, v)
+    terms = objective_terms(model, problem, v)
+    model.Minimize(terms["unplaced"] + terms["active_cost"] + terms["spread"])
+    return model, v, terms
+
+
+_STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
+           cp_model.UNKNOWN: "timeout_no_solution", cp_model.MODEL_INVALID: "infeasible"}
+
+
+def set_limits(solver: cp_model.CpSolver, problem: PlacementProblem, budget_s: float) -> None:
+    """Deterministic limit (reproducible) with a wall-clock safety net, or a plain wall-clock limit."""
+    if problem.deterministic:
+        solver.parameters.max_deterministic_time = budget_s
+        solver.parameters.max_time_in_seconds = 3.0 * budget_s
+        solver.parameters.interleave_search = problem.workers > 1
+    else:
+        solver.parameters.max_time_in_seconds = budget_s
+
+
+def complete_hint(model: cp_model.CpModel, problem: PlacementProblem) -> float:
+    """Extend a partial hint (the decision variables) to every variable, so the main solve starts from a
+    full feasible solution; CP-SAT may otherwise drop a partial hint on a large model. Keeps the partial
+    hint if the completion fails. Returns the time it used (deterministic units or seconds)."""
+    solver = cp_model.CpSolver()
+    solver.parameters.fix_variables_to_their_hinted_value = True
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = int(problem.seed)
+    set_limits(solver, problem, max(0.2 * problem.time_limit_s, 1.0))
+    code = solver.Solve(model)
+    used = solver.deterministic_time if problem.deterministic else solver.wall_time
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return used
+    values = [solver.Value(model.GetIntVarFromProtoIndex(i)) for i in range(len(model.Proto().variables))]
+    model.ClearHints()
+    for i, value in enumerate(values):
+        model.AddHint(model.GetIntVarFromProtoIndex(i), value)
+    return used
+
+
+def solve_placement(problem: PlacementProblem, hint: Assignment | None = None,
+                    log_callback=None) -> PlacementSolution:
+    """Build, warm-start and solve; read back the assignment and the objective terms."""
+    start = time.perf_counter()
+    model, v, terms = build_model(problem)
+    used = 0.0
+    if hint is not None:
+        add_hint(model, problem, v, hint)
+        used = complete_hint(model, problem)
+    solver = cp_model.CpSolver()
+    spent = used if problem.deterministic else time.perf_counter() - start
+    set_limits(solver, problem, max(float(problem.time_limit_s) - spent, 0.5))
+    solver.parameters.num_workers = int(problem.workers)
+    solver.parameters.random_seed = int(problem.seed)
+    # presolve probing can eat the whole budget of a large model; keep it cheap and spend the time searching
+    solver.parameters.cp_model_probing_level = 0
+    solver.parameters.max_presolve_iterations = 1
+    if log_callback is not None:
+        solver.parameters.log_search_progress = True
+        solver.log_callback = log_callback
+    code = solver.Solve(model)
+    wall = time.perf_counter() - start
+    status = _STATUS.get(code, "timeout_no_solution")
+    proto = model.Proto()
+    n_vars, n_cons = len(proto.variables), len(proto.constraints)
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        result = SolveResult(status, None, float(solver.BestObjectiveBound()) if code == cp_model.UNKNOWN else None,
+                             None, wall, "cp-sat")
+        return PlacementSolution(result, Assignment.empty(problem.n_requests), None, n_vars, n_cons)
+    assignment = read_assignment(problem, solver, v)
+    objective = float(solver.ObjectiveValue())
+    bound = float(solver.BestObjectiveBound())
+    values = ObjectiveTerms(int(solver.Value(terms["unplaced"])), int(solver.Value(terms["active_cost"])),
+                            int(solver.Value(terms["spread"])))
+    result = SolveResult(status, objective, bound, relative_gap(objective, bound), wall, "cp-sat")
+    return PlacementSolution(result, assignment, values, n_vars, n_cons)
+
+
+def read_assignment(problem: PlacementProblem, solver: cp_model.CpSolver, v: PlacementVars) -> Assignment:
+    assignment = Assignment.empty(problem.n_requests)
+    value = lambda x: int(x) if isinstance(x, int) else int(solver.Value(x))  # noqa: E731
+    for r in range(problem.n_requests):
+        if not solver.BooleanValue(v.placed[r]):
+            continue
+        assignment.placed[r] = True
+        for i, h in enumerate(problem.compute_candidates[r]):
+            if not solver.BooleanValue(v.use[r][i]):
+                continue
+            assignment.parts[r].append((int(h), value(v.vcpu[r][i]), value(v.ram[r][i]), value(v.net[r][i]),
+                                        value(v.gpu[r][i])))
+        assignment.storage_hosts[r] = [int(h) for i, h in enumerate(problem.storage_candidates[r])
+                                       if v.copy[r] and solver.BooleanValue(v.copy[r][i])]
+    return assignment

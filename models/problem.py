@@ -1,0 +1,142 @@
+"""Plain data handed to the mathematical programs, and their typed results.
+
+Everything here is integers in solver units (net in Mbit/s, cost in milli-dollars
+per hour) so CP-SAT, the LP bound and the baselines read the same numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Resource order inside every array: vcpu, ram_gib, storage_gib, net (Mbit/s), gpu.
+VCPU, RAM, STORAGE, NET, GPU = range(5)
+NET_UNITS_PER_GBPS = 1000
+COST_UNITS_PER_DOLLAR = 1000
+
+
+@dataclass(frozen=True)
+class PlacementProblem:
+    """A fleet's free capacity, the requests and each request's candidate hosts."""
+
+    free: np.ndarray            # (H, 5) int64: capacity left for new shards
+    cost: np.ndarray            # (H,) int64: milli-$/h if the host becomes active
+    active: np.ndarray          # (H,) bool: already active (existing load), no activation cost
+    rack: np.ndarray            # (H,) int64
+    zone: np.ndarray            # (H,) int64
+    demand: np.ndarray          # (R, 5) int64
+    unplaced_weight: np.ndarray  # (R,) int64: objective charge if the request stays unplaced
+    spread_weight: np.ndarray   # (R,) int64: charge per extra host and extra rack spanned
+    max_shards: np.ndarray      # (R,) int64: hosts its compute, memory and GPU may span
+    replicas: np.ndarray        # (R,) int64: storage copies on distinct racks
+    allow_remote: np.ndarray    # (R,) bool: may hold memory on hosts without its vcpu
+    compute_candidates: list[np.ndarray]  # per request: host indices for compute/memory/GPU parts
+    gpu_ok: list[np.ndarray]    # per request: bool per compute candidate, GPU model fits
+    storage_candidates: list[np.ndarray]  # per request: host indices that can hold a whole storage copy
+    symmetry_groups: list[np.ndarray] = field(default_factory=list)  # interchangeable empty hosts, in order
+    whole: bool = False         # one host per VM; the primary storage copy sits with the compute
+    remote_mbps_per_gib: int = 50
+    local_ram_per_vcpu: tuple[int, int] = (1, 2)  # ram*den >= num*vcpu on every part
+    time_limit_s: float = 30.0
+    workers: int = 2
+    seed: int = 0
+    deterministic: bool = True   # deterministic time limit + interleaved search (reproducible plans)
+
+    @property
+    def n_hosts(self) -> int:
+        return int(self.free.shape[0])
+
+    @property
+    def n_requests(self) -> int:
+        return int(self.demand.shape[0])
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What every solver-facing result carries."""
+
+    status: str          # optimal | feasible | infeasible | timeout_no_solution
+    objective: float | None
+    best_bound: float | None
+    gap: float | None
+    wall_s: float
+    solver: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"status": self.status, "objective": self.objective, "best_bound": self.best_bound,
+                "gap": self.gap, "wall_s": round(self.wall_s, 3), "solver": self.solver}
+
+
+def relative_gap(objective: float | None, bound: float | None) -> float | None:
+    if objective is None or bound is None:
+        return None
+    return max(0.0, objective - bound) / max(abs(objective), 1e-9) if objective else 0.0
+
+
+@dataclass
+class Assignment:
+    """Where each request went: compute parts (host, vcpu, ram, net, gpu) and storage copy hosts."""
+
+    placed: np.ndarray                                   # (R,) bool
+    parts: list[list[tuple[int, int, int, int, int]]]    # per request: (host, vcpu, ram, own net, gpu)
+    storage_hosts: list[list[int]]                       # per request: host of copy 0, 1, ...
+
+    @classmethod
+    def empty(cls, n_requests: int) -> "Assignment":
+        return cls(np.zeros(n_requests, dtype=bool), [[] for _ in range(n_requests)],
+                   [[] for _ in range(n_requests)])
+
+
+@dataclass(frozen=True)
+class ObjectiveTerms:
+    """The objective as named terms, in solver units (milli-$/h)."""
+
+    unplaced: int
+    active_cost: int
+    spread: int
+
+    @property
+    def total(self) -> int:
+        return self.unplaced + self.active_cost + self.spread
+
+    def to_dict(self) -> dict[str, float]:
+        scale = COST_UNITS_PER_DOLLAR
+        return {"unplaced_penalty": self.unplaced / scale, "active_host_cost_per_hour": self.active_cost / scale,
+                "spread_penalty": self.spread / scale, "total": self.total / scale}
+
+
+def remote_traffic(problem: PlacementProblem, ram: int, vcpu: int) -> int:
+    """Mbit/s caused by `ram` GiB held on a host where the request runs `vcpu` (0 → all remote)."""
+    return problem.remote_mbps_per_gib * ram if vcpu == 0 else 0
+
+
+def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerms:
+    """Objective terms of an assignment (same formula as the CP-SAT objective)."""
+    unplaced = int(problem.unplaced_weight[~assignment.placed].sum())
+    used = np.zeros(problem.n_hosts, dtype=bool)
+    spread = 0
+    for r in np.flatnonzero(assignment.placed):
+        hosts = {p[0] for p in assignment.parts[r]}
+        for h in hosts:
+            used[h] = True
+        for h in assignment.storage_hosts[r]:
+            used[h] = True
+        if hosts:
+            racks = {int(problem.rack[h]) for h in hosts}
+            spread += int(problem.spread_weight[r]) * ((len(hosts) - 1) + (len(racks) - 1))
+    active_cost = int(problem.cost[used & ~problem.active].sum())
+    return ObjectiveTerms(unplaced, active_cost, spread)
+
+
+def host_usage(problem: PlacementProblem, assignment: Assignment) -> np.ndarray:
+    """(H, 5) resources an assignment takes on each host, remote-memory traffic included."""
+    usage = np.zeros((problem.n_hosts, 5), dtype=np.int64)
+    for r in np.flatnonzero(assignment.placed):
+        for h, v, m, n, g in assignment.parts[r]:
+            usage[h, VCPU] += v
+            usage[h, RAM] += m
+            usage[h, NET] += n + remote_traffic(problem, m, v)
+            usage[h, GPU] += g
+        for h in assignment.storage_hosts[r]:
+            usage[h, STORAGE] += problem.demand[r, STORAGE]
+    return usage

@@ -1,0 +1,291 @@
+"""Candidate hosts per request, Nova-filter style: each filter says how many hosts it dropped.
+
+Filters run in a fixed order (status → GPU model → capacity → storage tier/space) and the
+first one a host fails is the reason counted for it. Survivors are ranked by a documented
+score and kept per zone to the best ``top_k`` equivalence classes (hosts with identical
+free capacity, price, rack and tags); members of a kept class enter as a prefix, so the
+model can order them to break symmetry.
+
+Score of a host for a request (higher is better), on the class representative:
+    2.0 × coverage   share of the request's demand (mean over demanded dims, capped at 1)
+                     the host's free capacity could take
+  + 1.0 × active     the host already runs load: no activation cost
+  + 0.5 × tightness  1 − mean leftover share after a whole placement (best fit)
+  − 0.5 × price      cost_per_hour per free vcpu, relative to the fleet's median
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from models.problem import GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU
+from planner.options import PlanOptions
+from planner.schema import tier_rank
+
+REASON_NOT_UP = "host not up (draining or down)"
+REASON_GPU = "no free GPU of the requested model"
+REASON_TIER = "storage tier below the requested one"
+REASON_RANKED_OUT = "ranked below the best top_k classes"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Host arrays in solver units, built once per run from the validated hosts table."""
+
+    host_ids: list[str]
+    free: np.ndarray         # (H, 5) int64
+    capacity: np.ndarray     # (H, 5) int64
+    cost: np.ndarray         # (H,) float $/h
+    active: np.ndarray       # (H,) bool
+    up: np.ndarray           # (H,) bool
+    rack: np.ndarray         # (H,) int64
+    zone: np.ndarray         # (H,) int64
+    tier: np.ndarray         # (H,) int64
+    gpu_model: np.ndarray    # (H,) object
+    host_class: np.ndarray   # (H,) int64 equivalence class id
+    rack_names: list[str]
+    zone_names: list[str]
+
+    @property
+    def n_hosts(self) -> int:
+        return len(self.host_ids)
+
+
+def build_fleet(hosts: pl.DataFrame) -> Fleet:
+    """Free capacity = capacity (vcpu × overcommit) − existing load, clipped at zero."""
+    vcpu_cap = (hosts["vcpu"].cast(pl.Float64) * hosts["vcpu_overcommit"]).floor().cast(pl.Int64).to_numpy()
+    capacity = np.column_stack([
+        vcpu_cap, hosts["ram_gib"].to_numpy(), hosts["storage_gib"].to_numpy(),
+        np.floor(hosts["net_gbps"].to_numpy() * NET_UNITS_PER_GBPS + 1e-9).astype(np.int64),
+        hosts["gpu"].to_numpy()]).astype(np.int64)
+    used = np.column_stack([
+        hosts["used_vcpu"].to_numpy(), hosts["used_ram_gib"].to_numpy(), hosts["used_storage_gib"].to_numpy(),
+        np.ceil(hosts["used_net_gbps"].to_numpy() * NET_UNITS_PER_GBPS - 1e-9).astype(np.int64),
+        hosts["used_gpu"].to_numpy()]).astype(np.int64)
+    free = np.clip(capacity - used, 0, None)
+    active = used.sum(axis=1) > 0
+    racks = hosts["rack"].to_list()
+    zones = hosts["zone"].to_list()
+    rack_names = sorted(set(racks))
+    zone_names = sorted(set(zones))
+    rack = np.array([rack_names.index(x) for x in racks], dtype=np.int64)
+    zone = np.array([zone_names.index(x) for x in zones], dtype=np.int64)
+    tier = np.array([tier_rank(t) for t in hosts["storage_type"].to_list()], dtype=np.int64)
+    gpu_model = np.array([m or "" for m in hosts["gpu_model"].to_list()], dtype=object)
+    up = (hosts["status"] == "up").to_numpy()
+    cost = hosts["cost_per_hour"].to_numpy().astype(float)
+    keys = [(z, r, tuple(f), c, a, t, g, u) for z, r, f, c, a, t, g, u in
+            zip(zone, rack, free.tolist(), cost, active, tier, gpu_model, up)]
+    class_of: dict[tuple, int] = {}
+    host_class = np.array([class_of.setdefault(k, len(class_of)) for k in keys], dtype=np.int64)
+    return Fleet(hosts["host_id"].to_list(), free, capacity, cost, active, up, rack, zone, tier, gpu_model,
+                 host_class, rack_names, zone_names)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Per request: compute and storage candidate host indices, GPU fit, and drop counts per reason."""
+
+    compute: list[np.ndarray]
+    gpu_ok: list[np.ndarray]
+    storage: list[np.ndarray]
+    reasons: pl.DataFrame          # request_id, role, reason, hosts
+    symmetry_groups: list[np.ndarray]
+    member_cap: int
+
+
+def request_arrays(requests: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Demand in solver units and the per-request attributes the filters need."""
+    demand = np.column_stack([
+        requests["vcpu"].to_numpy(), requests["ram_gib"].to_numpy(), requests["storage_gib"].to_numpy(),
+        np.ceil(requests["net_gbps"].to_numpy() * NET_UNITS_PER_GBPS - 1e-9),
+        requests["gpu"].to_numpy()]).astype(np.int64)
+    return {
+        "demand": demand,
+        "tier": np.array([tier_rank(t) for t in requests["storage_type"].to_list()], dtype=np.int64),
+        "gpu_model": np.array([m or "" for m in requests["gpu_model"].to_list()], dtype=object),
+        "max_shards": requests["max_shards"].to_numpy().astype(np.int64),
+        "replicas": requests["replicas"].to_numpy().astype(np.int64),
+        "low_latency": (requests["latency_class"] == "low").to_numpy(),
+    }
+
+
+def _class_representatives(fleet: Fleet) -> tuple[np.ndarray, list[np.ndarray]]:
+    n_classes = int(fleet.host_class.max()) + 1 if fleet.n_hosts else 0
+    members = [np.flatnonzero(fleet.host_class == c) for c in range(n_classes)]
+    return np.array([m[0] for m in members], dtype=np.int64), members
+
+
+def _scores(fleet: Fleet, reps: np.ndarray, demand: np.ndarray) -> np.ndarray:
+    """(R, C) score of each class representative for each request (see module docstring)."""
+    free = fleet.free[reps].astype(float)                       # (C, 5)
+    d = demand.astype(float)                                    # (R, 5)
+    demanded = d > 0
+    ratio = np.where(demanded[:, None, :], np.minimum(free[None, :, :] / np.maximum(d[:, None, :], 1), 1.0), 0)
+    n_dims = np.maximum(demanded.sum(axis=1), 1)[:, None]
+    coverage = ratio.sum(axis=2) / n_dims
+    leftover = np.where(demanded[:, None, :], np.clip(free[None] - d[:, None], 0, None) / np.maximum(free[None], 1), 0)
+    tightness = 1.0 - leftover.sum(axis=2) / n_dims
+    per_vcpu = fleet.cost[reps] / np.maximum(fleet.free[reps, VCPU], 1)
+    median = float(np.median(per_vcpu)) if per_vcpu.size else 1.0
+    price = per_vcpu / max(median, 1e-9)
+    return 2.0 * coverage + 1.0 * fleet.active[reps][None, :] + 0.5 * tightness - 0.5 * np.minimum(price, 4.0)[None, :]
+
+
+def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
+                    must_include: list[set[int]] | None = None, chunk: int = 256) -> Candidates:
+    """Filter, count reasons, rank and keep the best classes per zone for every request."""
+    req = request_arrays(requests)
+    demand = req["demand"]
+    n_req = demand.shape[0]
+    whole = options.mode == "whole"
+    ratio = options.min_local_ram_gib_per_vcpu
+    reps, members = _class_representatives(fleet)
+    rep_free = fleet.free[reps]
+    reason_rows: list[tuple[int, str, str, int]] = []
+    compute_classes: list[np.ndarray] = []
+    storage_classes: list[np.ndarray] = []
+    sizes = np.array([len(m) for m in members], dtype=np.int64)
+    alive_hosts = np.zeros(n_req, dtype=np.int64)
+    for lo in range(0, n_req, chunk):
+        hi = min(lo + chunk, n_req)
+        d = demand[lo:hi]
+        weight = sizes[None, :]
+        alive = np.broadcast_to(fleet.up[reps][None, :], (hi - lo, len(reps))).copy()
+        _count(reason_rows, lo, "compute", REASON_NOT_UP, ~alive, weight)
+        wants_gpu = d[:, GPU] > 0
+        gpu_fit = (rep_free[None, :, GPU] >= 1) & ((req["gpu_model"][lo:hi, None] == "") |
+                                                    (req["gpu_model"][lo:hi, None] == fleet.gpu_model[reps][None, :]))
+        if whole:
+            drop = alive & wants_gpu[:, None] & ~gpu_fit
+            _count(reason_rows, lo, "compute", REASON_GPU, drop, weight)
+            alive &= ~drop
+            for dim, name in ((VCPU, "vcpu"), (RAM, "ram_gib"), (NET, "net_gbps"), (GPU, "gpu")):
+                drop = alive & (rep_free[None, :, dim] < d[:, dim, None])
+                _count(reason_rows, lo, "compute", f"insufficient free {name}", drop, weight)
+                alive &= ~drop
+            stores = d[:, STORAGE] > 0
+            drop = alive & stores[:, None] & (fleet.tier[reps][None, :] < req["tier"][lo:hi, None])
+            _count(reason_rows, lo, "compute", REASON_TIER, drop, weight)
+            alive &= ~drop
+            drop = alive & stores[:, None] & (rep_free[None, :, STORAGE] < d[:, STORAGE, None])
+            _count(reason_rows, lo, "compute", "insufficient free storage_gib", drop, weight)
+            alive &= ~drop
+        else:
+            # a part needs a vcpu with its local RAM, or (remote memory allowed) some RAM alone
+            need_ram = np.maximum(np.ceil(ratio * np.minimum(d[:, VCPU], 1)), 1 if ratio > 0 else 0)
+            can_vcpu = (rep_free[None, :, VCPU] >= 1) & (rep_free[None, :, RAM] >= need_ram[:, None])
+            can_ram = (rep_free[None, :, RAM] >= 1) & ~req["low_latency"][lo:hi, None] & (d[:, RAM, None] > 0)
+            can_gpu = wants_gpu[:, None] & gpu_fit & can_vcpu
+            takes = np.where(d[:, VCPU, None] > 0, can_vcpu | can_ram, can_ram | (rep_free[None, :, NET] >= 1))
+            drop = alive & ~takes & ~can_gpu
+            _count(reason_rows, lo, "compute", "no free vcpu with local RAM, nor RAM for remote memory", drop, weight)
+            alive &= ~drop
+        alive_hosts[lo:hi] = (alive * weight).sum(axis=1)
+        score = np.where(alive, _scores(fleet, reps, d), -np.inf)
+        compute_classes.extend(_top_per_zone(score, fleet.zone[reps], options.top_k))
+        # storage copies: a whole copy on a host of a high-enough tier with room for it
+        s_alive = np.broadcast_to(fleet.up[reps][None, :], (hi - lo, len(reps))).copy()
+        stores = d[:, STORAGE] > 0
+        drop = s_alive & (fleet.tier[reps][None, :] < req["tier"][lo:hi, None]) & stores[:, None]
+        _count(reason_rows, lo, "storage", REASON_TIER, drop, weight)
+        s_alive &= ~drop
+        drop = s_alive & (rep_free[None, :, STORAGE] < d[:, STORAGE, None]) & stores[:, None]
+        _count(reason_rows, lo, "storage", "insufficient free storage_gib", drop, weight)
+        s_alive &= ~drop & stores[:, None]
+        s_score = np.where(s_alive, -np.abs(fleet.tier[reps][None, :] - req["tier"][lo:hi, None]) +
+                           1.0 * fleet.active[reps][None, :] + rep_free[None, :, STORAGE] / max(rep_free[:, STORAGE].max(initial=1), 1),
+                           -np.inf)
+        storage_classes.extend(_top_per_zone(s_score, fleet.zone[reps], options.top_k, by_rack=fleet.rack[reps],
+                                             extra=np.maximum(req["replicas"][lo:hi], 1)))
+    cap = _member_cap(compute_classes, storage_classes, sizes, options.pair_budget, req)
+    compute, gpu_ok, storage = [], [], []
+    for r in range(n_req):
+        hosts = _members(compute_classes[r], members, cap)
+        s_hosts = _members(storage_classes[r], members, cap)
+        if whole and demand[r, STORAGE] > 0:
+            s_hosts = np.union1d(s_hosts, hosts)
+        if must_include is not None and must_include[r]:
+            hosts = np.union1d(hosts, np.fromiter(must_include[r], dtype=np.int64))
+            if demand[r, STORAGE] > 0:
+                s_hosts = np.union1d(s_hosts, np.fromiter(must_include[r], dtype=np.int64))
+        hosts = np.sort(hosts)
+        s_hosts = np.sort(s_hosts[(fleet.tier[s_hosts] >= req["tier"][r]) &
+                                  (fleet.free[s_hosts, STORAGE] >= demand[r, STORAGE]) & fleet.up[s_hosts]])
+        compute.append(hosts)
+        gpu_ok.append((fleet.free[hosts, GPU] >= 1) & ((req["gpu_model"][r] == "") |
+                                                       (fleet.gpu_model[hosts] == req["gpu_model"][r])))
+        storage.append(s_hosts if demand[r, STORAGE] > 0 else np.empty(0, dtype=np.int64))
+        ranked_out = int(alive_hosts[r]) - len(_members(compute_classes[r], members, cap))
+        if ranked_out > 0:
+            reason_rows.append((r, "compute", REASON_RANKED_OUT, ranked_out))
+    reasons = pl.DataFrame(reason_rows, schema={"request": pl.Int64, "role": pl.Utf8, "reason": pl.Utf8,
+                                                "hosts": pl.Int64}, orient="row")
+    ids = requests["request_id"]
+    reasons = reasons.with_columns(pl.col("request").map_elements(lambda i: ids[i], return_dtype=pl.Utf8)
+                                   .alias("request_id")).select("request_id", "role", "reason", "hosts")
+    groups = [members[c][:cap] for c in range(len(members))
+              if len(members[c]) > 1 and not fleet.active[members[c][0]] and fleet.up[members[c][0]]]
+    return Candidates(compute, gpu_ok, storage, reasons, groups, cap)
+
+
+def _count(rows: list, offset: int, role: str, reason: str, mask: np.ndarray, weight: np.ndarray) -> None:
+    counts = (mask * weight).sum(axis=1)
+    for i in np.flatnonzero(counts):
+        rows.append((offset + int(i), role, reason, int(counts[i])))
+
+
+def _top_per_zone(score: np.ndarray, zone: np.ndarray, k: int, by_rack: np.ndarray | None = None,
+                  extra: np.ndarray | None = None) -> list[np.ndarray]:
+    """Best k classes per zone for each row (by_rack: first the best class of distinct racks)."""
+    out = []
+    for i in range(score.shape[0]):
+        chosen: list[int] = []
+        row = score[i]
+        for z in np.unique(zone):
+            idx = np.flatnonzero((zone == z) & np.isfinite(row))
+            if not idx.size:
+                continue
+            order = idx[np.argsort(-row[idx], kind="stable")]
+            if by_rack is not None:
+                _, first = np.unique(by_rack[order], return_index=True)
+                distinct = order[np.sort(first)]
+                need = max(k, int(extra[i]) + 2) if extra is not None else k
+                picked = list(distinct[:need])
+                rest = [c for c in order if c not in set(picked)]
+                chosen.extend(picked + rest[: max(0, k - len(picked))])
+            else:
+                chosen.extend(order[:k].tolist())
+        out.append(np.array(sorted(chosen), dtype=np.int64))
+    return out
+
+
+def _member_cap(compute: list[np.ndarray], storage: list[np.ndarray], sizes: np.ndarray, budget: int,
+                req: dict[str, np.ndarray]) -> int:
+    """Largest members-per-class cap whose (request, host) pair count fits the budget."""
+    largest = int(sizes.max(initial=1))
+    floor_cap = int(max(req["max_shards"].max(initial=1), req["replicas"].max(initial=1)))
+
+    def pairs(cap: int) -> int:
+        return int(sum(np.minimum(sizes[c], cap).sum() for c in compute) +
+                   sum(np.minimum(sizes[c], cap).sum() for c in storage))
+
+    if pairs(largest) <= budget:
+        return largest
+    lo, hi = floor_cap, largest
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if pairs(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return max(lo, 1)
+
+
+def _members(classes: np.ndarray, members: list[np.ndarray], cap: int) -> np.ndarray:
+    if not len(classes):
+        return np.empty(0, dtype=np.int64)
+    return np.concatenate([members[c][:cap] for c in classes]).astype(np.int64)
+

@@ -1,0 +1,14 @@
+"""The `shardplan` command line (typer). Commands live in planner/cli_*.py modules."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="shardplan: nightly planner that shards VM requests across a heterogeneous fleet.",
+                  no_args_is_help=True, add_completion=False)
+
+from planner import cli_plan  # noqa: E402
+
+cli_plan.register(app)
+
+if __name__ == "__main__":
+    app()

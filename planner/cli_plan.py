@@ -1,0 +1,192 @@
+"""`shardplan plan | nightly | check | explain | diff`: the placement side of the CLI."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from planner.inputs import InputError, load_hosts, load_requests
+from planner.options import PlanOptions
+
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)
+
+STAGES = ("fleet", "baseline", "candidates", "solve", "bound", "assign", "check", "export")
+
+
+def fail_input(exc: InputError) -> None:
+    errors.print("bad input: " + str(exc), style="bold red", markup=False)
+    raise typer.Exit(2)
+
+
+def resolve_options(**flags: object) -> PlanOptions:
+    """Defaults ← SHARDPLAN_* environment ← CLI flags."""
+    try:
+        options = PlanOptions.from_env().replace(**flags)
+        options.validate()
+    except ValueError as exc:
+        errors.print(f"[bold red]bad option[/]: {exc}")
+        raise typer.Exit(2) from exc
+    return options
+
+
+def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOptions) -> int:
+    """validate → candidates → solve → check → export, with a progress bar; returns the exit code."""
+    from planner.checker import check_plan
+    from planner.engine import plan
+    from planner.export import write_plan_dir
+
+    try:
+        hosts = load_hosts(hosts_file)
+        requests = load_requests(requests_file)
+    except InputError as exc:
+        fail_input(exc)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=errors, transient=not errors.is_terminal) as bar:
+        task = bar.add_task("plan", total=len(STAGES))
+
+        def stage(name: str) -> None:
+            label = f"{name} (cp-sat ≤ {options.time_limit_s:g}s)" if name == "solve" else name
+            bar.update(task, description=label, completed=STAGES.index(name))
+
+        result = plan(hosts, requests, options, progress=stage)
+        stage("check")
+        violations = check_plan(hosts, requests, result.shards, result.requests_out, options.to_dict())
+        if violations:
+            bar.stop()
+            print_violations(violations)
+            errors.print("[bold red]the plan breaks the invariants above; nothing was written[/]")
+            return 1
+        stage("export")
+        write_plan_dir(out, hosts=hosts, requests=requests, shards=result.shards, requests_out=result.requests_out,
+                       plan_json=result.plan_json)
+        bar.update(task, completed=len(STAGES), description="done")
+    print_summary(result.plan_json, out)
+    return 0
+
+
+def print_summary(plan_json: dict, out: Path) -> None:
+    table = Table(title=f"plan → {out}", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    fmt = lambda x: "—" if x is None else (f"{x:,.3f}" if isinstance(x, float) else str(x))  # noqa: E731
+    for key in ("status", "solver", "objective", "best_bound", "gap", "wall_s", "placed", "unplaced"):
+        table.add_row(key, fmt(plan_json.get(key)))
+    for key, value in plan_json.get("objective_terms", {}).items():
+        table.add_row(f"  {key}", fmt(value))
+    ffd = plan_json.get("baseline_ffd") or {}
+    table.add_row("FFD baseline objective", fmt(ffd.get("objective")))
+    table.add_row("FFD baseline placed", fmt(ffd.get("placed")))
+    console.print(table)
+
+
+def print_violations(violations) -> None:
+    table = Table(title=f"{len(violations)} invariant violations", show_header=True)
+    for col in ("invariant", "request", "host", "what"):
+        table.add_column(col)
+    for v in violations:
+        table.add_row(str(v.invariant), v.request_id or "", v.host_id or "", v.message)
+    errors.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the placement commands to the app."""
+
+    @app.command("plan")
+    def plan_command(
+        hosts: Path = typer.Option(..., "--hosts", help="hosts table (.csv or .parquet)"),
+        requests: Path = typer.Option(..., "--requests", help="requests table (.csv or .parquet)"),
+        out: Path = typer.Option(..., "--out", help="plan directory to write"),
+        mode: Optional[str] = typer.Option(None, help="sharded (default) or whole"),
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="CP-SAT seconds (default 30)"),
+        workers: Optional[int] = typer.Option(None, help="CP-SAT workers (default 2)"),
+        seed: Optional[int] = typer.Option(None, help="CP-SAT seed (default 0)"),
+        top_k: Optional[int] = typer.Option(None, "--top-k", help="candidate classes kept per request and zone"),
+        min_local_ram: Optional[float] = typer.Option(None, "--min-local-ram-gib-per-vcpu"),
+        lp: Optional[bool] = typer.Option(None, "--lp-bound/--no-lp-bound", help="LP relaxation bound"),
+    ) -> None:
+        """Place the requests on the hosts and write a checked plan directory."""
+        options = resolve_options(mode=mode, time_limit_s=time_limit, workers=workers, seed=seed, top_k=top_k,
+                                  min_local_ram_gib_per_vcpu=min_local_ram, lp_bound=lp)
+        raise typer.Exit(run_plan(hosts, requests, out, options))
+
+    @app.command("nightly")
+    def nightly_command(
+        out: Path = typer.Option(..., "--out", help="plan directory to write"),
+        data: Optional[Path] = typer.Option(None, "--data", help="folder with hosts and requests tables (default: embedded demo)"),
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="CP-SAT seconds (default 30)"),
+        workers: Optional[int] = typer.Option(None, help="CP-SAT workers"),
+        seed: Optional[int] = typer.Option(None, help="CP-SAT seed"),
+    ) -> None:
+        """The nightly job: inputs (demo unless --data) → plan → check → export."""
+        from planner.fleet import demo_dir
+
+        folder = Path(data) if data is not None else Path(str(demo_dir()))
+        hosts_file = _find_table(folder, "hosts")
+        requests_file = _find_table(folder, "requests")
+        options = resolve_options(time_limit_s=time_limit, workers=workers, seed=seed)
+        raise typer.Exit(run_plan(hosts_file, requests_file, out, options))
+
+    @app.command("check")
+    def check_command(plan_dir: Path = typer.Argument(..., help="plan directory")) -> None:
+        """Verify the nine invariants from a plan directory alone; exit 1 on any violation."""
+        from planner.checker import check_plan_dir
+
+        try:
+            violations = check_plan_dir(plan_dir)
+        except (FileNotFoundError, InputError, ValueError) as exc:
+            errors.print(f"[bold red]cannot check[/]: {exc}")
+            raise typer.Exit(2) from exc
+        if violations:
+            print_violations(violations)
+            raise typer.Exit(1)
+        console.print(f"[green]{plan_dir}: all nine invariants hold[/]")
+
+    @app.command("explain")
+    def explain_command(plan_dir: Path = typer.Argument(...), request_id: str = typer.Argument(...)) -> None:
+        """Where each part of a request went and why, or why it stayed unplaced."""
+        from planner.explain import explain_request, render_explanation
+
+        try:
+            explanation = explain_request(plan_dir, request_id)
+        except KeyError as exc:
+            errors.print(f"[bold red]unknown request[/]: {request_id}")
+            raise typer.Exit(2) from exc
+        render_explanation(explanation, console)
+
+    @app.command("diff")
+    def diff_command(
+        plan_a: Path = typer.Argument(...), plan_b: Path = typer.Argument(...),
+        as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+        parquet: Optional[Path] = typer.Option(None, "--parquet", help="also write the part changes as Parquet"),
+    ) -> None:
+        """Moved, added, removed and newly unplaced parts between two plans, with cost and utilisation deltas."""
+        from planner.diff import diff_plans, render_diff
+
+        diff = diff_plans(plan_a, plan_b)
+        if parquet is not None:
+            from planner.export import write_parquet_atomic
+
+            write_parquet_atomic(diff.to_frame(), parquet)
+        if as_json:
+            sys.stdout.write(diff.to_json() + "\n")
+        else:
+            rendered = render_diff(diff)
+            for item in rendered if isinstance(rendered, (list, tuple)) else [rendered]:
+                console.print(item)
+
+
+def _find_table(folder: Path, name: str) -> Path:
+    for suffix in (".parquet", ".csv"):
+        candidate = folder / f"{name}{suffix}"
+        if candidate.exists():
+            return candidate
+    errors.print(f"[bold red]bad input[/]: {folder}: no {name}.parquet or {name}.csv")
+    raise typer.Exit(2)
+
+

@@ -1,0 +1,250 @@
+"""The decomposition engine: validate → candidates → build → solve → assign → (check → export).
+
+Each stage is a function of its own so a what-if or a test can stop after any of them.
+`plan()` runs them all and returns a :class:`Plan` with the shards, the per-request
+outcome, the typed solver result and the named objective terms.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Callable
+
+import numpy as np
+import polars as pl
+
+from models.lp_bound import lp_bound
+from models.placement import solve_placement
+from models.problem import (COST_UNITS_PER_DOLLAR, GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU, Assignment,
+                            PlacementProblem, SolveResult, evaluate, relative_gap)
+from planner.baselines import ffd_order, first_fit
+from planner.candidates import Candidates, Fleet, build_fleet, find_candidates, request_arrays
+from planner.options import PlanOptions
+from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
+
+Progress = Callable[[str], None]
+
+
+def package_version() -> str:
+    try:
+        return version("shardplan")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def inputs_hash(hosts: pl.DataFrame, requests: pl.DataFrame) -> str:
+    """sha256 over the validated tables (column names, types and values)."""
+    digest = hashlib.sha256()
+    for table in (hosts, requests):
+        digest.update(json.dumps(table.columns).encode())
+        digest.update(table.hash_rows(seed=0).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Plan:
+    """A solved plan: exportable tables plus everything that explains it."""
+
+    hosts: pl.DataFrame
+    requests: pl.DataFrame
+    shards: pl.DataFrame
+    requests_out: pl.DataFrame
+    result: SolveResult
+    plan_json: dict
+    options: PlanOptions
+    fleet: Fleet
+    candidates: Candidates | None
+    assignment: Assignment
+    baseline: dict = field(default_factory=dict)
+
+
+def demand_units(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
+    """vcpu + ram_gib / demand_ram_gib_per_unit + gpu_units_per_gpu × gpu (at least 1 per request)."""
+    units = (requests["vcpu"].to_numpy() + requests["ram_gib"].to_numpy() / options.demand_ram_gib_per_unit
+             + options.gpu_units_per_gpu * requests["gpu"].to_numpy())
+    return np.maximum(units, 1.0)
+
+
+def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates, options: PlanOptions,
+                  order: np.ndarray) -> PlacementProblem:
+    """Solver-unit arrays for the requests in `order` (the FFD order, which the symmetry rules rely on)."""
+    req = request_arrays(requests)
+    priority = requests["priority"].to_numpy()
+    weight = np.rint(priority * demand_units(requests, options) * options.unplaced_weight
+                     * COST_UNITS_PER_DOLLAR).astype(np.int64)
+    spread = np.array([int(round(options.spread_weight(c) * COST_UNITS_PER_DOLLAR))
+                       for c in requests["latency_class"].to_list()], dtype=np.int64)
+    ratio = options.min_local_ram_gib_per_vcpu
+    return PlacementProblem(
+        free=fleet.free, cost=np.rint(fleet.cost * COST_UNITS_PER_DOLLAR).astype(np.int64), active=fleet.active,
+        rack=fleet.rack, zone=fleet.zone, demand=req["demand"][order], unplaced_weight=weight[order],
+        spread_weight=spread[order],
+        max_shards=(np.ones_like(req["max_shards"]) if options.mode == "whole" else req["max_shards"])[order],
+        replicas=req["replicas"][order], allow_remote=~req["low_latency"][order],
+        compute_candidates=[candidates.compute[r] for r in order], gpu_ok=[candidates.gpu_ok[r] for r in order],
+        storage_candidates=[candidates.storage[r] for r in order],
+        symmetry_groups=candidates.symmetry_groups if options.symmetry_breaking else [],
+        whole=options.mode == "whole",
+        remote_mbps_per_gib=int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)),
+        local_ram_per_vcpu=(int(round(ratio * 1000)), 1000),
+        time_limit_s=options.time_limit_s, workers=options.workers, seed=options.seed,
+        deterministic=options.deterministic)
+
+
+def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool) -> tuple[Assignment, np.ndarray]:
+    """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used."""
+    req = request_arrays(requests)
+    order = ffd_order(req["demand"], requests["priority"].to_numpy(), fleet)
+    max_shards = req["max_shards"] if sharded else np.ones_like(req["max_shards"])
+    assignment = first_fit(fleet, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
+                           req["low_latency"], order, sharded, options.min_local_ram_gib_per_vcpu)
+    return assignment, order
+
+
+def _reorder(assignment: Assignment, order: np.ndarray) -> Assignment:
+    """Assignment in request index space → problem order (position i holds request order[i])."""
+    return Assignment(assignment.placed[order].copy(), [assignment.parts[r] for r in order],
+                      [assignment.storage_hosts[r] for r in order])
+
+
+def _restore(assignment: Assignment, order: np.ndarray) -> Assignment:
+    out = Assignment.empty(len(order))
+    for i, r in enumerate(order):
+        out.placed[r] = assignment.placed[i]
+        out.parts[r] = assignment.parts[i]
+        out.storage_hosts[r] = assignment.storage_hosts[i]
+    return out
+
+
+def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
+         progress: Progress | None = None, solver_log: Callable[[str], None] | None = None) -> Plan:
+    """Candidates, FFD warm start, CP-SAT, LP bound; the better of CP-SAT and FFD is returned, labelled."""
+    note = progress or (lambda _stage: None)
+    options.validate()
+    note("fleet")
+    fleet = build_fleet(hosts)
+    note("baseline")
+    ffd, order = run_ffd(fleet, requests, options, sharded=options.mode == "sharded")
+    must = [({p[0] for p in ffd.parts[r]} | set(ffd.storage_hosts[r])) if ffd.placed[r] else set()
+            for r in range(requests.height)]
+    note("candidates")
+    candidates = find_candidates(fleet, requests, options, must_include=must)
+    problem = build_problem(fleet, requests, candidates, options, order)
+    hint = _reorder(ffd, order)
+    ffd_terms = evaluate(problem, hint)
+    note("solve")
+    solution = solve_placement(problem, hint=hint, log_callback=solver_log)
+    result = solution.result
+    chosen, terms, label = hint, ffd_terms, "ffd"
+    if solution.terms is not None and solution.terms.total <= ffd_terms.total:
+        chosen, terms, label = solution.assignment, solution.terms, "cp-sat"
+    bound_units = result.best_bound
+    lp_result = None
+    if options.lp_bound:
+        note("bound")
+        lp_result = lp_bound(problem, options.lp_time_limit_s)
+        if lp_result.status == "optimal" and (bound_units is None or lp_result.objective > bound_units):
+            bound_units = lp_result.objective
+    objective = terms.total / COST_UNITS_PER_DOLLAR
+    bound = None if bound_units is None else min(bound_units, terms.total) / COST_UNITS_PER_DOLLAR
+    if label == "cp-sat":
+        status = "optimal" if result.status == "optimal" else "feasible"
+        solver = "cp-sat" + ("+lp-bound" if lp_result is not None and bound_units == lp_result.objective else "")
+    else:
+        status = "feasible"
+        solver = f"ffd-fallback (cp-sat: {result.status})"
+    gap = relative_gap(objective, bound)
+    if gap is not None and gap < 1e-9 and status == "feasible":
+        status = "optimal"
+    final = SolveResult(status, objective, bound, gap, result.wall_s + (lp_result.wall_s if lp_result else 0.0),
+                        solver)
+    assignment = _restore(chosen, order)
+    note("assign")
+    shards, requests_out = assemble(fleet, requests, assignment, options, candidates, problem, order)
+    placed = int(assignment.placed.sum())
+    plan_json = {
+        **final.to_dict(),
+        "placed": placed,
+        "unplaced": int(requests.height - placed),
+        "inputs_hash": inputs_hash(hosts, requests),
+        "version": package_version(),
+        "options": options.to_dict(),
+        "objective_terms": terms.to_dict(),
+        "cp_sat": {**_in_dollars(result), "variables": solution.n_variables, "constraints": solution.n_constraints},
+        "lp_relaxation": _in_dollars(lp_result) if lp_result else None,
+        "baseline_ffd": {"objective": ffd_terms.total / COST_UNITS_PER_DOLLAR, "placed": int(ffd.placed.sum()),
+                         **ffd_terms.to_dict()},
+        "candidates": {"pairs": int(sum(len(c) for c in candidates.compute) + sum(len(s) for s in candidates.storage)),
+                       "member_cap": candidates.member_cap, "symmetry_groups": len(candidates.symmetry_groups)},
+    }
+    return Plan(hosts, requests, shards, requests_out, final, plan_json, options, fleet, candidates, assignment,
+                {"ffd": ffd_terms.to_dict()})
+
+
+def _in_dollars(result: SolveResult) -> dict[str, object]:
+    """A solver result with objective and bound converted from milli-$ to $ per hour."""
+    out = result.to_dict()
+    for key in ("objective", "best_bound"):
+        if out[key] is not None:
+            out[key] = out[key] / COST_UNITS_PER_DOLLAR
+    return out
+
+
+def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, options: PlanOptions,
+             candidates: Candidates | None, problem: PlacementProblem, order: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """shards.parquet and requests.parquet rows from an assignment (request index space)."""
+    rows: list[tuple] = []
+    out: list[tuple] = []
+    ids = requests["request_id"].to_list()
+    demand = request_arrays(requests)["demand"]
+    latency = requests["latency_class"].to_list()
+    rate = options.remote_memory_gbps_per_gib
+    for r, request_id in enumerate(ids):
+        if not assignment.placed[r]:
+            out.append((request_id, "unplaced", 0, 0.0, 0.0, unplaced_reason(candidates, r)))
+            continue
+        shard = 0
+        hosts_used: set[int] = set()
+        cost = 0.0
+        for h, v, m, n, g in sorted(assignment.parts[r]):
+            net = n / NET_UNITS_PER_GBPS + (rate * m if v == 0 else 0.0)
+            role = "compute" if v > 0 else ("memory" if m > 0 else ("gpu" if g > 0 else "compute"))
+            rows.append((request_id, shard, fleet.host_ids[h], 0, v, m, 0, net, g, role))
+            shard += 1
+            hosts_used.add(h)
+            cost += fleet.cost[h] * _dominant_share(fleet, h, (v, m, 0, int(round(net * NET_UNITS_PER_GBPS)), g))
+        copies = list(assignment.storage_hosts[r])
+        compute_hosts = {p[0] for p in assignment.parts[r]}
+        copies.sort(key=lambda h: (h not in compute_hosts, h))  # copy 0 beside the compute when possible
+        for replica, h in enumerate(copies):
+            rows.append((request_id, shard, fleet.host_ids[h], replica, 0, 0, int(demand[r, STORAGE]), 0.0, 0,
+                         "storage" if replica == 0 else "replica"))
+            shard += 1
+            hosts_used.add(h)
+            cost += fleet.cost[h] * _dominant_share(fleet, h, (0, 0, int(demand[r, STORAGE]), 0, 0))
+        compute_racks = {int(fleet.rack[h]) for h in compute_hosts}
+        extra = max(len(compute_hosts) - 1, 0) + max(len(compute_racks) - 1, 0)
+        out.append((request_id, "placed", len(hosts_used), round(cost, 6),
+                    options.spread_weight(latency[r]) * extra, None))
+    shards = pl.DataFrame(rows, schema=SHARDS_SCHEMA, orient="row")
+    requests_out = pl.DataFrame(out, schema=REQUESTS_OUT_SCHEMA, orient="row")
+    return shards, requests_out
+
+
+def _dominant_share(fleet: Fleet, h: int, amounts: tuple[int, int, int, int, int]) -> float:
+    """Largest share of the host's capacity a part takes: the part's share of the host's hourly cost."""
+    cap = fleet.capacity[h]
+    shares = [a / c for a, c in zip(amounts, cap) if c > 0 and a > 0]
+    return max(shares, default=0.0)
+
+
+def unplaced_reason(candidates: Candidates | None, r: int) -> str:
+    """Why a request stayed unplaced, from the filters' counts (see `shardplan explain` for all of them)."""
+    if candidates is None:
+        return "not placed"
+    if len(candidates.compute[r]) == 0:
+        return "no host can take any part of it (see explain for the filter counts)"
+    return (f"capacity: its {len(candidates.compute[r])} candidate hosts could not hold it beside "
+            f"higher-value requests within max_shards, zone and replica-rack limits")

@@ -1,0 +1,101 @@
+"""`shardplan explain`: where each part of a request went and why, or why it stayed unplaced.
+
+Works from a plan directory alone: the candidate filters are re-run on `inputs/` with the
+options recorded in `plan.json`, so the counts are the ones the solver saw.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from planner.candidates import build_fleet, find_candidates
+from planner.options import PlanOptions
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A request's outcome with its parts (placed) or the filter counts that ruled hosts out."""
+
+    request: dict
+    outcome: dict
+    parts: pl.DataFrame
+    filters: pl.DataFrame
+    candidates: int
+    candidate_hosts: pl.DataFrame
+
+
+def _options(plan: dict) -> PlanOptions:
+    known = {f.name for f in dataclasses.fields(PlanOptions)}
+    return PlanOptions(**{k: v for k, v in plan.get("options", {}).items() if k in known})
+
+
+def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
+    plan_dir = Path(plan_dir)
+    hosts = pl.read_parquet(plan_dir / "inputs" / "hosts.parquet")
+    requests = pl.read_parquet(plan_dir / "inputs" / "requests.parquet")
+    outcome = pl.read_parquet(plan_dir / "requests.parquet").filter(pl.col("request_id") == request_id)
+    if outcome.height == 0:
+        raise KeyError(request_id)
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    options = _options(plan)
+    index = requests.with_row_index("_i").filter(pl.col("request_id") == request_id)["_i"][0]
+    fleet = build_fleet(hosts)
+    one = requests.slice(int(index), 1)
+    candidates = find_candidates(fleet, one, options)
+    shards = pl.read_parquet(plan_dir / "shards.parquet").filter(pl.col("request_id") == request_id)
+    host_tags = hosts.select("host_id", "host_class", "zone", "rack", "storage_type", "gpu_model", "cost_per_hour",
+                             "status")
+    parts = shards.join(host_tags, on="host_id", how="left").sort("shard")
+    cand_hosts = np.union1d(candidates.compute[0], candidates.storage[0]).astype(int)
+    candidate_hosts = host_tags.with_row_index("_h").filter(pl.col("_h").is_in(cand_hosts.tolist())).drop("_h")
+    return Explanation(one.row(0, named=True), outcome.row(0, named=True), parts,
+                       candidates.reasons.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
+                       len(candidates.compute[0]), candidate_hosts)
+
+
+def render_explanation(explanation: Explanation, console: Console) -> None:
+    r, o = explanation.request, explanation.outcome
+    console.print(f"[bold]{r['request_id']}[/] ({r['app_type']} of {r['user_id']}): vcpu {r['vcpu']}, ram {r['ram_gib']} GiB, "
+                  f"storage {r['storage_gib']} GiB ×{r['replicas']} ({r['storage_type'] or 'any tier'}), gpu {r['gpu']} "
+                  f"{r['gpu_model'] or ''}, net {r['net_gbps']} Gbit/s; max_shards {r['max_shards']}, "
+                  f"latency {r['latency_class']}, priority {r['priority']}")
+    if o["status"] == "placed":
+        console.print(f"[green]placed[/] on {o['n_hosts']} hosts, cost share ${o['cost_per_hour']:.3f}/h, "
+                      f"spread penalty {o['spread_penalty']:.2f}")
+        table = Table(title="parts")
+        for col in ("shard", "role", "replica", "host_id", "host_class", "zone", "rack", "vcpu", "ram_gib",
+                    "storage_gib", "gpu", "net_gbps", "why this host"):
+            table.add_column(col)
+        for p in explanation.parts.iter_rows(named=True):
+            why = _why(p)
+            table.add_row(*(str(p[c]) for c in ("shard", "role", "replica", "host_id", "host_class", "zone", "rack",
+                                                "vcpu", "ram_gib", "storage_gib", "gpu", "net_gbps")), why)
+        console.print(table)
+    else:
+        console.print(f"[red]unplaced[/]: {o['reason']}")
+    console.print(f"{explanation.candidates} compute candidates were offered to the solver")
+    table = Table(title="hosts ruled out, per filter (first filter a host failed)")
+    for col in ("role", "reason", "hosts"):
+        table.add_column(col)
+    for f in explanation.filters.iter_rows(named=True):
+        table.add_row(f["role"], f["reason"], str(f["hosts"]))
+    console.print(table)
+
+
+def _why(part: dict) -> str:
+    if part["role"] in ("storage", "replica"):
+        return f"{part['storage_type']} tier, copy {part['replica']} on its own rack"
+    bits = []
+    if part["gpu"]:
+        bits.append(f"{part['gpu']}× {part['gpu_model']}")
+    if part["role"] == "memory":
+        bits.append("remote memory (no vcpu here)")
+    bits.append(f"${part['cost_per_hour']}/h host")
+    return ", ".join(bits)

@@ -1,0 +1,362 @@
+"""Write and read a plan directory (DESIGN.md "Plan export").
+
+Every table is cast to its schema in :mod:`planner.schema` and serialised in memory
+before the first file is written; each file then lands under a temporary name in
+the same folder and is renamed into place, so a failure leaves no partial plan.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from planner.schema import (
+    HOST_COLUMNS,
+    REQUEST_COLUMNS,
+    REQUEST_STATUSES,
+    RESERVATIONS_SCHEMA,
+    RESOURCES,
+    REQUESTS_OUT_SCHEMA,
+    SHARD_ROLES,
+    SHARDS_SCHEMA,
+    Column,
+    hosts_out_schema,
+)
+
+PLAN_METADATA_KEY = "shardplan.plan"
+"""Parquet key-value metadata key that carries the plan.json text."""
+
+SHARDS_FILE = "shards.parquet"
+REQUESTS_OUT_FILE = "requests.parquet"
+HOSTS_OUT_FILE = "hosts.parquet"
+RESERVATIONS_FILE = "reservations.parquet"
+PLAN_FILE = "plan.json"
+INPUT_HOSTS_FILE = "inputs/hosts.parquet"
+INPUT_REQUESTS_FILE = "inputs/requests.parquet"
+
+_VCPU_CAPACITY_EPSILON = 1e-9  # 100 × 1.15 is 114.999… in floating point; the host still has 115 vcpu
+
+
+class PlanExportError(ValueError):
+    """A plan that cannot be written: which table, which column, what is wrong."""
+
+
+class PlanDirError(ValueError):
+    """A plan directory that cannot be read: which file and what is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class PlanDir:
+    """A plan directory read back: the inputs it was made from and every exported table."""
+
+    hosts: pl.DataFrame
+    requests: pl.DataFrame
+    shards: pl.DataFrame
+    requests_out: pl.DataFrame
+    hosts_out: pl.DataFrame
+    reservations: pl.DataFrame | None
+    plan: dict
+    path: Path | None = None
+
+
+def cast_to_schema(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
+    """The frame's columns of `schema`, in its order and types; refuses lossy casts (0.5 gpu → 0)."""
+    missing = [name for name in schema if name not in frame.columns]
+    if missing:
+        raise PlanExportError(f"{table}: missing column(s) {', '.join(missing)}")
+    columns: list[pl.Series] = []
+    for name, dtype in schema.items():
+        series = frame.get_column(name)
+        columns.append(_cast_series(series, dtype, table))
+    return pl.DataFrame(columns) if columns else pl.DataFrame(schema=schema)
+
+
+def _cast_series(series: pl.Series, dtype: pl.DataType, table: str) -> pl.Series:
+    if series.dtype == dtype:
+        return series
+    if isinstance(dtype, pl.Datetime):
+        if series.dtype == pl.Utf8:
+            series = series.str.to_datetime(time_zone="UTC", time_unit="us", strict=False)
+        elif isinstance(series.dtype, pl.Datetime):
+            series = (series.dt.replace_time_zone("UTC") if series.dtype.time_zone is None
+                      else series.dt.convert_time_zone("UTC"))
+    if dtype.is_integer() and series.dtype.is_float():
+        fractional = series.is_not_null() & (series != series.floor())
+        if fractional.any():
+            row = int(fractional.arg_true()[0])
+            raise PlanExportError(f"{table}: row {row + 1}, column '{series.name}': "
+                                  f"expected a whole number, got {series[row]}")
+    try:
+        cast = series.cast(dtype, strict=True)
+    except Exception as exc:  # polars raises InvalidOperationError / ComputeError for bad casts
+        raise PlanExportError(f"{table}: column '{series.name}' cannot be read as {dtype} ({exc})") from exc
+    lost = cast.is_null() & series.is_not_null()
+    if lost.any():
+        row = int(lost.arg_true()[0])
+        raise PlanExportError(f"{table}: row {row + 1}, column '{series.name}': cannot read {series[row]!r} as {dtype}")
+    return cast
+
+
+def conform_inputs(frame: pl.DataFrame, columns: tuple[Column, ...], table: str) -> pl.DataFrame:
+    """Known input columns in schema types with defaults filled; extra columns kept after them."""
+    out: list[pl.Series] = []
+    for column in columns:
+        if column.name in frame.columns:
+            series = _cast_series(frame.get_column(column.name), column.polars_dtype, table)
+            if column.default is not None and series.null_count():
+                series = series.fill_null(column.default)
+        elif column.required:
+            raise PlanExportError(f"{table}: missing column {column.name}")
+        else:
+            series = pl.Series(column.name, [column.default] * frame.height, dtype=column.polars_dtype)
+        out.append(series)
+    known = {column.name for column in columns}
+    extra = [name for name in frame.columns if name not in known]
+    conformed = pl.DataFrame(out)
+    return conformed.hstack(frame.select(extra)) if extra else conformed
+
+
+def empty_reservations() -> pl.DataFrame:
+    """A reservations table with no blocks (so sums over it need no special case)."""
+    return pl.DataFrame(schema=RESERVATIONS_SCHEMA)
+
+
+def host_usage(hosts: pl.DataFrame, shards: pl.DataFrame, reservations: pl.DataFrame | None = None) -> pl.DataFrame:
+    """hosts.parquet: capacity (vcpu = floor(vcpu × overcommit)), used (existing + shards), reserved, active."""
+    hosts = conform_inputs(hosts, HOST_COLUMNS, "hosts")
+    reservations = empty_reservations() if reservations is None else reservations
+    shard_load = shards.group_by("host_id").agg(
+        *[pl.col(r).sum().alias(f"_shard_{r}") for r in RESOURCES], pl.len().alias("_shards"))
+    reserved = reservations.group_by("host_id").agg(
+        *[pl.col(r).sum().alias(f"{r}_reserved") for r in RESOURCES], pl.len().alias("_reservations"))
+    joined = (hosts.join(shard_load, on="host_id", how="left")
+              .join(reserved, on="host_id", how="left")
+              .with_columns(pl.col("_shards", "_reservations").fill_null(0)))
+    capacity = {r: pl.col(r) for r in RESOURCES}
+    capacity["vcpu"] = (pl.col("vcpu") * pl.col("vcpu_overcommit") + _VCPU_CAPACITY_EPSILON).floor()
+    existing_load = pl.any_horizontal([pl.col(f"used_{r}") > 0 for r in RESOURCES])
+    columns: list[pl.Expr] = [
+        pl.col("host_id"),
+        ((pl.col("_shards") > 0) | (pl.col("_reservations") > 0) | existing_load).alias("active"),
+    ]
+    for resource in RESOURCES:
+        columns += [
+            capacity[resource].alias(f"{resource}_capacity"),
+            (pl.col(f"used_{resource}") + pl.col(f"_shard_{resource}").fill_null(0)).alias(f"{resource}_used"),
+            pl.col(f"{resource}_reserved").fill_null(0),
+        ]
+    return cast_to_schema(joined.select(columns), hosts_out_schema(), HOSTS_OUT_FILE)
+
+
+def plan_json_text(plan_json: dict) -> str:
+    """plan.json as text; non-finite numbers (an infinite gap) become null so any JSON reader accepts it."""
+    try:
+        return json.dumps(_finite(plan_json), indent=2, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PlanExportError(f"{PLAN_FILE}: cannot be written as JSON ({exc})") from exc
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _finite(dataclasses.asdict(value))
+    if hasattr(value, "item"):  # numpy scalars
+        return _finite(value.item())
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _parquet_bytes(frame: pl.DataFrame, plan_text: str | None) -> bytes:
+    table = frame.to_arrow()
+    if plan_text is not None:
+        metadata = dict(table.schema.metadata or {})
+        metadata[PLAN_METADATA_KEY.encode()] = plan_text.encode()
+        table = table.replace_schema_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _check_values(shards: pl.DataFrame, requests_out: pl.DataFrame, hosts: pl.DataFrame) -> None:
+    bad_roles = shards.filter(~pl.col("role").is_in(list(SHARD_ROLES)) | pl.col("role").is_null())
+    if bad_roles.height:
+        raise PlanExportError(f"{SHARDS_FILE}: unknown role {bad_roles['role'][0]!r} "
+                              f"(expected one of {', '.join(SHARD_ROLES)})")
+    bad_status = requests_out.filter(~pl.col("status").is_in(list(REQUEST_STATUSES)) | pl.col("status").is_null())
+    if bad_status.height:
+        raise PlanExportError(f"{REQUESTS_OUT_FILE}: unknown status {bad_status['status'][0]!r} "
+                              f"for request {bad_status['request_id'][0]!r} (expected one of {', '.join(REQUEST_STATUSES)})")
+    unknown_hosts = shards.join(hosts, on="host_id", how="anti")
+    if unknown_hosts.height:
+        raise PlanExportError(f"{SHARDS_FILE}: request {unknown_hosts['request_id'][0]!r} has a shard on "
+                              f"host {unknown_hosts['host_id'][0]!r}, which is not in the hosts input")
+
+
+def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame,
+                   requests_out: pl.DataFrame, plan_json: dict, reservations: pl.DataFrame | None = None) -> None:
+    """Write the plan directory; every file is built first, then each lands atomically (plan.json last)."""
+    out_dir = Path(out_dir)
+    input_hosts = conform_inputs(hosts, HOST_COLUMNS, INPUT_HOSTS_FILE)
+    input_requests = conform_inputs(requests, REQUEST_COLUMNS, INPUT_REQUESTS_FILE)
+    shards = cast_to_schema(shards, SHARDS_SCHEMA, SHARDS_FILE)
+    requests_out = cast_to_schema(requests_out, REQUESTS_OUT_SCHEMA, REQUESTS_OUT_FILE)
+    if reservations is not None:
+        reservations = cast_to_schema(reservations, RESERVATIONS_SCHEMA, RESERVATIONS_FILE)
+        unknown = reservations.join(input_hosts, on="host_id", how="anti")
+        if unknown.height:
+            raise PlanExportError(f"{RESERVATIONS_FILE}: reservation {unknown['reservation_id'][0]!r} is on "
+                                  f"host {unknown['host_id'][0]!r}, which is not in the hosts input")
+    _check_values(shards, requests_out, input_hosts)
+    hosts_out = host_usage(input_hosts, shards, reservations)
+    plan_text = plan_json_text(plan_json)
+
+    contents: dict[str, bytes] = {
+        INPUT_HOSTS_FILE: _parquet_bytes(input_hosts, plan_text),
+        INPUT_REQUESTS_FILE: _parquet_bytes(input_requests, plan_text),
+        SHARDS_FILE: _parquet_bytes(shards, plan_text),
+        REQUESTS_OUT_FILE: _parquet_bytes(requests_out, plan_text),
+        HOSTS_OUT_FILE: _parquet_bytes(hosts_out, plan_text),
+    }
+    if reservations is not None:
+        contents[RESERVATIONS_FILE] = _parquet_bytes(reservations, plan_text)
+    contents[PLAN_FILE] = (plan_text + "\n").encode()
+    _write_all_atomically(out_dir, contents)
+    stale = out_dir / RESERVATIONS_FILE
+    if reservations is None and stale.exists():  # a previous run's blocks must not pass for this plan's
+        stale.unlink()
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: str | Path, plan_json: dict | None = None) -> None:
+    """One Parquet file written atomically (temporary name beside it, then rename); plan.json in its metadata if given."""
+    path = Path(path)
+    plan_text = None if plan_json is None else plan_json_text(plan_json)
+    _write_all_atomically(path.parent, {path.name: _parquet_bytes(frame, plan_text)})
+
+
+def _write_all_atomically(out_dir: Path, contents: dict[str, bytes]) -> None:
+    """Stage every file under a temporary name beside its target, then rename them in order.
+
+    On failure the staged files and the folders this call created are removed again.
+    """
+    staged: list[tuple[Path, Path]] = []
+    created: list[Path] = []
+    try:
+        for name, payload in contents.items():
+            target = out_dir / name
+            missing = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            created += [folder for folder in missing if folder not in created]
+            staged.append((_stage_file(target, payload), target))
+        while staged:
+            staging, target = staged[0]
+            os.replace(staging, target)
+            staged.pop(0)
+    except BaseException:
+        for staging, _ in staged:
+            staging.unlink(missing_ok=True)
+        for folder in sorted(created, key=lambda folder: len(folder.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _stage_file(target: Path, payload: bytes) -> Path:
+    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
+    staging = Path(handle.name)
+    try:
+        with handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(staging, 0o666 & ~_current_umask())  # temporary files are private; a plan is an ordinary file
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return staging
+
+
+def read_plan_metadata(path: str | Path) -> dict:
+    """The plan.json a single parquet file of a plan directory carries in its key-value metadata."""
+    metadata = pq.read_schema(path).metadata or {}
+    text = metadata.get(PLAN_METADATA_KEY.encode())
+    if text is None:
+        raise PlanDirError(f"{path}: no '{PLAN_METADATA_KEY}' key in the parquet metadata")
+    return json.loads(text)
+
+
+def read_plan_dir(path: str | Path) -> PlanDir:
+    """Read a plan directory written by :func:`write_plan_dir`; errors name the missing or bad file."""
+    root = Path(path)
+    if not root.is_dir():
+        raise PlanDirError(f"{root}: not a plan directory (no such folder)")
+    required = (PLAN_FILE, SHARDS_FILE, REQUESTS_OUT_FILE, HOSTS_OUT_FILE, INPUT_HOSTS_FILE, INPUT_REQUESTS_FILE)
+    missing = [name for name in required if not (root / name).is_file()]
+    if missing:
+        raise PlanDirError(f"{root}: plan directory is missing {', '.join(missing)}")
+    try:
+        plan = json.loads((root / PLAN_FILE).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PlanDirError(f"{root / PLAN_FILE}: not valid JSON ({exc})") from exc
+    if not isinstance(plan, dict):
+        raise PlanDirError(f"{root / PLAN_FILE}: expected a JSON object, got {type(plan).__name__}")
+    reservations = None
+    if (root / RESERVATIONS_FILE).is_file():
+        reservations = _read_table(root, RESERVATIONS_FILE, RESERVATIONS_SCHEMA)
+    return PlanDir(
+        hosts=_read_inputs(root, INPUT_HOSTS_FILE, HOST_COLUMNS),
+        requests=_read_inputs(root, INPUT_REQUESTS_FILE, REQUEST_COLUMNS),
+        shards=_read_table(root, SHARDS_FILE, SHARDS_SCHEMA),
+        requests_out=_read_table(root, REQUESTS_OUT_FILE, REQUESTS_OUT_SCHEMA),
+        hosts_out=_read_table(root, HOSTS_OUT_FILE, hosts_out_schema()),
+        reservations=reservations,
+        plan=plan,
+        path=root,
+    )
+
+
+def _read_parquet(root: Path, name: str) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(root / name)
+    except Exception as exc:  # polars raises several error types for unreadable files
+        raise PlanDirError(f"{root / name}: not a readable Parquet file ({exc})") from exc
+
+
+def _read_table(root: Path, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    try:
+        return cast_to_schema(_read_parquet(root, name), schema, str(root / name))
+    except PlanExportError as exc:
+        raise PlanDirError(str(exc)) from exc
+
+
+def _read_inputs(root: Path, name: str, columns: tuple[Column, ...]) -> pl.DataFrame:
+    try:
+        return conform_inputs(_read_parquet(root, name), columns, str(root / name))
+    except PlanExportError as exc:
+        raise PlanDirError(str(exc)) from exc

@@ -1,0 +1,98 @@
+"""One options object for a planning run, with documented defaults.
+
+Every field can be overridden by an environment variable ``SHARDPLAN_<FIELD>``
+(upper case) and by the CLI flags; the resolved values are recorded under
+``options`` in every ``plan.json`` they shaped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """Knobs of the placement; units are in the names."""
+
+    mode: str = "sharded"
+    """sharded: a request may span up to max_shards hosts; whole: one host per VM (classic scheduler)."""
+    time_limit_s: float = 30.0
+    """CP-SAT wall-clock limit."""
+    workers: int = 2
+    """CP-SAT search workers (the plan is deterministic for a fixed seed and worker count)."""
+    seed: int = 0
+    """CP-SAT random seed."""
+    deterministic: bool = True
+    """Same seed and worker count → same plan: CP-SAT runs interleaved search under a deterministic time
+    limit of time_limit_s units (about seconds of one idle core), with a wall-clock safety net of 3×."""
+    top_k: int = 12
+    """Candidate host classes kept per request, best first by the candidate score."""
+    pair_budget: int = 250_000
+    """Upper bound on (request, candidate host) pairs; large equivalence classes are trimmed to fit."""
+    remote_memory_gbps_per_gib: float = 0.05
+    """NIC traffic caused by each GiB of memory held on a host where the request has no vcpu."""
+    min_local_ram_gib_per_vcpu: float = 0.5
+    """RAM a part must hold locally per vcpu it runs (invariant 4)."""
+    unplaced_weight: float = 1000.0
+    """$/h-equivalent charged per unplaced priority-weighted demand unit (dominates cost)."""
+    demand_ram_gib_per_unit: float = 4.0
+    """Demand units of a request = vcpu + ram_gib / this + gpu_units_per_gpu × gpu."""
+    gpu_units_per_gpu: float = 8.0
+    """Demand units one GPU counts for."""
+    spread_weight_low: float = 2.0
+    """$/h-equivalent per extra host or rack for latency class low."""
+    spread_weight_medium: float = 0.5
+    """... for latency class medium."""
+    spread_weight_tolerant: float = 0.1
+    """... for latency class tolerant."""
+    lp_bound: bool = True
+    """Solve the LP relaxation with PuLP/HiGHS to report a bound when tighter than CP-SAT's."""
+    lp_time_limit_s: float = 60.0
+    """Time limit for the LP relaxation."""
+    symmetry_breaking: bool = True
+    """Order interchangeable empty hosts of one equivalence class."""
+
+    def spread_weight(self, latency_class: str) -> float:
+        return {"low": self.spread_weight_low, "medium": self.spread_weight_medium,
+                "tolerant": self.spread_weight_tolerant}[latency_class]
+
+    def replace(self, **changes: object) -> "PlanOptions":
+        """A copy with the given fields changed; None values are ignored (unset CLI flags)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "PlanOptions":
+        """Defaults overridden by SHARDPLAN_<FIELD> environment variables."""
+        environ = os.environ if environ is None else environ
+        changes: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"SHARDPLAN_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(f.default)
+            if kind is bool:
+                changes[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                try:
+                    changes[f.name] = kind(raw)
+                except ValueError as exc:
+                    raise ValueError(f"environment variable SHARDPLAN_{f.name.upper()}={raw!r}: expected {kind.__name__}") from exc
+        options = cls(**changes)
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        if self.mode not in ("sharded", "whole"):
+            raise ValueError(f"mode must be 'sharded' or 'whole', got {self.mode!r}")
+        if self.time_limit_s <= 0 or self.workers < 1 or self.top_k < 1:
+            raise ValueError("time_limit_s must be > 0, workers ≥ 1 and top_k ≥ 1")
+        if self.min_local_ram_gib_per_vcpu < 0 or self.remote_memory_gbps_per_gib < 0:
+            raise ValueError("min_local_ram_gib_per_vcpu and remote_memory_gbps_per_gib must be ≥ 0")
+
+
+OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(PlanOptions))

@@ -1,0 +1,34 @@
+"""Small named fleets built in code for the engine and model tests."""
+from __future__ import annotations
+
+import polars as pl
+
+from planner.inputs import check_hosts, validate_table
+from planner.schema import HOST_COLUMNS, REQUEST_COLUMNS
+
+HOST_DEFAULTS = {"host_class": "general", "zone": "z1", "storage_gib": 1000, "storage_type": "ssd",
+                 "net_gbps": 10.0, "gpu": 0, "gpu_model": None, "cost_per_hour": 1.0}
+REQUEST_DEFAULTS = {"user_id": "u1", "app_type": "web", "storage_gib": 0, "gpu": 0, "net_gbps": 0.0,
+                    "storage_type": None, "gpu_model": None, "max_shards": 1, "replicas": 1,
+                    "latency_class": "medium", "priority": 1}
+
+
+def hosts_table(*rows: dict) -> pl.DataFrame:
+    """Hosts from partial rows (host_id, rack, vcpu, ram_gib at least), validated with defaults."""
+    full = [{**HOST_DEFAULTS, **row} for row in rows]
+    frame = pl.DataFrame(full, schema_overrides={"gpu_model": pl.Utf8, "net_gbps": pl.Float64,
+                                                  "cost_per_hour": pl.Float64}, infer_schema_length=None)
+    return check_hosts(validate_table(frame, HOST_COLUMNS, "hosts", key="host_id"), "hosts")
+
+
+def requests_table(*rows: dict) -> pl.DataFrame:
+    full = [{**REQUEST_DEFAULTS, **row} for row in rows]
+    frame = pl.DataFrame(full, schema_overrides={"gpu_model": pl.Utf8, "storage_type": pl.Utf8,
+                                                  "net_gbps": pl.Float64}, infer_schema_length=None)
+    return validate_table(frame, REQUEST_COLUMNS, "requests", key="request_id")
+
+
+def three_hosts(**overrides: dict) -> pl.DataFrame:
+    """Three 16-vcpu / 64 GiB hosts on racks r1, r2, r3 of zone z1; per-host overrides by host id."""
+    rows = [{"host_id": h, "rack": f"r{i + 1}", "vcpu": 16, "ram_gib": 64} for i, h in enumerate(("h1", "h2", "h3"))]
+    return hosts_table(*[{**row, **overrides.get(row["host_id"], {})} for row in rows])
