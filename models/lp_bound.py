@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import pulp
 
 from models.problem import GPU, NET, RAM, STORAGE, VCPU, PlacementProblem, SolveResult
@@ -46,19 +47,20 @@ def lp_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResu
     """Solve the relaxation; status optimal means `objective` is a valid lower bound."""
     start = time.perf_counter()
     lp = pulp.LpProblem("placement_relaxation", pulp.LpMinimize)
+    var = lp.add_variable if hasattr(lp, "add_variable") else pulp.LpVariable  # PuLP ≥ 3.3 attaches variables
     num, den = problem.local_ram_per_vcpu
     loads: dict[int, list[list[object]]] = {}
     users: dict[int, list[object]] = {}
     unplaced, spread = [], []
     for r in range(problem.n_requests):
         d = problem.demand[r]
-        placed = pulp.LpVariable(f"p{r}", 0, 1)
+        placed = var(f"p{r}", 0, 1)
         unplaced.append(int(problem.unplaced_weight[r]) * (1 - placed))
         uses = []
         sums = {VCPU: [], RAM: [], NET: [], GPU: []}
         for i, h in enumerate(problem.compute_candidates[r]):
             h = int(h)
-            u = pulp.LpVariable(f"u{r}_{h}", 0, 1)
+            u = var(f"u{r}_{h}", 0, 1)
             uses.append(u)
             per = loads.setdefault(h, [[], [], [], [], []])
             users.setdefault(h, []).append(u)
@@ -73,7 +75,7 @@ def lp_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResu
                 if res == GPU and not problem.gpu_ok[r][i]:
                     top = 0
                 if d[res] and top:
-                    x = pulp.LpVariable(f"x{res}_{r}_{h}", 0, top)
+                    x = var(f"x{res}_{r}_{h}", 0, top)
                     sizes[res] = x
                     sums[res].append(x)
                     per[res].append(x)
@@ -84,10 +86,10 @@ def lp_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResu
                 # remote traffic ≥ rate·ram − rate·ram_top·has_vcpu, has_vcpu ≤ use and ≤ vcpu (as in CP-SAT)
                 rate = problem.remote_mbps_per_gib
                 top_ram = int(min(d[RAM], problem.free[h][RAM]))
-                t = pulp.LpVariable(f"t{r}_{h}", 0)
+                t = var(f"t{r}_{h}", 0)
                 has = 0
                 if VCPU in sizes:
-                    has = pulp.LpVariable(f"h{r}_{h}", 0, 1)
+                    has = var(f"h{r}_{h}", 0, 1)
                     lp += has <= u
                     lp += has <= sizes[VCPU]
                 lp += t >= rate * sizes[RAM] - rate * top_ram * has
@@ -101,7 +103,7 @@ def lp_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResu
         if uses and not problem.whole:
             lp += pulp.lpSum(uses) <= int(problem.max_shards[r])
             if problem.spread_weight[r] and problem.max_shards[r] > 1:
-                extra = pulp.LpVariable(f"e{r}", 0)
+                extra = var(f"e{r}", 0)
                 lp += extra >= pulp.lpSum(uses) - placed
                 spread.append(int(problem.spread_weight[r]) * extra)
         if d[STORAGE] > 0:
@@ -109,7 +111,7 @@ def lp_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResu
             by_rack: dict[int, list[object]] = {}
             for h in problem.storage_candidates[r]:
                 h = int(h)
-                c = pulp.LpVariable(f"c{r}_{h}", 0, 1)
+                c = var(f"c{r}_{h}", 0, 1)
                 copies.append(c)
                 by_rack.setdefault(int(problem.rack[h]), []).append(c)
                 loads.setdefault(h, [[], [], [], [], []])[STORAGE].append(int(d[STORAGE]) * c)
@@ -122,7 +124,7 @@ def lp_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResu
     for h, per in loads.items():
         act = 1
         if not problem.active[h]:
-            act = pulp.LpVariable(f"a{h}", 0, 1)
+            act = var(f"a{h}", 0, 1)
             cost.append(int(problem.cost[h]) * act)
             for u in users[h]:
                 lp += u <= act
@@ -133,9 +135,67 @@ def lp_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResu
     with _quiet():
         lp.solve(_solver(time_limit_s))
     wall = time.perf_counter() - start
+    return _as_bound(lp, wall, "pulp-lp")
+
+
+def _as_bound(lp: pulp.LpProblem, wall: float, solver: str) -> SolveResult:
+    """Only a relaxation solved to optimality is a bound: PuLP reports a time-limited HiGHS run as
+    'Optimal' with a merely feasible solution, so the solution status is checked too."""
     status = pulp.LpStatus.get(lp.status, "Undefined")
-    if status != "Optimal":
-        return SolveResult("timeout_no_solution" if status == "Not Solved" else status.lower(), None, None, None,
-                           wall, "pulp-lp")
+    if status != "Optimal" or getattr(lp, "sol_status", pulp.LpSolutionOptimal) != pulp.LpSolutionOptimal:
+        return SolveResult("timeout_no_solution" if status in ("Not Solved", "Optimal") else status.lower(),
+                           None, None, None, wall, solver)
     value = float(pulp.value(lp.objective) or 0.0)
-    return SolveResult("optimal", value, value, 0.0, wall, "pulp-lp")
+    return SolveResult("optimal", value, value, 0.0, wall, solver)
+
+
+def aggregate_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResult:
+    """A coarser relaxation for fleets too large for the full LP: each zone is one big host whose
+    capacity is the free capacity of its hosts, paid for pro rata (y_h ∈ [0,1] per host); GPUs of a
+    model and storage of a tier are pooled per zone the same way. Requests may be placed fractionally.
+    Every plan of the full model is feasible here at the same or higher objective, so it is a bound."""
+    start = time.perf_counter()
+    lp = pulp.LpProblem("placement_aggregate", pulp.LpMinimize)
+    var = lp.add_variable if hasattr(lp, "add_variable") else pulp.LpVariable
+    zones = sorted({int(z) for z in problem.zone})
+    share: dict[tuple[int, int], object] = {}
+    objective = []
+    for r in range(problem.n_requests):
+        hosts = np.union1d(problem.compute_candidates[r], problem.storage_candidates[r]).astype(int)
+        mine = sorted({int(problem.zone[h]) for h in hosts})
+        parts = []
+        for z in mine:
+            x = var(f"x{r}_{z}", 0, 1)
+            share[(r, z)] = x
+            parts.append(x)
+        if parts:
+            lp += pulp.lpSum(parts) <= 1
+        objective.append(int(problem.unplaced_weight[r]) * (1 - pulp.lpSum(parts)))
+    usable = np.zeros(problem.n_hosts, dtype=bool)  # hosts some request may use (up, past the filters)
+    for candidates in (*problem.compute_candidates, *problem.storage_candidates):
+        usable[np.asarray(candidates, dtype=int)] = True
+    opened = {}
+    for h in np.flatnonzero(usable):
+        if not problem.active[h]:
+            opened[h] = var(f"y{h}", 0, 1)
+            objective.append(int(problem.cost[h]) * opened[h])
+    level = lambda h: 1 if problem.active[h] else opened[h]  # noqa: E731
+    for z in zones:
+        in_zone = [int(h) for h in np.flatnonzero(usable) if int(problem.zone[h]) == z]
+        for resource in (VCPU, RAM, NET, GPU, STORAGE):
+            need = []
+            for (r, zz), x in share.items():
+                if zz != z or problem.demand[r][resource] == 0:
+                    continue
+                amount = int(problem.demand[r][resource])
+                if resource == STORAGE:
+                    amount *= int(problem.replicas[r])
+                need.append(amount * x)
+            if not need:
+                continue
+            supply = [int(problem.free[h][resource]) * level(h) for h in in_zone if problem.free[h][resource] > 0]
+            lp += pulp.lpSum(need) <= pulp.lpSum(supply)
+    lp += pulp.lpSum(objective)
+    with _quiet():
+        lp.solve(_solver(time_limit_s))
+    return _as_bound(lp, time.perf_counter() - start, "pulp-aggregate-lp")

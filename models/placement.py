@@ -326,6 +326,7 @@ class PlacementSolution:
     terms: ObjectiveTerms | None
     n_variables: int = 0
     n_constraints: int = 0
+    deterministic_s: float = 0.0  # CP-SAT deterministic time spent, hint completion included
 
 
 def build_model(problem: PlacementProblem) -> tuple[cp_model.CpModel, PlacementVars, dict[str, object]]:
@@ -352,7 +353,7 @@ _STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.
 def set_limits(solver: cp_model.CpSolver, problem: PlacementProblem, budget_s: float) -> None:
     """Deterministic limit (reproducible) with a wall-clock safety net, or a plain wall-clock limit."""
     if problem.deterministic:
-        solver.parameters.max_deterministic_time = budget_s
+        solver.parameters.max_deterministic_time = budget_s * problem.deterministic_units_per_s
         solver.parameters.max_time_in_seconds = 3.0 * budget_s
         solver.parameters.interleave_search = problem.workers > 1
     else:
@@ -367,7 +368,7 @@ def complete_hint(model: cp_model.CpModel, problem: PlacementProblem) -> float:
     solver.parameters.fix_variables_to_their_hinted_value = True
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = int(problem.seed)
-    set_limits(solver, problem, max(0.2 * problem.time_limit_s, 1.0))
+    set_limits(solver, problem, 0.2 * problem.time_limit_s)
     code = solver.Solve(model)
     used = solver.deterministic_time if problem.deterministic else solver.wall_time
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -380,16 +381,17 @@ def complete_hint(model: cp_model.CpModel, problem: PlacementProblem) -> float:
 
 
 def solve_placement(problem: PlacementProblem, hint: Assignment | None = None,
-                    log_callback=None) -> PlacementSolution:
+                    log_callback=None, complete: bool = True) -> PlacementSolution:
     """Build, warm-start and solve; read back the assignment and the objective terms."""
     start = time.perf_counter()
     model, v, terms = build_model(problem)
     used = 0.0
     if hint is not None:
         add_hint(model, problem, v, hint)
-        used = complete_hint(model, problem)
+        if complete:
+            used = complete_hint(model, problem)
     solver = cp_model.CpSolver()
-    spent = used if problem.deterministic else time.perf_counter() - start
+    spent = used / problem.deterministic_units_per_s if problem.deterministic else time.perf_counter() - start
     set_limits(solver, problem, max(float(problem.time_limit_s) - spent, 0.5))
     solver.parameters.num_workers = int(problem.workers)
     solver.parameters.random_seed = int(problem.seed)
@@ -404,17 +406,18 @@ def solve_placement(problem: PlacementProblem, hint: Assignment | None = None,
     status = _STATUS.get(code, "timeout_no_solution")
     proto = model.Proto()
     n_vars, n_cons = len(proto.variables), len(proto.constraints)
+    dtime = solver.deterministic_time + (used if problem.deterministic else 0.0)
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         result = SolveResult(status, None, float(solver.BestObjectiveBound()) if code == cp_model.UNKNOWN else None,
                              None, wall, "cp-sat")
-        return PlacementSolution(result, Assignment.empty(problem.n_requests), None, n_vars, n_cons)
+        return PlacementSolution(result, Assignment.empty(problem.n_requests), None, n_vars, n_cons, dtime)
     assignment = read_assignment(problem, solver, v)
     objective = float(solver.ObjectiveValue())
     bound = float(solver.BestObjectiveBound())
     values = ObjectiveTerms(int(solver.Value(terms["unplaced"])), int(solver.Value(terms["active_cost"])),
                             int(solver.Value(terms["spread"])))
     result = SolveResult(status, objective, bound, relative_gap(objective, bound), wall, "cp-sat")
-    return PlacementSolution(result, assignment, values, n_vars, n_cons)
+    return PlacementSolution(result, assignment, values, n_vars, n_cons, dtime)
 
 
 def read_assignment(problem: PlacementProblem, solver: cp_model.CpSolver, v: PlacementVars) -> Assignment:

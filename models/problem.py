@@ -41,6 +41,7 @@ class PlacementProblem:
     workers: int = 2
     seed: int = 0
     deterministic: bool = True   # deterministic time limit + interleaved search (reproducible plans)
+    deterministic_units_per_s: float = 0.25  # deterministic-time units granted per second of time_limit_s
 
     @property
     def n_hosts(self) -> int:

@@ -3,7 +3,8 @@
 Requests go in decreasing priority × normalised size; hosts in a fixed order (already active
 first, then catalogue order). Whole: the first host that fits the VM (and its primary storage
 copy), further copies on other racks of the same zone. Sharded: if no host fits whole, fill up
-to max_shards hosts in order, each part carrying its local RAM per vcpu (no remote memory).
+to max_shards hosts in order, each part carrying its local RAM per vcpu, and (latency classes
+medium and tolerant) the RAM left over as remote memory on hosts with free RAM and NIC.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def host_order(fleet: Fleet) -> np.ndarray:
 
 def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.ndarray,
               max_shards: np.ndarray, replicas: np.ndarray, low_latency: np.ndarray, order: np.ndarray,
-              sharded: bool, min_local_ram_per_vcpu: float) -> Assignment:
+              sharded: bool, min_local_ram_per_vcpu: float, remote_mbps_per_gib: int = 50) -> Assignment:
     """FFD over the requests in `order`; returns an assignment in request index space."""
     free = fleet.free.copy()
     hosts = host_order(fleet)
@@ -37,7 +38,7 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
         placed = _place_whole(fleet, free, hosts, d, tier[r], gpu_fit, replicas[r])
         if placed is None and sharded and max_shards[r] > 1:
             placed = _place_sharded(fleet, free, hosts, d, tier[r], gpu_fit, replicas[r], max_shards[r],
-                                    min_local_ram_per_vcpu)
+                                    min_local_ram_per_vcpu, remote_mbps_per_gib, not low_latency[r])
         if placed is None:
             continue
         parts, copies = placed
@@ -83,45 +84,63 @@ def _place_whole(fleet, free, hosts, d, tier, gpu_fit, replicas):
     return None
 
 
-def _place_sharded(fleet, free, hosts, d, tier, gpu_fit, replicas, max_shards, ratio):
+def _place_sharded(fleet, free, hosts, d, tier, gpu_fit, replicas, max_shards, ratio, remote_mbps_per_gib,
+                   allow_remote):
+    """Greedy split: vcpu parts in host order (each with its local RAM and GPUs), then, where the latency
+    class allows, the RAM left over as remote-memory parts on hosts with free RAM and NIC."""
     for zone in np.unique(fleet.zone):
         in_zone = hosts[(fleet.zone[hosts] == zone) & fleet.up[hosts]]
         copies = _storage_copies(fleet, free, hosts, d, tier, replicas, int(zone), None)
         if copies is None:
             continue
-        rem = d[[VCPU, RAM, NET, GPU]].astype(np.int64).copy()   # vcpu, ram, net, gpu
-        parts = []
+        rem_v, rem_m, rem_n, rem_g = (int(x) for x in d[[VCPU, RAM, NET, GPU]])
+        parts: list[tuple[int, int, int, int, int]] = []
         for h in in_zone:
-            if len(parts) == max_shards or not rem.any():
+            if len(parts) == max_shards or rem_v == 0:
                 break
             fv, fm, fn, fg = (int(x) for x in free[h, [VCPU, RAM, NET, GPU]])
-            g = min(rem[3], fg) if gpu_fit[h] else 0
-            v = min(rem[0], fv, int(fm / ratio) if ratio > 0 else fv)
-            if g > 0 and v == 0:
-                g = 0
-            if rem[3] > 0 and g == 0 and len(parts) == max_shards - 1:
-                continue  # the last part must take the GPUs
-            left_vcpu = rem[0] - v
-            need_local = int(np.ceil(ratio * v - 1e-9))
-            m = min(fm, rem[1] - int(np.ceil(ratio * left_vcpu - 1e-9)))
+            v = min(rem_v, fv, int(fm / ratio) if ratio > 0 else fv)
             if v == 0:
-                m = 0  # no remote memory in the greedy
-            if m < need_local:
                 continue
-            last = left_vcpu == 0 and rem[1] - m == 0 and rem[3] - g == 0
-            n = rem[2] if last else (int(round(rem[2] * v / rem[0])) if rem[0] else 0)
-            if n > fn:
-                if last:
-                    continue
-                n = fn
-            if v + m + g + n == 0:
+            g = min(rem_g, fg) if gpu_fit[h] else 0
+            if rem_g > g and len(parts) == max_shards - 1:
+                continue  # the last vcpu part must take the remaining GPUs
+            need_local = int(np.ceil(ratio * v - 1e-9))
+            keep_for_rest = 0 if allow_remote else int(np.ceil(ratio * (rem_v - v) - 1e-9))
+            m = max(need_local, min(fm, rem_m - keep_for_rest))
+            if m > fm or m > rem_m:
                 continue
+            n = rem_n if v == rem_v else int(round(rem_n * v / rem_v))
+            n = min(n, fn)
             parts.append((int(h), int(v), int(m), int(n), int(g)))
-            rem -= np.array([v, m, n, g])
-        if rem.any():
+            rem_v, rem_m, rem_n, rem_g = rem_v - v, rem_m - m, rem_n - n, rem_g - g
+        if rem_v or rem_g:
+            continue
+        if rem_n and parts:  # own traffic the vcpu parts' NICs could not take: spread it where room is left
+            for i, (h, v, m, n, g) in enumerate(parts):
+                extra = min(rem_n, int(free[h, NET]) - n)
+                if extra > 0:
+                    parts[i] = (h, v, m, n + extra, g)
+                    rem_n -= extra
+        if rem_n:
+            continue
+        used = {p[0] for p in parts}
+        for h in in_zone:
+            if rem_m == 0 or not allow_remote or len(parts) == max_shards:
+                break
+            if int(h) in used:
+                continue
+            fm, fn = int(free[h, RAM]), int(free[h, NET])
+            m = min(rem_m, fm, fn // remote_mbps_per_gib if remote_mbps_per_gib else fm)
+            if m <= 0:
+                continue
+            parts.append((int(h), 0, int(m), 0, 0))
+            rem_m -= m
+        if rem_m:
             continue
         for h, v, m, n, g in parts:
-            free[h, [VCPU, RAM, NET, GPU]] -= np.array([v, m, n, g])
+            traffic = remote_mbps_per_gib * m if v == 0 else 0
+            free[h, [VCPU, RAM, NET, GPU]] -= np.array([v, m, n + traffic, g])
         for c in copies:
             free[c, STORAGE] -= d[STORAGE]
         return parts, copies

@@ -10,5 +10,8 @@ from planner import cli_plan  # noqa: E402
 
 cli_plan.register(app)
 
+from planner import cli_executors  # noqa: E402
+cli_executors.register(app)
+
 if __name__ == "__main__":
     app()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
@@ -15,12 +16,15 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from models.lp_bound import lp_bound
+from models.lp_bound import aggregate_bound, lp_bound
+import dataclasses
+
 from models.placement import solve_placement
 from models.problem import (COST_UNITS_PER_DOLLAR, GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU, Assignment,
                             PlacementProblem, SolveResult, evaluate, relative_gap)
 from planner.baselines import ffd_order, first_fit
 from planner.candidates import Candidates, Fleet, build_fleet, find_candidates, request_arrays
+from planner.lns import improve
 from planner.options import PlanOptions
 from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
@@ -90,7 +94,7 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates, 
         remote_mbps_per_gib=int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)),
         local_ram_per_vcpu=(int(round(ratio * 1000)), 1000),
         time_limit_s=options.time_limit_s, workers=options.workers, seed=options.seed,
-        deterministic=options.deterministic)
+        deterministic=options.deterministic, deterministic_units_per_s=options.deterministic_units_per_s)
 
 
 def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool) -> tuple[Assignment, np.ndarray]:
@@ -99,7 +103,8 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
     order = ffd_order(req["demand"], requests["priority"].to_numpy(), fleet)
     max_shards = req["max_shards"] if sharded else np.ones_like(req["max_shards"])
     assignment = first_fit(fleet, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
-                           req["low_latency"], order, sharded, options.min_local_ram_gib_per_vcpu)
+                           req["low_latency"], order, sharded, options.min_local_ram_gib_per_vcpu,
+                           int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)))
     return assignment, order
 
 
@@ -118,11 +123,52 @@ def _restore(assignment: Assignment, order: np.ndarray) -> Assignment:
     return out
 
 
+@dataclass
+class SearchResult:
+    """Best assignment found (problem order), a proven bound if any, and what each phase did."""
+
+    assignment: Assignment
+    bound: float | None
+    proved_optimal: bool
+    label: str
+    pairs: int
+    monolithic: dict | None
+    lns: dict | None
+
+
+def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
+          solver_log: Callable[[str], None] | None = None) -> SearchResult:
+    """Monolithic CP-SAT on models up to `monolithic_pair_limit` pairs (its share of the time), then
+    large-neighbourhood search with CP-SAT on the rest of the time from the best plan so far."""
+    pairs = int(sum(len(c) for c in problem.compute_candidates) + sum(len(c) for c in problem.storage_candidates))
+    best, bound, proved, label, monolithic, lns_stats = hint, None, False, "ffd", None, None
+    budget = options.time_limit_s
+    if pairs <= options.monolithic_pair_limit:
+        share = budget if options.lns_share <= 0 else budget * (1.0 - options.lns_share)
+        solution = solve_placement(dataclasses.replace(problem, time_limit_s=share), hint=hint, log_callback=solver_log)
+        monolithic = {**_in_dollars(solution.result), "variables": solution.n_variables,
+                      "constraints": solution.n_constraints, "deterministic_s": round(solution.deterministic_s, 3)}
+        bound = solution.result.best_bound
+        if solution.terms is not None and solution.terms.total <= evaluate(problem, hint).total:
+            best, label = solution.assignment, "cp-sat"
+        proved = solution.result.status == "optimal"
+        budget -= share
+    if budget > 0 and not proved and options.lns_share > 0:
+        best, stats = improve(problem, best, budget * options.deterministic_units_per_s if options.deterministic
+                              else budget, seed=options.seed, wall_limit_s=budget * 1.5,
+                              sub_time_s=options.lns_neighbourhood_s)
+        lns_stats = stats.to_dict()
+        if stats.improved:
+            label = "cp-sat-lns" if label == "ffd" else "cp-sat+lns"
+    return SearchResult(best, bound, proved, label, pairs, monolithic, lns_stats)
+
+
 def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
          progress: Progress | None = None, solver_log: Callable[[str], None] | None = None) -> Plan:
     """Candidates, FFD warm start, CP-SAT, LP bound; the better of CP-SAT and FFD is returned, labelled."""
     note = progress or (lambda _stage: None)
     options.validate()
+    started = time.perf_counter()
     note("fleet")
     fleet = build_fleet(hosts)
     note("baseline")
@@ -135,31 +181,28 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     hint = _reorder(ffd, order)
     ffd_terms = evaluate(problem, hint)
     note("solve")
-    solution = solve_placement(problem, hint=hint, log_callback=solver_log)
-    result = solution.result
-    chosen, terms, label = hint, ffd_terms, "ffd"
-    if solution.terms is not None and solution.terms.total <= ffd_terms.total:
-        chosen, terms, label = solution.assignment, solution.terms, "cp-sat"
-    bound_units = result.best_bound
+    search = solve(problem, hint, options, solver_log)
+    chosen, terms = search.assignment, evaluate(problem, search.assignment)
+    improved = terms.total < ffd_terms.total
+    if not improved:
+        chosen, terms = hint, ffd_terms
+    bound_units = search.bound
     lp_result = None
     if options.lp_bound:
         note("bound")
-        lp_result = lp_bound(problem, options.lp_time_limit_s)
+        relax = lp_bound if search.pairs <= options.lp_pair_limit else aggregate_bound
+        lp_result = relax(problem, options.lp_time_limit_s)
         if lp_result.status == "optimal" and (bound_units is None or lp_result.objective > bound_units):
             bound_units = lp_result.objective
     objective = terms.total / COST_UNITS_PER_DOLLAR
     bound = None if bound_units is None else min(bound_units, terms.total) / COST_UNITS_PER_DOLLAR
-    if label == "cp-sat":
-        status = "optimal" if result.status == "optimal" else "feasible"
-        solver = "cp-sat" + ("+lp-bound" if lp_result is not None and bound_units == lp_result.objective else "")
-    else:
-        status = "feasible"
-        solver = f"ffd-fallback (cp-sat: {result.status})"
     gap = relative_gap(objective, bound)
-    if gap is not None and gap < 1e-9 and status == "feasible":
-        status = "optimal"
-    final = SolveResult(status, objective, bound, gap, result.wall_s + (lp_result.wall_s if lp_result else 0.0),
-                        solver)
+    status = "optimal" if search.proved_optimal or (gap is not None and gap < 1e-9) else "feasible"
+    if improved or status == "optimal":
+        solver = search.label + ("+lp-bound" if lp_result is not None and bound_units == lp_result.objective else "")
+    else:
+        solver = f"ffd-fallback ({search.label}: no better plan in time)"
+    final = SolveResult(status, objective, bound, gap, time.perf_counter() - started, solver)
     assignment = _restore(chosen, order)
     note("assign")
     shards, requests_out = assemble(fleet, requests, assignment, options, candidates, problem, order)
@@ -172,7 +215,8 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
         "version": package_version(),
         "options": options.to_dict(),
         "objective_terms": terms.to_dict(),
-        "cp_sat": {**_in_dollars(result), "variables": solution.n_variables, "constraints": solution.n_constraints},
+        "cp_sat": search.monolithic,
+        "lns": search.lns,
         "lp_relaxation": _in_dollars(lp_result) if lp_result else None,
         "baseline_ffd": {"objective": ffd_terms.total / COST_UNITS_PER_DOLLAR, "placed": int(ffd.placed.sum()),
                          **ffd_terms.to_dict()},
@@ -181,6 +225,27 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     }
     return Plan(hosts, requests, shards, requests_out, final, plan_json, options, fleet, candidates, assignment,
                 {"ffd": ffd_terms.to_dict()})
+
+
+def plan_ffd(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions, sharded: bool) -> Plan:
+    """The first-fit-decreasing baseline alone, as a full plan (whole-VM, or greedy sharded)."""
+    import time
+
+    start = time.perf_counter()
+    fleet = build_fleet(hosts)
+    ffd, order = run_ffd(fleet, requests, options, sharded=sharded)
+    candidates = find_candidates(fleet, requests, options.replace(mode="sharded" if sharded else "whole"))
+    problem = build_problem(fleet, requests, candidates, options, order)
+    terms = evaluate(problem, _reorder(ffd, order))
+    wall = time.perf_counter() - start
+    result = SolveResult("feasible", terms.total / COST_UNITS_PER_DOLLAR, None, None, wall,
+                         "ffd-sharded" if sharded else "ffd-whole")
+    shards, requests_out = assemble(fleet, requests, ffd, options, candidates, problem, order)
+    placed = int(ffd.placed.sum())
+    plan_json = {**result.to_dict(), "placed": placed, "unplaced": int(requests.height - placed),
+                 "inputs_hash": inputs_hash(hosts, requests), "version": package_version(),
+                 "options": options.to_dict(), "objective_terms": terms.to_dict()}
+    return Plan(hosts, requests, shards, requests_out, result, plan_json, options, fleet, candidates, ffd)
 
 
 def _in_dollars(result: SolveResult) -> dict[str, object]:

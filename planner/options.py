@@ -24,8 +24,20 @@ class PlanOptions:
     seed: int = 0
     """CP-SAT random seed."""
     deterministic: bool = True
-    """Same seed and worker count → same plan: CP-SAT runs interleaved search under a deterministic time
-    limit of time_limit_s units (about seconds of one idle core), with a wall-clock safety net of 3×."""
+    """Same seed and worker count → same plan: CP-SAT budgets are counted in its deterministic time
+    (time_limit_s × deterministic_units_per_s) with interleaved search; wall clock is only a safety net."""
+    deterministic_units_per_s: float = 0.25
+    """CP-SAT deterministic-time units granted per second of time_limit_s (measured ≈ 0.1–0.4 per wall
+    second on a 2-core machine, depending on load)."""
+    monolithic_pair_limit: int = 30_000
+    """Up to this many (request, candidate host) pairs the whole fleet is one CP-SAT model first."""
+    lns_share: float = 0.5
+    """Share of the time spent in large-neighbourhood search after the monolithic solve (all of it above
+    monolithic_pair_limit); 0 disables LNS."""
+    lns_neighbourhood_s: float = 0.5
+    """Time limit of one LNS neighbourhood solve."""
+    lp_pair_limit: int = 40_000
+    """Up to this many candidate pairs the bound is the full LP relaxation; above, the zone-aggregate LP."""
     top_k: int = 12
     """Candidate host classes kept per request, best first by the candidate score."""
     pair_budget: int = 250_000

@@ -1,0 +1,140 @@
+"""Large-neighbourhood search around CP-SAT: free a few hosts, re-place the requests that touch
+them plus unplaced requests that could use them, keep the answer only if the objective drops.
+
+This is how a fleet too large for one CP-SAT model is still planned by CP-SAT: each
+neighbourhood is a small placement problem solved exactly as the monolithic one would be
+(same constraint families, same objective), with everything outside it held fixed.
+Neighbourhoods are chosen by a seeded generator, and the budget is counted in CP-SAT's
+deterministic time, so a fixed seed gives the same plan.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.placement import solve_placement
+from models.problem import STORAGE, Assignment, PlacementProblem, evaluate, host_usage
+
+
+@dataclass
+class LnsStats:
+    """What the search did: neighbourhoods tried and accepted, objective before and after."""
+
+    iterations: int = 0
+    improved: int = 0
+    start_objective: int = 0
+    final_objective: int = 0
+    deterministic_s: float = 0.0
+    wall_s: float = 0.0
+    stopped_by: str = "budget"  # or "wall_clock_safety_net" (then a rerun may differ)
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _touching(assignment: Assignment, n_hosts: int) -> list[set[int]]:
+    on_host: list[set[int]] = [set() for _ in range(n_hosts)]
+    for r in np.flatnonzero(assignment.placed):
+        for p in assignment.parts[r]:
+            on_host[p[0]].add(int(r))
+        for h in assignment.storage_hosts[r]:
+            on_host[h].add(int(r))
+    return on_host
+
+
+def _hosts_of(assignment: Assignment, r: int) -> set[int]:
+    return {p[0] for p in assignment.parts[r]} | set(assignment.storage_hosts[r])
+
+
+def subproblem(problem: PlacementProblem, assignment: Assignment, requests: list[int], hosts: set[int],
+               time_limit_s: float) -> tuple[PlacementProblem, Assignment]:
+    """The requests re-placed on `hosts` with everything else fixed; and their current placement as hint."""
+    index = np.array(requests, dtype=np.int64)
+    released = Assignment(assignment.placed[index].copy(), [assignment.parts[r] for r in requests],
+                          [assignment.storage_hosts[r] for r in requests])
+    usage_all = host_usage(problem, assignment)
+    usage_released = host_usage(dataclasses.replace(problem, demand=problem.demand[index]), released) \
+        if len(requests) else np.zeros_like(usage_all)
+    free = problem.free - usage_all + usage_released
+    # a host stays active (no activation charge) if requests outside the neighbourhood still use it
+    held = (usage_all - usage_released).sum(axis=1) > 0
+    allowed = np.zeros(problem.n_hosts, dtype=bool)
+    allowed[list(hosts)] = True
+    keep = lambda c: c[allowed[c]]  # noqa: E731
+    compute = [keep(problem.compute_candidates[r]) for r in requests]
+    gpu_ok = [problem.gpu_ok[r][allowed[problem.compute_candidates[r]]] for r in requests]
+    storage = [keep(problem.storage_candidates[r]) for r in requests]
+    sub = dataclasses.replace(
+        problem, free=np.clip(free, 0, None), active=problem.active | held, demand=problem.demand[index],
+        unplaced_weight=problem.unplaced_weight[index], spread_weight=problem.spread_weight[index],
+        max_shards=problem.max_shards[index], replicas=problem.replicas[index],
+        allow_remote=problem.allow_remote[index], compute_candidates=compute, gpu_ok=gpu_ok,
+        storage_candidates=storage, symmetry_groups=[], time_limit_s=time_limit_s)
+    return sub, released
+
+
+def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed: int = 0,
+            hosts_per_neighbourhood: int = 16, max_requests: int = 60, sub_time_s: float = 0.5,
+            wall_limit_s: float | None = None, on_iteration=None) -> tuple[Assignment, LnsStats]:
+    """Destroy-and-repair until `budget_s` (deterministic units when the problem is deterministic, else
+    seconds) is spent, or the wall-clock safety net."""
+    rng = np.random.default_rng(seed)
+    current = Assignment(start.placed.copy(), [list(p) for p in start.parts], [list(s) for s in start.storage_hosts])
+    stats = LnsStats(start_objective=evaluate(problem, current).total)
+    began = time.perf_counter()
+    racks = {int(k): np.flatnonzero(problem.rack == k) for k in np.unique(problem.rack)}
+    wall_limit_s = 3 * budget_s if wall_limit_s is None else wall_limit_s
+    while stats.deterministic_s < budget_s and time.perf_counter() - began < wall_limit_s:
+        stats.iterations += 1
+        on_host = _touching(current, problem.n_hosts)
+        unplaced = np.flatnonzero(~current.placed)
+        hosts: set[int] = set()
+        seed_request = None
+        if len(unplaced) and rng.random() < 0.7:
+            weights = problem.unplaced_weight[unplaced].astype(float)
+            seed_request = int(rng.choice(unplaced, p=weights / weights.sum()))
+            pool = np.union1d(problem.compute_candidates[seed_request], problem.storage_candidates[seed_request])
+            if not len(pool):
+                continue
+            take = min(hosts_per_neighbourhood, len(pool))
+            hosts.update(int(h) for h in rng.choice(pool, size=take, replace=False))
+        else:
+            rack = int(rng.choice(list(racks)))
+            members = racks[rack]
+            take = min(hosts_per_neighbourhood, len(members))
+            hosts.update(int(h) for h in rng.choice(members, size=take, replace=False))
+        touching = sorted(set().union(*(on_host[h] for h in hosts)))
+        if len(touching) > max_requests:
+            touching = sorted(int(r) for r in rng.choice(touching, size=max_requests, replace=False))
+        for r in touching:
+            hosts |= _hosts_of(current, r)
+        room = max(max_requests - len(touching), 1)
+        wanting = [int(r) for r in unplaced if np.isin(problem.compute_candidates[r], list(hosts)).any()
+                   or (problem.demand[r][STORAGE] > 0 and np.isin(problem.storage_candidates[r], list(hosts)).any())]
+        if seed_request is not None and seed_request not in wanting:
+            wanting.append(seed_request)
+        wanting.sort(key=lambda r: -int(problem.unplaced_weight[r]))
+        requests = touching + wanting[:room]
+        if not requests:
+            continue
+        sub, hint = subproblem(problem, current, requests, hosts, sub_time_s)
+        before = evaluate(sub, hint).total
+        solution = solve_placement(sub, hint=hint, complete=False)
+        stats.deterministic_s += max(solution.deterministic_s, 0.01)
+        if solution.terms is None or solution.terms.total >= before:
+            continue
+        for i, r in enumerate(requests):
+            current.placed[r] = solution.assignment.placed[i]
+            current.parts[r] = solution.assignment.parts[i]
+            current.storage_hosts[r] = solution.assignment.storage_hosts[i]
+        stats.improved += 1
+        if on_iteration is not None:
+            on_iteration(stats)
+    stats.final_objective = evaluate(problem, current).total
+    stats.wall_s = time.perf_counter() - began
+    if stats.deterministic_s < budget_s:
+        stats.stopped_by = "wall_clock_safety_net"
+    return current, stats

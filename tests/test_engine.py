@@ -1,0 +1,119 @@
+"""Engine stages: FFD baselines, LNS improvement, the FFD fallback label, explain and the full CLI round trip."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+from typer.testing import CliRunner
+
+from models.problem import evaluate
+from planner.candidates import build_fleet, find_candidates
+from planner.checker import check_plan
+from planner.cli import app
+from planner.engine import _reorder, build_problem, plan, plan_ffd, run_ffd
+from planner.fleet import generate_fleet
+from planner.lns import improve, subproblem
+from planner.options import PlanOptions
+
+
+def small_problem(seed=5, hosts=30, requests=70):
+    host_table, request_table = generate_fleet(hosts, requests, seed=seed)
+    options = PlanOptions(workers=1, time_limit_s=4, lp_bound=False)
+    fleet = build_fleet(host_table)
+    ffd, order = run_ffd(fleet, request_table, options, sharded=True)
+    must = [({p[0] for p in ffd.parts[r]} | set(ffd.storage_hosts[r])) if ffd.placed[r] else set()
+            for r in range(request_table.height)]
+    candidates = find_candidates(fleet, request_table, options, must_include=must)
+    return build_problem(fleet, request_table, candidates, options, order), _reorder(ffd, order)
+
+
+def test_ffd_plans_pass_the_checker_and_sharded_places_at_least_as_much():
+    hosts, requests = generate_fleet(40, 90, seed=2)
+    options = PlanOptions(workers=1)
+    whole = plan_ffd(hosts, requests, options.replace(mode="whole"), sharded=False)
+    sharded = plan_ffd(hosts, requests, options, sharded=True)
+    for result in (whole, sharded):
+        assert check_plan(hosts, requests, result.shards, result.requests_out, result.options.to_dict()) == []
+    assert sharded.plan_json["placed"] >= whole.plan_json["placed"]
+    single = whole.shards.filter(pl.col("role") != "replica").group_by("request_id").agg(pl.col("host_id").n_unique())
+    assert single.filter(pl.col("host_id") > 1).height == 0  # whole mode: one host per VM (copy 0 beside it)
+
+
+def test_subproblem_objective_delta_matches_the_full_problem():
+    problem, hint = small_problem()
+    requests = [int(r) for r in np.flatnonzero(hint.placed)[:5]] + [int(r) for r in np.flatnonzero(~hint.placed)[:3]]
+    hosts = set()
+    for r in requests:
+        hosts |= {int(h) for h in problem.compute_candidates[r][:6]}
+        hosts |= {p[0] for p in hint.parts[r]} | set(hint.storage_hosts[r])
+    sub, released = subproblem(problem, hint, requests, hosts, 1.0)
+    # dropping one placed request changes both objectives by the same amount
+    changed = type(released)(released.placed.copy(), list(released.parts), list(released.storage_hosts))
+    changed.placed[0] = False
+    full = type(hint)(hint.placed.copy(), list(hint.parts), list(hint.storage_hosts))
+    full.placed[requests[0]] = False
+    assert evaluate(sub, changed).total - evaluate(sub, released).total == \
+        evaluate(problem, full).total - evaluate(problem, hint).total
+
+
+def test_lns_never_worsens_and_stays_feasible():
+    problem, hint = small_problem()
+    start = evaluate(problem, hint).total
+    best, stats = improve(problem, hint, budget_s=0.5, seed=1, sub_time_s=0.3)
+    assert stats.iterations > 0
+    assert evaluate(problem, best).total <= start
+    assert stats.final_objective == evaluate(problem, best).total
+
+
+def test_plan_labels_and_reports_every_phase():
+    hosts, requests = generate_fleet(30, 70, seed=9)
+    result = plan(hosts, requests, PlanOptions(workers=1, time_limit_s=4, lp_bound=True))
+    j = result.plan_json
+    assert j["status"] in ("optimal", "feasible")
+    assert j["best_bound"] is not None and j["best_bound"] <= j["objective"] + 1e-6
+    assert 0 <= j["gap"] <= 1
+    assert j["objective"] <= j["baseline_ffd"]["objective"] + 1e-6  # never worse than the warm start
+    assert j["lp_relaxation"]["status"] == "optimal"
+    assert check_plan(hosts, requests, result.shards, result.requests_out, j["options"]) == []
+
+
+def test_cli_plan_check_explain_diff_round_trip(tmp_path):
+    hosts, requests = generate_fleet(24, 60, seed=4)
+    hosts.write_parquet(tmp_path / "hosts.parquet")
+    requests.write_csv(tmp_path / "requests.csv")
+    runner = CliRunner()
+    common = ["--hosts", str(tmp_path / "hosts.parquet"), "--requests", str(tmp_path / "requests.csv"),
+              "--time-limit", "3", "--workers", "1"]
+    a = runner.invoke(app, ["plan", *common, "--out", str(tmp_path / "a")])
+    assert a.exit_code == 0, a.output
+    b = runner.invoke(app, ["plan", *common, "--out", str(tmp_path / "b"), "--mode", "whole"])
+    assert b.exit_code == 0, b.output
+    check = runner.invoke(app, ["check", str(tmp_path / "a")])
+    assert check.exit_code == 0 and "hold" in check.output
+    out = pl.read_parquet(tmp_path / "a" / "requests.parquet")
+    placed = out.filter(pl.col("status") == "placed")["request_id"][0]
+    explained = runner.invoke(app, ["explain", str(tmp_path / "a"), placed])
+    assert explained.exit_code == 0 and placed in explained.output and "parts" in explained.output
+    unplaced = out.filter(pl.col("status") == "unplaced")["request_id"]
+    if unplaced.len():
+        why = runner.invoke(app, ["explain", str(tmp_path / "a"), unplaced[0]])
+        assert why.exit_code == 0 and "unplaced" in why.output and "ruled out" in why.output
+    diff = runner.invoke(app, ["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--json",
+                               "--parquet", str(tmp_path / "diff.parquet")])
+    assert diff.exit_code == 0, diff.output
+    assert isinstance(json.loads(diff.output), dict)
+    assert (tmp_path / "diff.parquet").exists()
+    # a broken plan directory is caught by check with exit 1
+    shards = pl.read_parquet(tmp_path / "a" / "shards.parquet")
+    shards.with_columns(pl.col("vcpu") * 50).write_parquet(tmp_path / "a" / "shards.parquet")
+    broken = runner.invoke(app, ["check", str(tmp_path / "a")])
+    assert broken.exit_code == 1
+
+
+def test_nightly_on_demo(tmp_path):
+    result = CliRunner().invoke(app, ["nightly", "--out", str(tmp_path / "n"), "--time-limit", "4", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(app, ["check", str(tmp_path / "n")]).exit_code == 0
+    plan_json = json.loads((tmp_path / "n" / "plan.json").read_text())
+    assert plan_json["placed"] > 0 and plan_json["options"]["time_limit_s"] == 4

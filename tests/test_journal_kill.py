@@ -1,0 +1,19 @@
+"""kill -9 of a real `apply` subprocess at random moments; every resumed run must end in the plan."""
+from __future__ import annotations
+
+from executors.kill_drill import kill_drill
+from executors.sample_plans import demo_plans, write_plan_dir
+
+
+def test_kill_9_at_random_moments_then_resume_ends_in_the_plan(tmp_path):
+    fleet = demo_plans(5, n_requests=8)
+    before = write_plan_dir(tmp_path / "before", fleet.hosts, fleet.requests, fleet.before)
+    after = write_plan_dir(tmp_path / "after", fleet.hosts, fleet.requests, fleet.after)
+    result = kill_drill(before, after, tmp_path / "trials", total_kills=10, kills_per_trial=10, seed=11, action_delay_ms=20)
+    assert result.kills == 10
+    assert result.kills_mid_apply >= 5
+    assert result.failures == []
+    assert result.resumed_runs_ok == result.trials
+    assert result.lost_parts == 0 and result.duplicated_parts == 0
+    assert result.floor_violations == 0 and result.min_copy_margin is not None and result.min_copy_margin >= 0
+    assert result.journal_steps_checked > 0
