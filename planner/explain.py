@@ -29,6 +29,7 @@ class Explanation:
     filters: pl.DataFrame
     candidates: int
     candidate_hosts: pl.DataFrame
+    residual: pl.DataFrame  # per resource: candidate hosts whose capacity left after the plan is short
 
 
 def _options(plan: dict) -> PlanOptions:
@@ -55,9 +56,26 @@ def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
     parts = shards.join(host_tags, on="host_id", how="left").sort("shard")
     cand_hosts = np.union1d(candidates.compute[0], candidates.storage[0]).astype(int)
     candidate_hosts = host_tags.with_row_index("_h").filter(pl.col("_h").is_in(cand_hosts.tolist())).drop("_h")
+    residual = _residual_shortfall(plan_dir, one.row(0, named=True), candidate_hosts["host_id"].to_list())
     return Explanation(one.row(0, named=True), outcome.row(0, named=True), parts,
                        candidates.reasons.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
-                       len(candidates.compute[0]), candidate_hosts)
+                       len(candidates.compute[0]), candidate_hosts, residual)
+
+
+def _residual_shortfall(plan_dir: Path, request: dict, host_ids: list[str]) -> pl.DataFrame:
+    """For each resource, how many candidate hosts have less left after the plan than an even share
+    (demand / max_shards) of the request: the capacity that ruled it out once others were placed."""
+    hosts_out = pl.read_parquet(plan_dir / "hosts.parquet").filter(pl.col("host_id").is_in(host_ids))
+    rows = []
+    for resource in ("vcpu", "ram_gib", "gpu", "net_gbps", "storage_gib"):
+        demand = request[resource]
+        if not demand:
+            continue
+        share = demand if resource == "storage_gib" else demand / request["max_shards"]
+        left = hosts_out[f"{resource}_capacity"] - hosts_out[f"{resource}_used"] - hosts_out[f"{resource}_reserved"]
+        rows.append((resource, float(share), int((left < share).sum()), hosts_out.height))
+    return pl.DataFrame(rows, schema={"resource": pl.Utf8, "needed_per_host": pl.Float64, "hosts_short": pl.Int64,
+                                      "candidates": pl.Int64}, orient="row")
 
 
 def render_explanation(explanation: Explanation, console: Console) -> None:
@@ -81,6 +99,13 @@ def render_explanation(explanation: Explanation, console: Console) -> None:
     else:
         console.print(f"[red]unplaced[/]: {o['reason']}")
     console.print(f"{explanation.candidates} compute candidates were offered to the solver")
+    if o["status"] != "placed" and explanation.residual.height:
+        short = Table(title="after the plan: candidate hosts without room for an even share of it")
+        for col in ("resource", "needed per host", "hosts short", "of candidates"):
+            short.add_column(col)
+        for row in explanation.residual.iter_rows():
+            short.add_row(row[0], f"{row[1]:g}", str(row[2]), str(row[3]))
+        console.print(short)
     table = Table(title="hosts ruled out, per filter (first filter a host failed)")
     for col in ("role", "reason", "hosts"):
         table.add_column(col)

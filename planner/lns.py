@@ -93,7 +93,21 @@ def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed:
         unplaced = np.flatnonzero(~current.placed)
         hosts: set[int] = set()
         seed_request = None
-        if len(unplaced) and rng.random() < 0.7:
+        draw = rng.random()
+        costed = np.flatnonzero((~problem.active) & np.array([bool(on_host[h]) for h in range(problem.n_hosts)]))
+        if len(costed) > 1 and (draw >= 0.6 or not len(unplaced)) and draw < 0.9:
+            # consolidation: one of the least used paid-for hosts, with others of its zone to absorb its parts
+            usage = host_usage(problem, current)[costed] / np.maximum(problem.free[costed], 1)
+            load = usage.max(axis=1)
+            lightest = costed[np.argsort(load, kind="stable")[: max(3, len(costed) // 10)]]
+            first = int(rng.choice(lightest))
+            same_zone = [int(h) for h in np.flatnonzero(problem.zone == problem.zone[first]) if h != first
+                         and (on_host[h] or problem.active[h])]
+            take = min(hosts_per_neighbourhood - 1, len(same_zone))
+            hosts.add(first)
+            if take:
+                hosts.update(int(h) for h in rng.choice(same_zone, size=take, replace=False))
+        elif len(unplaced) and draw < 0.6:
             weights = problem.unplaced_weight[unplaced].astype(float)
             seed_request = int(rng.choice(unplaced, p=weights / weights.sum()))
             pool = np.union1d(problem.compute_candidates[seed_request], problem.storage_candidates[seed_request])
