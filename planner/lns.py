@@ -67,12 +67,22 @@ def subproblem(problem: PlacementProblem, assignment: Assignment, requests: list
     compute = [keep(problem.compute_candidates[r]) for r in requests]
     gpu_ok = [problem.gpu_ok[r][allowed[problem.compute_candidates[r]]] for r in requests]
     storage = [keep(problem.storage_candidates[r]) for r in requests]
+    free = np.clip(free, 0, None)
+    active = problem.active | held
+    # hosts the neighbourhood empties completely and that are alike again form symmetry groups
+    # (only within a symmetry group of the full problem: its members share every tag, GPU model and tier)
+    group_of = {int(h): g for g, members in enumerate(problem.symmetry_groups) for h in members}
+    classes: dict[tuple, list[int]] = {}
+    for h in sorted(hosts):
+        if not active[h] and h in group_of:
+            classes.setdefault((group_of[h], tuple(free[h])), []).append(h)
+    groups = [np.array(g, dtype=np.int64) for g in classes.values() if len(g) > 1]
     sub = dataclasses.replace(
-        problem, free=np.clip(free, 0, None), active=problem.active | held, demand=problem.demand[index],
+        problem, free=free, active=active, demand=problem.demand[index],
         unplaced_weight=problem.unplaced_weight[index], spread_weight=problem.spread_weight[index],
         max_shards=problem.max_shards[index], replicas=problem.replicas[index],
         allow_remote=problem.allow_remote[index], compute_candidates=compute, gpu_ok=gpu_ok,
-        storage_candidates=storage, symmetry_groups=[], time_limit_s=time_limit_s)
+        storage_candidates=storage, symmetry_groups=groups, time_limit_s=time_limit_s)
     return sub, released
 
 
@@ -103,7 +113,8 @@ def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed:
             first = int(rng.choice(lightest))
             same_zone = [int(h) for h in np.flatnonzero(problem.zone == problem.zone[first]) if h != first
                          and (on_host[h] or problem.active[h])]
-            take = min(hosts_per_neighbourhood - 1, len(same_zone))
+            # small neighbourhoods empty a host by repacking its neighbours; a few larger ones reshape more
+            take = min(int(rng.integers(2, max(3, hosts_per_neighbourhood // 2))), len(same_zone))
             hosts.add(first)
             if take:
                 hosts.update(int(h) for h in rng.choice(same_zone, size=take, replace=False))
