@@ -14,11 +14,16 @@ from models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment
 from planner.candidates import Fleet
 
 
-def ffd_order(demand: np.ndarray, priority: np.ndarray, fleet: Fleet) -> np.ndarray:
-    """Request indices by decreasing priority × Σ demand/fleet max capacity (stable)."""
+SIZE_MEASURES = ("sum", "max", "l2")
+"""How a request's size is measured for the decreasing order, over demand / fleet max capacity."""
+
+
+def ffd_order(demand: np.ndarray, priority: np.ndarray, fleet: Fleet, measure: str = "sum") -> np.ndarray:
+    """Request indices by decreasing priority × size (sum, max or L2 norm of the normalised demand)."""
     scale = np.maximum(fleet.capacity.max(axis=0), 1).astype(float)
-    size = (demand / scale).sum(axis=1) * priority
-    return np.argsort(-size, kind="stable")
+    share = demand / scale
+    size = {"sum": share.sum(axis=1), "max": share.max(axis=1), "l2": np.sqrt((share ** 2).sum(axis=1))}[measure]
+    return np.argsort(-size * priority, kind="stable")
 
 
 def host_order(fleet: Fleet) -> np.ndarray:
@@ -27,15 +32,17 @@ def host_order(fleet: Fleet) -> np.ndarray:
 
 def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.ndarray,
               max_shards: np.ndarray, replicas: np.ndarray, low_latency: np.ndarray, order: np.ndarray,
-              sharded: bool, min_local_ram_per_vcpu: float, remote_mbps_per_gib: int = 50) -> Assignment:
-    """FFD over the requests in `order`; returns an assignment in request index space."""
+              sharded: bool, min_local_ram_per_vcpu: float, remote_mbps_per_gib: int = 50,
+              best_fit: bool = False) -> Assignment:
+    """FFD over the requests in `order` (best_fit: the fitting host with least capacity left over);
+    returns an assignment in request index space."""
     free = fleet.free.copy()
     hosts = host_order(fleet)
     assignment = Assignment.empty(demand.shape[0])
     for r in order:
         d = demand[r]
         gpu_fit = (gpu_model[r] == "") | (fleet.gpu_model == gpu_model[r])
-        placed = _place_whole(fleet, free, hosts, d, tier[r], gpu_fit, replicas[r])
+        placed = _place_whole(fleet, free, hosts, d, tier[r], gpu_fit, replicas[r], best_fit)
         if placed is None and sharded and max_shards[r] > 1:
             placed = _place_sharded(fleet, free, hosts, d, tier[r], gpu_fit, replicas[r], max_shards[r],
                                     min_local_ram_per_vcpu, remote_mbps_per_gib, not low_latency[r])
@@ -66,13 +73,19 @@ def _storage_copies(fleet: Fleet, free: np.ndarray, hosts: np.ndarray, d: np.nda
     return chosen if len(chosen) == replicas else None
 
 
-def _place_whole(fleet, free, hosts, d, tier, gpu_fit, replicas):
+def _place_whole(fleet, free, hosts, d, tier, gpu_fit, replicas, best_fit=False):
     fits = fleet.up & np.all(free[:, [VCPU, RAM, NET, GPU]] >= d[[VCPU, RAM, NET, GPU]], axis=1)
     if d[GPU] > 0:
         fits &= gpu_fit
     if d[STORAGE] > 0:
         fits &= (fleet.tier >= tier) & (free[:, STORAGE] >= d[STORAGE])
-    for h in hosts[fits[hosts]]:
+    order = hosts[fits[hosts]]
+    if best_fit and len(order) > 1:
+        # least normalised capacity left over; already-active hosts before empty ones
+        left = ((free[order] - d) / np.maximum(fleet.capacity[order], 1)).sum(axis=1)
+        untouched = np.all(free[order] == fleet.capacity[order], axis=1) & ~fleet.active[order]
+        order = order[np.lexsort((left, untouched))]
+    for h in order:
         copies = _storage_copies(fleet, free, hosts, d, tier, replicas, int(fleet.zone[h]),
                                  int(h) if d[STORAGE] > 0 else None)
         if copies is None:

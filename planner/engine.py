@@ -22,7 +22,7 @@ import dataclasses
 from models.placement import solve_placement
 from models.problem import (COST_UNITS_PER_DOLLAR, GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU, Assignment,
                             PlacementProblem, SolveResult, evaluate, relative_gap)
-from planner.baselines import ffd_order, first_fit
+from planner.baselines import SIZE_MEASURES, ffd_order, first_fit
 from planner.candidates import Candidates, Fleet, build_fleet, find_candidates, request_arrays
 from planner.lns import improve
 from planner.options import PlanOptions
@@ -71,7 +71,7 @@ def demand_units(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
     return np.maximum(units, 1.0)
 
 
-def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates, options: PlanOptions,
+def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates | None, options: PlanOptions,
                   order: np.ndarray) -> PlacementProblem:
     """Solver-unit arrays for the requests in `order` (the FFD order, which the symmetry rules rely on)."""
     req = request_arrays(requests)
@@ -81,15 +81,17 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates, 
     spread = np.array([int(round(options.spread_weight(c) * COST_UNITS_PER_DOLLAR))
                        for c in requests["latency_class"].to_list()], dtype=np.int64)
     ratio = options.min_local_ram_gib_per_vcpu
+    none = np.empty(0, dtype=np.int64)
     return PlacementProblem(
         free=fleet.free, cost=np.rint(fleet.cost * COST_UNITS_PER_DOLLAR).astype(np.int64), active=fleet.active,
         rack=fleet.rack, zone=fleet.zone, demand=req["demand"][order], unplaced_weight=weight[order],
         spread_weight=spread[order],
         max_shards=(np.ones_like(req["max_shards"]) if options.mode == "whole" else req["max_shards"])[order],
         replicas=req["replicas"][order], allow_remote=~req["low_latency"][order],
-        compute_candidates=[candidates.compute[r] for r in order], gpu_ok=[candidates.gpu_ok[r] for r in order],
-        storage_candidates=[candidates.storage[r] for r in order],
-        symmetry_groups=candidates.symmetry_groups if options.symmetry_breaking else [],
+        compute_candidates=[candidates.compute[r] for r in order] if candidates else [none] * len(order),
+        gpu_ok=[candidates.gpu_ok[r] for r in order] if candidates else [none.astype(bool)] * len(order),
+        storage_candidates=[candidates.storage[r] for r in order] if candidates else [none] * len(order),
+        symmetry_groups=candidates.symmetry_groups if candidates and options.symmetry_breaking else [],
         whole=options.mode == "whole",
         remote_mbps_per_gib=int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)),
         local_ram_per_vcpu=(int(round(ratio * 1000)), 1000),
@@ -97,15 +99,53 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates, 
         deterministic=options.deterministic, deterministic_units_per_s=options.deterministic_units_per_s)
 
 
-def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool) -> tuple[Assignment, np.ndarray]:
+def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool, measure: str = "sum",
+            best_fit: bool = False) -> tuple[Assignment, np.ndarray]:
     """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used."""
     req = request_arrays(requests)
-    order = ffd_order(req["demand"], requests["priority"].to_numpy(), fleet)
+    order = ffd_order(req["demand"], requests["priority"].to_numpy(), fleet, measure)
     max_shards = req["max_shards"] if sharded else np.ones_like(req["max_shards"])
     assignment = first_fit(fleet, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
                            req["low_latency"], order, sharded, options.min_local_ram_gib_per_vcpu,
-                           int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)))
+                           int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)), best_fit)
     return assignment, order
+
+
+def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions) -> tuple[Assignment, np.ndarray, str]:
+    """Best of the construction heuristics (three size measures × first fit / best fit), by objective;
+    interchangeable empty hosts are relabelled by first use so the symmetry rules accept it."""
+    scorer = build_problem(fleet, requests, None, options, np.arange(requests.height))
+    best = None
+    for measure in SIZE_MEASURES:
+        for best_fit in (False, True):
+            assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit)
+            total = evaluate(scorer, assignment).total
+            if best is None or total < best[0]:
+                best = (total, assignment, order, f"{'best' if best_fit else 'first'}-fit decreasing by {measure}")
+    _, assignment, order, label = best
+    return canonical(fleet, assignment, order), order, label
+
+
+def canonical(fleet: Fleet, assignment: Assignment, order: np.ndarray) -> Assignment:
+    """Relabel the members of each class of empty, interchangeable hosts in order of first use."""
+    members = {}
+    for h in np.flatnonzero(fleet.up & ~fleet.active):
+        members.setdefault(int(fleet.host_class[h]), []).append(int(h))
+    mapping: dict[int, int] = {}
+    taken = {c: 0 for c in members}
+    for r in order:
+        if not assignment.placed[r]:
+            continue
+        for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
+            c = int(fleet.host_class[h])
+            if h in mapping or c not in members:
+                continue
+            mapping[h] = members[c][taken[c]]
+            taken[c] += 1
+    out = Assignment(assignment.placed.copy(), [[(mapping.get(p[0], p[0]), *p[1:]) for p in parts]
+                                                 for parts in assignment.parts],
+                     [[mapping.get(h, h) for h in hosts] for hosts in assignment.storage_hosts])
+    return out
 
 
 def _reorder(assignment: Assignment, order: np.ndarray) -> Assignment:
@@ -141,7 +181,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
     """Monolithic CP-SAT on models up to `monolithic_pair_limit` pairs (its share of the time), then
     large-neighbourhood search with CP-SAT on the rest of the time from the best plan so far."""
     pairs = int(sum(len(c) for c in problem.compute_candidates) + sum(len(c) for c in problem.storage_candidates))
-    best, bound, proved, label, monolithic, lns_stats = hint, None, False, "ffd", None, None
+    best, bound, proved, label, monolithic, lns_stats = hint, None, False, "warm-start", None, None
     budget = options.time_limit_s
     if pairs <= options.monolithic_pair_limit:
         share = budget if options.lns_share <= 0 else budget * (1.0 - options.lns_share)
@@ -159,7 +199,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
                               sub_time_s=options.lns_neighbourhood_s)
         lns_stats = stats.to_dict()
         if stats.improved:
-            label = "cp-sat-lns" if label == "ffd" else "cp-sat+lns"
+            label = "cp-sat-lns" if label == "warm-start" else "cp-sat+lns"
     return SearchResult(best, bound, proved, label, pairs, monolithic, lns_stats)
 
 
@@ -172,20 +212,22 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     note("fleet")
     fleet = build_fleet(hosts)
     note("baseline")
-    ffd, order = run_ffd(fleet, requests, options, sharded=options.mode == "sharded")
-    must = [({p[0] for p in ffd.parts[r]} | set(ffd.storage_hosts[r])) if ffd.placed[r] else set()
+    ffd, _ = run_ffd(fleet, requests, options, sharded=options.mode == "sharded")
+    start, order, start_label = warm_start(fleet, requests, options)
+    must = [({p[0] for p in start.parts[r]} | set(start.storage_hosts[r])) if start.placed[r] else set()
             for r in range(requests.height)]
     note("candidates")
     candidates = find_candidates(fleet, requests, options, must_include=must)
     problem = build_problem(fleet, requests, candidates, options, order)
-    hint = _reorder(ffd, order)
-    ffd_terms = evaluate(problem, hint)
+    hint = _reorder(start, order)
+    ffd_terms = evaluate(problem, _reorder(ffd, order))
+    start_terms = evaluate(problem, hint)
     note("solve")
     search = solve(problem, hint, options, solver_log)
     chosen, terms = search.assignment, evaluate(problem, search.assignment)
-    improved = terms.total < ffd_terms.total
+    improved = terms.total < start_terms.total
     if not improved:
-        chosen, terms = hint, ffd_terms
+        chosen, terms = hint, start_terms
     bound_units = search.bound
     lp_result = None
     if options.lp_bound:
@@ -201,7 +243,7 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     if improved or status == "optimal":
         solver = search.label + ("+lp-bound" if lp_result is not None and bound_units == lp_result.objective else "")
     else:
-        solver = f"ffd-fallback ({search.label}: no better plan in time)"
+        solver = f"warm-start fallback: {start_label} ({search.label}: no better plan in time)"
     final = SolveResult(status, objective, bound, gap, time.perf_counter() - started, solver)
     assignment = _restore(chosen, order)
     note("assign")
@@ -220,6 +262,8 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
         "lp_relaxation": _in_dollars(lp_result) if lp_result else None,
         "baseline_ffd": {"objective": ffd_terms.total / COST_UNITS_PER_DOLLAR, "placed": int(ffd.placed.sum()),
                          **ffd_terms.to_dict()},
+        "warm_start": {"heuristic": start_label, "objective": start_terms.total / COST_UNITS_PER_DOLLAR,
+                       "placed": int(start.placed.sum())},
         "candidates": {"pairs": int(sum(len(c) for c in candidates.compute) + sum(len(s) for s in candidates.storage)),
                        "member_cap": candidates.member_cap, "symmetry_groups": len(candidates.symmetry_groups)},
     }
