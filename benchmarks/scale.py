@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import print_table, results_path, write_json_atomic  # noqa: E402
 
 
-def run_one(n_hosts: int, time_limit: float, seed: int) -> dict:
+def run_one(n_hosts: int, time_limit: float, seed: int, deterministic: bool = False) -> dict:
     """In this process: generate, plan, check; report figures (called in a child process)."""
     from planner.checker import check_plan
     from planner.engine import plan
@@ -41,7 +41,7 @@ def run_one(n_hosts: int, time_limit: float, seed: int) -> dict:
         last[0], last[1] = now, name
 
     start = time.perf_counter()
-    options = PlanOptions(time_limit_s=time_limit, workers=2, seed=0)
+    options = PlanOptions(time_limit_s=time_limit, workers=2, seed=0, deterministic=deterministic)
     result = plan(hosts, requests, options, progress=stage)
     stage("check")
     violations = check_plan(hosts, requests, result.shards, result.requests_out, options.to_dict())
@@ -60,17 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="500,1000,2000")
     parser.add_argument("--time-limit", type=float, default=150.0)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--deterministic", action="store_true",
+                        help="CP-SAT deterministic time (reproducible, wall time varies); default: wall-clock limits")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        figures = run_one(args.child, args.time_limit, args.seed)
+        figures = run_one(args.child, args.time_limit, args.seed, args.deterministic)
         figures["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(figures))
         return 0
     rows, report = [], []
     for size in (int(s) for s in args.sizes.split(",")):
         child = subprocess.run([sys.executable, __file__, "--child", str(size), "--time-limit", str(args.time_limit),
-                                "--seed", str(args.seed)], capture_output=True, text=True, cwd=ROOT)
+                                "--seed", str(args.seed)] + (["--deterministic"] if args.deterministic else []),
+                               capture_output=True, text=True, cwd=ROOT)
         if child.returncode != 0:
             print(child.stderr[-3000:], file=sys.stderr)
             return 1
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"Scale (time limit {args.time_limit:g} s, 2 workers; target 2,000 × 5,000 ≤ 300 s, ≤ 4 GiB)",
                 ["hosts", "requests", "pairs", "wall s", "peak MiB", "status", "gap", "placed", "FFD placed", "solver",
                  "violations"], rows, digits=3)
-    path = write_json_atomic(results_path("scale"), {"time_limit_s": args.time_limit, "runs": report})
+    path = write_json_atomic(results_path("scale"), {"time_limit_s": args.time_limit, "deterministic": args.deterministic,
+                                                      "runs": report})
     print(f"wrote {path}")
     return 1 if any(r["violations"] for r in report) else 0
 

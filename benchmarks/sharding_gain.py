@@ -68,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=60.0)
     parser.add_argument("--fleets", default="demo,1,2,3")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--deterministic", action="store_true",
+                        help="CP-SAT deterministic time (reproducible, wall time varies); default: wall-clock limits")
     args = parser.parse_args(argv)
-    base = PlanOptions(time_limit_s=args.time_limit, workers=args.workers, seed=0)
+    base = PlanOptions(time_limit_s=args.time_limit, workers=args.workers, seed=0, deterministic=args.deterministic)
     rows, report = [], []
     for name, hosts, requests in fleets(args.fleets.split(",")):
         start = time.perf_counter()
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Sharded CP-SAT gain in priority-weighted vcpu placed (target ≥ 25% vs FFD, ≥ 10% vs whole)",
                 ["fleet", "% vs FFD", "% vs whole CP-SAT", "cost/vcpu ratio vs whole", "cost/vcpu ratio vs FFD"], gains)
     path = write_json_atomic(results_path("sharding_gain"), {"time_limit_s": args.time_limit, "workers": args.workers,
+                                                              "deterministic": args.deterministic,
                                                               "fleets": report})
     print(f"wrote {path}")
     return 1 if any(g["violations"] for r in report for g in r["plans"].values()) else 0
