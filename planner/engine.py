@@ -187,7 +187,10 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
         share = budget if options.lns_share <= 0 else budget * (1.0 - options.lns_share)
         solution = solve_placement(dataclasses.replace(problem, time_limit_s=share), hint=hint, log_callback=solver_log)
         monolithic = {**_in_dollars(solution.result), "variables": solution.n_variables,
-                      "constraints": solution.n_constraints, "deterministic_s": round(solution.deterministic_s, 3)}
+                      "constraints": solution.n_constraints, "deterministic_s": round(solution.deterministic_s, 3),
+                      "stopped_by": "wall_clock_safety_net" if options.deterministic and solution.result.status
+                      != "optimal" and solution.deterministic_s < 0.95 * share * options.deterministic_units_per_s
+                      else "budget"}
         bound = solution.result.best_bound
         if solution.terms is not None and solution.terms.total <= evaluate(problem, hint).total:
             best, label = solution.assignment, "cp-sat"
