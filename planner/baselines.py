@@ -108,10 +108,18 @@ def _place_sharded(fleet, free, hosts, d, tier, gpu_fit, replicas, max_shards, r
             continue
         rem_v, rem_m, rem_n, rem_g = (int(x) for x in d[[VCPU, RAM, NET, GPU]])
         parts: list[tuple[int, int, int, int, int]] = []
-        for h in in_zone:
+        need_ram = max(int(np.ceil(ratio - 1e-9)), 0)
+        usable = in_zone[(free[in_zone, VCPU] > 0) & (free[in_zone, RAM] >= need_ram)]
+        # fail fast: even the max_shards roomiest hosts cannot hold its vcpu (or its GPUs)
+        room = np.minimum(free[usable, VCPU], free[usable, RAM] // ratio if ratio > 0 else free[usable, VCPU])
+        if np.sort(room)[::-1][:max_shards].sum() < rem_v:
+            continue
+        if rem_g and np.sort(np.where(gpu_fit[usable], free[usable, GPU], 0))[::-1][:max_shards].sum() < rem_g:
+            continue
+        rows = free[usable][:, [VCPU, RAM, NET, GPU]].tolist()
+        for h, (fv, fm, fn, fg) in zip(usable.tolist(), rows):
             if len(parts) == max_shards or rem_v == 0:
                 break
-            fv, fm, fn, fg = (int(x) for x in free[h, [VCPU, RAM, NET, GPU]])
             v = min(rem_v, fv, int(fm / ratio) if ratio > 0 else fv)
             if v == 0:
                 continue
@@ -138,7 +146,7 @@ def _place_sharded(fleet, free, hosts, d, tier, gpu_fit, replicas, max_shards, r
         if rem_n:
             continue
         used = {p[0] for p in parts}
-        for h in in_zone:
+        for h in in_zone[free[in_zone, RAM] > 0]:
             if rem_m == 0 or not allow_remote or len(parts) == max_shards:
                 break
             if int(h) in used:
