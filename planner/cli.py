@@ -13,5 +13,7 @@ cli_plan.register(app)
 from planner import cli_executors  # noqa: E402
 cli_executors.register(app)
 
+from planner import cli_forecast; cli_forecast.register(app)  # noqa: E402,E702
+
 if __name__ == "__main__":
     app()

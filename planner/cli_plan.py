@@ -118,19 +118,43 @@ def register(app: typer.Typer) -> None:
     @app.command("nightly")
     def nightly_command(
         out: Path = typer.Option(..., "--out", help="plan directory to write"),
-        data: Optional[Path] = typer.Option(None, "--data", help="folder with hosts and requests tables (default: embedded demo)"),
+        data: Optional[Path] = typer.Option(None, "--data", help="folder with hosts, requests and history tables "
+                                            "(default: embedded demo); without a history no reservations are made"),
+        forecaster: Optional[str] = typer.Option(None, "--forecaster", help="registered forecaster for the next window "
+                                                 "(default mean_7_same_hours; prophet is slower)"),
+        horizon: Optional[int] = typer.Option(None, "--horizon", min=1, help="hours the reservations hold (default 24)"),
+        idle_price: Optional[float] = typer.Option(None, "--idle-price", help="$ per unit-hour of idle reserved "
+                                                   "capacity (unit: 1 vcpu or 4 GiB; default 0.03)"),
+        shortfall_penalty: Optional[float] = typer.Option(None, "--shortfall-penalty", help="$ per unit-hour of peak "
+                                                          "demand above the reservation (default 0.27)"),
+        quantile_floor: Optional[float] = typer.Option(None, "--quantile-floor", help="reserve at least this quantile "
+                                                       "of the forecast peak (default 0.5; 0 disables)"),
+        reservation_weight: Optional[float] = typer.Option(None, "--reservation-weight", help="unplaced weight of a "
+                                                           "reservation block relative to a real request (default 0.05)"),
         time_limit: Optional[float] = typer.Option(None, "--time-limit", help="CP-SAT seconds (default 30)"),
         workers: Optional[int] = typer.Option(None, help="CP-SAT workers"),
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed"),
     ) -> None:
-        """The nightly job: inputs (demo unless --data) → plan → check → export."""
-        from planner.fleet import demo_dir
+        """The nightly job: history → forecast → reservation sizing → plan (requests + reservation blocks) → check → export."""
+        from forecasting.forecasters import FORECASTERS
+        from planner.nightly import NIGHTLY_FORECASTER, nightly_cli
+        from planner.reservations import ReservationOptions
 
-        folder = Path(data) if data is not None else Path(str(demo_dir()))
-        hosts_file = _find_table(folder, "hosts")
-        requests_file = _find_table(folder, "requests")
-        options = resolve_options(time_limit_s=time_limit, workers=workers, seed=seed)
-        raise typer.Exit(run_plan(hosts_file, requests_file, out, options))
+        options = resolve_options(time_limit_s=time_limit, workers=workers, seed=seed,
+                                  reservation_weight=reservation_weight)
+        name = forecaster or NIGHTLY_FORECASTER
+        if name not in FORECASTERS:
+            errors.print(f"[bold red]bad option[/]: unknown forecaster {name!r} (known: {', '.join(sorted(FORECASTERS))})")
+            raise typer.Exit(2)
+        try:
+            reservation_options = ReservationOptions().replace(
+                horizon_hours=horizon, idle_price_per_unit_hour=idle_price,
+                shortfall_penalty_per_unit_hour=shortfall_penalty, quantile_floor=quantile_floor)
+            reservation_options.validate()
+        except ValueError as exc:
+            errors.print(f"[bold red]bad option[/]: {exc}")
+            raise typer.Exit(2) from exc
+        raise typer.Exit(nightly_cli(data, out, options, reservation_options, name, console, errors))
 
     @app.command("check")
     def check_command(plan_dir: Path = typer.Argument(..., help="plan directory")) -> None:

@@ -30,6 +30,10 @@ from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
 Progress = Callable[[str], None]
 
+KIND_COLUMN = "kind"
+"""Optional requests column; rows whose kind is RESERVATION_KIND are reservation blocks."""
+RESERVATION_KIND = "reservation"
+
 
 def package_version() -> str:
     try:
@@ -71,11 +75,20 @@ def demand_units(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
     return np.maximum(units, 1.0)
 
 
+def unplaced_priority(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
+    """Priority as the objective and the FFD order weigh it: reservation blocks × reservation_weight."""
+    priority = requests["priority"].to_numpy().astype(float)
+    if KIND_COLUMN not in requests.columns:
+        return priority
+    is_block = (requests[KIND_COLUMN] == RESERVATION_KIND).fill_null(False).to_numpy()
+    return np.where(is_block, priority * options.reservation_weight, priority)
+
+
 def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates | None, options: PlanOptions,
                   order: np.ndarray) -> PlacementProblem:
     """Solver-unit arrays for the requests in `order` (the FFD order, which the symmetry rules rely on)."""
     req = request_arrays(requests)
-    priority = requests["priority"].to_numpy()
+    priority = unplaced_priority(requests, options)
     weight = np.rint(priority * demand_units(requests, options) * options.unplaced_weight
                      * COST_UNITS_PER_DOLLAR).astype(np.int64)
     spread = np.array([int(round(options.spread_weight(c) * COST_UNITS_PER_DOLLAR))
@@ -103,7 +116,7 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
             best_fit: bool = False) -> tuple[Assignment, np.ndarray]:
     """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used."""
     req = request_arrays(requests)
-    order = ffd_order(req["demand"], requests["priority"].to_numpy(), fleet, measure)
+    order = ffd_order(req["demand"], unplaced_priority(requests, options), fleet, measure)
     max_shards = req["max_shards"] if sharded else np.ones_like(req["max_shards"])
     assignment = first_fit(fleet, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
                            req["low_latency"], order, sharded, options.min_local_ram_gib_per_vcpu,
@@ -111,19 +124,25 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
     return assignment, order
 
 
-def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions) -> tuple[Assignment, np.ndarray, str]:
+def warm_start(fleet: Fleet, requests: pl.DataFrame,
+               options: PlanOptions) -> tuple[Assignment, np.ndarray, str, Assignment]:
     """Best of the construction heuristics (three size measures × first fit / best fit), by objective;
-    interchangeable empty hosts are relabelled by first use so the symmetry rules accept it."""
+    interchangeable empty hosts are relabelled by first use so the symmetry rules accept it. Also returns
+    the first variant's plain answer, the FFD baseline."""
     scorer = build_problem(fleet, requests, None, options, np.arange(requests.height))
     best = None
-    for measure in SIZE_MEASURES:
-        for best_fit in (False, True):
-            assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit)
-            total = evaluate(scorer, assignment).total
-            if best is None or total < best[0]:
-                best = (total, assignment, order, f"{'best' if best_fit else 'first'}-fit decreasing by {measure}")
+    began = time.perf_counter()
+    for measure, best_fit in [(m, b) for b in (False, True) for m in SIZE_MEASURES]:
+        if best is not None and time.perf_counter() - began > options.warm_start_share * options.time_limit_s:
+            break  # the portfolio may take at most its share of the time limit (the first one always runs)
+        assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit)
+        if best is None:
+            first = assignment  # the classic baseline: first fit, decreasing by summed size
+        total = evaluate(scorer, assignment).total
+        if best is None or total < best[0]:
+            best = (total, assignment, order, f"{'best' if best_fit else 'first'}-fit decreasing by {measure}")
     _, assignment, order, label = best
-    return canonical(fleet, assignment, order), order, label
+    return canonical(fleet, assignment, order), order, label, first
 
 
 def canonical(fleet: Fleet, assignment: Assignment, order: np.ndarray) -> Assignment:
@@ -215,8 +234,7 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     note("fleet")
     fleet = build_fleet(hosts)
     note("baseline")
-    ffd, _ = run_ffd(fleet, requests, options, sharded=options.mode == "sharded")
-    start, order, start_label = warm_start(fleet, requests, options)
+    start, order, start_label, ffd = warm_start(fleet, requests, options)
     must = [({p[0] for p in start.parts[r]} | set(start.storage_hosts[r])) if start.placed[r] else set()
             for r in range(requests.height)]
     note("candidates")

@@ -29,6 +29,8 @@ class PlanOptions:
     deterministic_units_per_s: float = 0.25
     """CP-SAT deterministic-time units granted per second of time_limit_s (measured ≈ 0.1–0.4 per wall
     second on a 2-core machine, depending on load)."""
+    warm_start_share: float = 0.1
+    """Share of time_limit_s the construction-heuristic portfolio may use before CP-SAT starts."""
     monolithic_pair_limit: int = 30_000
     """Up to this many (request, candidate host) pairs the whole fleet is one CP-SAT model first."""
     lns_share: float = 0.5
@@ -64,6 +66,10 @@ class PlanOptions:
     """Time limit for the LP relaxation."""
     symmetry_breaking: bool = True
     """Order interchangeable empty hosts of one equivalence class."""
+    reservation_weight: float = 0.05
+    """Multiplies the unplaced weight of reservation blocks (requests rows of kind `reservation`) so real
+    requests win: a 16-vcpu / 128-GiB block (48 demand units) is worth less than 3 units of a real request,
+    yet each reserved unit (50 $/h-equivalent) still outweighs the hourly cost of any host it activates."""
 
     def spread_weight(self, latency_class: str) -> float:
         return {"low": self.spread_weight_low, "medium": self.spread_weight_medium,
@@ -105,6 +111,8 @@ class PlanOptions:
             raise ValueError("time_limit_s must be > 0, workers ≥ 1 and top_k ≥ 1")
         if self.min_local_ram_gib_per_vcpu < 0 or self.remote_memory_gbps_per_gib < 0:
             raise ValueError("min_local_ram_gib_per_vcpu and remote_memory_gbps_per_gib must be ≥ 0")
+        if not 0 <= self.reservation_weight <= 1:
+            raise ValueError(f"reservation_weight must be in [0, 1], got {self.reservation_weight}")
 
 
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(PlanOptions))

@@ -1,0 +1,458 @@
+"""Pre-allocation in the plan: forecast peaks → reservation sizing → blocks → plan → split.
+
+A forecast (one row per (user_id, app_type, hour), point and 10th/90th percentiles) becomes
+three scenarios of each group's peak demand in the window (Swanson's 0.3/0.4/0.3 on the
+10th/50th/90th percentiles). :mod:`models.reservations` sizes what to reserve per group
+and resource within the free capacity of the host classes that suit the group. The
+amounts are cut into blocks one host can hold, planned as requests of their own kind
+beside the real requests (which win: ``PlanOptions.reservation_weight``), and the placed
+blocks leave shards.parquet for reservations.parquet with status ``reserved``.
+
+Which host classes suit which application type (:data:`APP_HOST_CLASSES`): GPU groups
+(app type in :data:`GPU_APP_TYPES`, or GPUs in their history) only classes whose hosts
+carry GPUs; db and cache the memory-optimized and general classes; analytics cpu-optimized,
+memory-optimized and general; web general and cpu-optimized; batch cpu-optimized, general
+and storage-hdd (cheap bulk hosts). Any other type, or a type none of whose classes exist
+in the fleet, may use every class without GPUs. The mapping bounds the sizing only: the
+placement puts a block on any host that fits it (GPU blocks on GPU hosts by their GPUs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from models.problem import SolveResult
+from models.reservations import ReservationProblem, solve_reservations
+from planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, plan
+from planner.options import PlanOptions
+from planner.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES
+
+SIZED_RESOURCES: tuple[str, ...] = ("vcpu", "ram_gib")
+"""Resources the forecast covers and the sizing reserves (GPUs follow vcpu in GPU groups)."""
+SCENARIO_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
+SWANSON_WEIGHTS: tuple[float, ...] = (0.3, 0.4, 0.3)
+"""Swanson's rule: P10, P50 and P90 weighted 0.3 / 0.4 / 0.3 approximate the distribution's mean."""
+SCENARIO_COLUMNS: tuple[str, ...] = ("peak_p10", "peak_p50", "peak_p90")
+REQUEST_KIND = "request"
+
+GPU_APP_TYPES: tuple[str, ...] = ("ml-training", "training", "inference", "gpu")
+APP_HOST_CLASSES: dict[str, tuple[str, ...]] = {
+    "db": ("memory-optimized", "general"),
+    "cache": ("memory-optimized", "general"),
+    "analytics": ("cpu-optimized", "memory-optimized", "general"),
+    "web": ("general", "cpu-optimized"),
+    "batch": ("cpu-optimized", "general", "storage-hdd"),
+}
+"""Host classes (hosts.host_class) a non-GPU application type may reserve on; see the module docstring."""
+ANY_CLASS = "any"
+"""The single unlimited class used when sizing without a fleet (the pre-allocation replay)."""
+
+
+@dataclass(frozen=True)
+class ReservationOptions:
+    """Knobs of the reservation sizing and of the blocks; units in the names."""
+
+    idle_price_per_unit_hour: float = 0.03
+    """$ per unit-hour of reserved capacity left idle: m6id.metal (general) lists $7.59/h for
+    128 vcpu + 512 GiB = 256 units."""
+    shortfall_penalty_per_unit_hour: float = 0.27
+    """$ per unit-hour of peak demand above the reservation (served reactively, if at all): 9 × the idle
+    price, so the critical fractile is 0.9 (cover the 90th percentile of the peak)."""
+    ram_gib_per_unit: float = 4.0
+    """GiB of RAM priced as one unit (one vcpu is one unit), as PlanOptions.demand_ram_gib_per_unit."""
+    quantile_floor: float = 0.5
+    """Reserve at least this quantile of the peak (interpolated between P10, P50 and P90); 0 disables."""
+    block_vcpu: int = 16
+    """Largest block in vcpu (a quarter of the demo's smallest general host)."""
+    block_ram_gib: int = 128
+    """Largest block in GiB of RAM (8 GiB per vcpu of a full block)."""
+    horizon_hours: int = 24
+    """Length of the window the reservations hold for, starting the hour after the history ends."""
+    train_days: int = 14
+    """Days of history the forecaster is fitted on."""
+    time_limit_s: float = 30.0
+    """Time limit of the sizing LP."""
+
+    def validate(self) -> None:
+        if self.idle_price_per_unit_hour < 0 or self.shortfall_penalty_per_unit_hour < 0:
+            raise ValueError("reservation prices must be ≥ 0")
+        if not 0 <= self.quantile_floor <= 1:
+            raise ValueError(f"quantile_floor must be in [0, 1], got {self.quantile_floor}")
+        if self.block_vcpu < 1 or self.block_ram_gib < 1 or self.horizon_hours < 1 or self.ram_gib_per_unit <= 0:
+            raise ValueError("block_vcpu, block_ram_gib and horizon_hours must be ≥ 1, ram_gib_per_unit > 0")
+
+    def replace(self, **changes: object) -> "ReservationOptions":
+        """A copy with the given fields changed; None values are ignored (unset CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ReservationSizing:
+    """What the sizing decided: the solver result and one row per group (see :func:`size_reservations`)."""
+
+    result: SolveResult
+    groups: pl.DataFrame
+    window_start: datetime | None
+    window_end: datetime | None
+    note: str | None = None
+    """Why the answer differs from the plain model's (a dropped floor), else None."""
+
+
+@dataclass
+class ReservedPlan:
+    """A plan of real requests and reservation blocks, split into the exported tables."""
+
+    plan: Plan
+    requests: pl.DataFrame
+    """Real requests and blocks (what inputs/requests.parquet holds), with the kind column."""
+    shards: pl.DataFrame
+    requests_out: pl.DataFrame
+    reservations: pl.DataFrame
+    plan_json: dict
+
+
+# --- forecast → scenarios ---------------------------------------------------------------
+
+
+def peak_scenarios(forecast: pl.DataFrame) -> pl.DataFrame:
+    """Per (user_id, app_type, resource): the window's peak at P10, P50 and P90 (peak_p10 ≤ peak_p50 ≤ peak_p90).
+
+    The peak of a percentile path (max over the hours of the hourly percentile) stands for the
+    percentile of the peak; it is exact when forecast errors move the whole window together.
+    """
+    long = pl.concat([
+        forecast.select("user_id", "app_type", pl.lit(resource).alias("resource"),
+                        pl.col(f"{resource}_lo").alias("lo"), pl.col(resource).alias("mid"),
+                        pl.col(f"{resource}_hi").alias("hi"))
+        for resource in SIZED_RESOURCES])
+    peaks = long.group_by("user_id", "app_type", "resource").agg(
+        pl.col("lo").max().clip(0.0), pl.col("mid").max().clip(0.0), pl.col("hi").max().clip(0.0))
+    ordered = pl.concat_list("lo", "mid", "hi").list.sort()
+    return peaks.select(
+        "user_id", "app_type", "resource",
+        *(ordered.list.get(i).alias(name) for i, name in enumerate(SCENARIO_COLUMNS)),
+    ).sort("user_id", "app_type", "resource")
+
+
+def quantile_of_peak(level: float, suffix: str = "") -> pl.Expr:
+    """The `level` quantile of the peak, linear between P10, P50 and P90 and flat outside them.
+
+    Reads columns peak_p10<suffix>, peak_p50<suffix>, peak_p90<suffix>.
+    """
+    low, mid, high = SCENARIO_LEVELS
+    p10, p50, p90 = (pl.col(f"{column}{suffix}") for column in SCENARIO_COLUMNS)
+    if level <= low:
+        return p10
+    if level >= high:
+        return p90
+    if level <= mid:
+        return p10 + (level - low) / (mid - low) * (p50 - p10)
+    return p50 + (level - mid) / (high - mid) * (p90 - p50)
+
+
+# --- the fleet's free capacity per class ---------------------------------------------------
+
+
+def class_capacity(hosts: pl.DataFrame) -> pl.DataFrame:
+    """Free vcpu (× overcommit) and RAM per host class over up hosts, and whether the class has GPUs."""
+    return (
+        hosts.filter(pl.col("status") == "up")
+        .group_by("host_class")
+        .agg(((pl.col("vcpu") * pl.col("vcpu_overcommit")).floor() - pl.col("used_vcpu")).clip(0).sum().alias("vcpu"),
+             (pl.col("ram_gib") - pl.col("used_ram_gib")).clip(0).sum().alias("ram_gib"),
+             (pl.col("gpu") > 0).any().alias("has_gpu"),
+             (pl.col("gpu") - pl.col("used_gpu")).clip(0).sum().alias("free_gpu"))
+        .sort("host_class")
+    )
+
+
+def gpu_groups(history: pl.DataFrame | None) -> pl.DataFrame:
+    """(user_id, app_type) pairs whose history shows GPUs in use."""
+    if history is None or "gpu" not in history.columns:
+        return pl.DataFrame(schema={"user_id": pl.Utf8, "app_type": pl.Utf8})
+    return history.filter(pl.col("gpu").fill_null(0) > 0).select("user_id", "app_type").unique()
+
+
+def suitable_classes(app_type: str, uses_gpu: bool, classes: pl.DataFrame) -> list[str]:
+    """Host classes a group may reserve on (module docstring); [] when the fleet has none for it."""
+    with_gpu = classes.filter(pl.col("has_gpu"))["host_class"].to_list()
+    if uses_gpu:
+        return with_gpu
+    named = [c for c in APP_HOST_CLASSES.get(app_type, ()) if c in classes["host_class"].to_list()
+             and c not in with_gpu]
+    return named or classes.filter(~pl.col("has_gpu"))["host_class"].to_list()
+
+
+def forecast_window(forecast: pl.DataFrame) -> tuple[datetime | None, datetime | None]:
+    """[first forecast hour, last forecast hour + 1 h): the window the reservations hold for."""
+    if forecast.height == 0:
+        return None, None
+    bounds = forecast.select(pl.col("ts").min().alias("start"),
+                             (pl.col("ts").max() + pl.duration(hours=1)).alias("end"))
+    return bounds["start"][0], bounds["end"][0]
+
+
+# --- sizing -----------------------------------------------------------------------------
+
+
+def size_reservations(forecast: pl.DataFrame, hosts: pl.DataFrame | None, options: ReservationOptions,
+                      history: pl.DataFrame | None = None) -> ReservationSizing:
+    """Reserved vcpu and ram_gib per (user_id, app_type) for the forecast's window.
+
+    `hosts` None sizes without a capacity limit. Rows of `groups`: user_id, app_type, uses_gpu,
+    host_classes, the P10/P50/P90 peaks, the floor and the reserved amount per resource
+    (``peak_p50_vcpu``, ``floor_vcpu``, ``reserved_vcpu``…). When the floors do not fit the
+    capacity, they are dropped and the sizing re-solved (said in ``note``).
+    """
+    options.validate()
+    window_start, window_end = forecast_window(forecast)
+    hours = float(options.horizon_hours if window_start is None else
+                  (window_end - window_start).total_seconds() / 3600)
+    groups = group_peaks(forecast, history)
+    if hosts is None:
+        classes = pl.DataFrame({"host_class": [ANY_CLASS], "vcpu": [math.inf], "ram_gib": [math.inf],
+                                "has_gpu": [True], "free_gpu": [0]})
+        class_lists = [[ANY_CLASS]] * groups.height
+    else:
+        classes = class_capacity(hosts)
+        class_lists = [suitable_classes(app, gpu, classes)
+                       for app, gpu in zip(groups["app_type"].to_list(), groups["uses_gpu"].to_list())]
+    groups = groups.with_columns(
+        pl.Series("host_classes", class_lists, dtype=pl.List(pl.Utf8)),
+        *((quantile_of_peak(options.quantile_floor, f"_{resource}") if options.quantile_floor > 0 else pl.lit(0.0))
+          .alias(f"floor_{resource}") for resource in SIZED_RESOURCES))
+    problem = sizing_problem(groups, classes, options, hours)
+    solution = solve_reservations(problem)
+    note = None
+    if solution.result.status == "infeasible" and problem.floor.any():
+        solution = solve_reservations(dataclasses.replace(problem, floor=np.zeros_like(problem.floor)))
+        note = (f"the {options.quantile_floor:g}-quantile floors exceed the free capacity of the host classes; "
+                "sized without them")
+    groups = groups.with_columns(
+        *(pl.Series(f"{name}_{resource}", values[:, i])
+          for name, values in (("reserved", solution.reserved), ("expected_idle", solution.expected_idle),
+                               ("expected_shortfall", solution.expected_shortfall))
+          for i, resource in enumerate(SIZED_RESOURCES)))
+    return ReservationSizing(solution.result, groups, window_start, window_end, note)
+
+
+def group_peaks(forecast: pl.DataFrame, history: pl.DataFrame | None) -> pl.DataFrame:
+    """One row per group: peak_p10_vcpu … peak_p90_ram_gib and uses_gpu (GPU app type or GPUs in its history)."""
+    scenarios = peak_scenarios(forecast)
+    groups = scenarios.select("user_id", "app_type").unique()
+    for resource in SIZED_RESOURCES:
+        groups = groups.join(scenarios.filter(pl.col("resource") == resource).select(
+            "user_id", "app_type", *(pl.col(c).alias(f"{c}_{resource}") for c in SCENARIO_COLUMNS)),
+            on=["user_id", "app_type"], how="left")
+    with_gpus = gpu_groups(history).with_columns(pl.lit(True).alias("gpu_in_history"))
+    return (groups.fill_null(0.0).join(with_gpus, on=["user_id", "app_type"], how="left")
+            .with_columns((pl.col("gpu_in_history").fill_null(False) | pl.col("app_type").is_in(list(GPU_APP_TYPES)))
+                          .alias("uses_gpu"))
+            .drop("gpu_in_history").sort("user_id", "app_type"))
+
+
+def sizing_problem(groups: pl.DataFrame, classes: pl.DataFrame, options: ReservationOptions,
+                   hours: float) -> ReservationProblem:
+    """The plain arrays models.reservations solves; RAM is priced per ram_gib_per_unit GiB."""
+    class_names = classes["host_class"].to_list()
+    index = {name: i for i, name in enumerate(class_names)}
+    suits = np.zeros((groups.height, len(class_names)), dtype=bool)
+    for g, names in enumerate(groups["host_classes"].to_list()):
+        suits[g, [index[n] for n in names]] = True
+    peaks = np.stack([groups.select(f"{column}_{resource}" for column in SCENARIO_COLUMNS).to_numpy()
+                      for resource in SIZED_RESOURCES], axis=1).astype(float)
+    per_unit = np.array([1.0, 1.0 / options.ram_gib_per_unit])
+    return ReservationProblem(
+        groups=tuple(f"{u}/{a}" for u, a in zip(groups["user_id"].to_list(), groups["app_type"].to_list())),
+        resources=SIZED_RESOURCES, peaks=peaks, probabilities=np.array(SWANSON_WEIGHTS),
+        floor=groups.select(f"floor_{r}" for r in SIZED_RESOURCES).to_numpy().astype(float),
+        classes=tuple(class_names), class_capacity=classes.select(SIZED_RESOURCES).to_numpy().astype(float),
+        suits=suits, idle_price=options.idle_price_per_unit_hour * per_unit,
+        shortfall_penalty=options.shortfall_penalty_per_unit_hour * per_unit, window_hours=hours,
+        time_limit_s=options.time_limit_s)
+
+
+# --- blocks -----------------------------------------------------------------------------
+
+
+def reservation_blocks(sizing: ReservationSizing, hosts: pl.DataFrame, requests: pl.DataFrame | None,
+                       plan_options: PlanOptions, options: ReservationOptions) -> pl.DataFrame:
+    """Requests rows of kind ``reservation`` carrying each group's reserved amounts, rounded up.
+
+    A group's vcpu and RAM are split evenly over the fewest blocks within block_vcpu and
+    block_ram_gib. Each block holds at least min_local_ram_gib_per_vcpu GiB per vcpu (invariant 4:
+    a one-host block keeps all its RAM local). GPU groups' blocks carry ≥ 1 vcpu and GPUs at the
+    group's requests' vcpu per GPU (else the GPU hosts'), of the model its requests ask for
+    (else the model with the most free devices).
+    """
+    groups = sizing.groups
+    if groups.height == 0:
+        return empty_blocks()
+    ratio = plan_options.min_local_ram_gib_per_vcpu
+    vcpu_total = (pl.col("reserved_vcpu") - 1e-6).ceil().clip(0).cast(pl.Int64)
+    ram_total = (pl.col("reserved_ram_gib") - 1e-6).ceil().clip(0).cast(pl.Int64)
+    count = pl.max_horizontal(
+        (pl.col("vcpu_total") + options.block_vcpu - 1) // options.block_vcpu,
+        (pl.col("ram_total") + options.block_ram_gib - 1) // options.block_ram_gib,
+    )
+    gpu_terms = gpu_terms_per_group(groups, hosts, requests)
+    blocks = (
+        groups.select("user_id", "app_type", "uses_gpu", vcpu_total.alias("vcpu_total"), ram_total.alias("ram_total"))
+        .with_columns(count.alias("blocks"))
+        .filter(pl.col("blocks") > 0)
+        .with_columns(pl.int_ranges(0, "blocks").alias("block"))
+        .explode("block")
+        .with_columns(
+            (pl.col("vcpu_total") // pl.col("blocks") + (pl.col("block") < pl.col("vcpu_total") % pl.col("blocks")))
+            .cast(pl.Int64).alias("vcpu"),
+            (pl.col("ram_total") // pl.col("blocks") + (pl.col("block") < pl.col("ram_total") % pl.col("blocks")))
+            .cast(pl.Int64).alias("ram_gib"))
+        .join(gpu_terms, on=["user_id", "app_type"], how="left")
+        .with_columns(pl.when(pl.col("uses_gpu")).then(pl.col("vcpu").clip(1)).otherwise(pl.col("vcpu")).alias("vcpu"))
+        .with_columns(
+            pl.when(pl.col("uses_gpu"))
+            .then((pl.col("vcpu") / pl.col("vcpu_per_gpu")).round(0).clip(1).cast(pl.Int64))
+            .otherwise(0).alias("gpu"),
+            pl.max_horizontal("ram_gib", (pl.col("vcpu") * ratio - 1e-9).ceil().cast(pl.Int64)).alias("ram_gib"),
+        )
+    )
+    return blocks.select(
+        pl.format("rsv-{}-{}-{}", "user_id", "app_type", pl.col("block") + 1).alias("request_id"),
+        "user_id", "app_type", "vcpu", "ram_gib", pl.lit(0, pl.Int64).alias("storage_gib"), "gpu",
+        pl.lit(0.0).alias("net_gbps"), pl.lit(None, pl.Utf8).alias("storage_type"),
+        pl.when(pl.col("gpu") > 0).then(pl.col("gpu_model")).otherwise(None).alias("gpu_model"),
+        pl.lit(1, pl.Int64).alias("priority"), pl.lit(1, pl.Int64).alias("max_shards"),
+        pl.lit(1, pl.Int64).alias("replicas"), pl.lit("medium").alias("latency_class"),
+        pl.lit(RESERVATION_KIND).alias(KIND_COLUMN),
+    ).sort("request_id")
+
+
+def empty_blocks() -> pl.DataFrame:
+    """A blocks table with no rows (the requests columns and kind)."""
+    return pl.DataFrame(schema={**{c.name: c.polars_dtype for c in REQUEST_COLUMNS}, KIND_COLUMN: pl.Utf8})
+
+
+def gpu_terms_per_group(groups: pl.DataFrame, hosts: pl.DataFrame, requests: pl.DataFrame | None) -> pl.DataFrame:
+    """vcpu_per_gpu and gpu_model per group: from its GPU requests when it has some, else from the fleet."""
+    gpu_hosts = hosts.filter((pl.col("gpu") > 0) & (pl.col("status") == "up"))
+    fleet_ratio = float(gpu_hosts["vcpu"].sum() / gpu_hosts["gpu"].sum()) if gpu_hosts.height else 1.0
+    free_models = (gpu_hosts.group_by("gpu_model").agg((pl.col("gpu") - pl.col("used_gpu")).clip(0).sum().alias("free"))
+                   .sort("free", "gpu_model", descending=[True, False]))
+    fleet_model = free_models["gpu_model"][0] if free_models.height else None
+    keys = groups.select("user_id", "app_type")
+    if requests is not None and requests.height:
+        asked = requests.filter(pl.col("gpu") > 0).group_by("user_id", "app_type").agg(
+            (pl.col("vcpu").sum() / pl.col("gpu").sum()).alias("vcpu_per_gpu"),
+            pl.col("gpu_model").drop_nulls().mode().sort().first().alias("gpu_model"))
+        keys = keys.join(asked, on=["user_id", "app_type"], how="left")
+    else:
+        keys = keys.with_columns(pl.lit(None, pl.Float64).alias("vcpu_per_gpu"),
+                                 pl.lit(None, pl.Utf8).alias("gpu_model"))
+    return keys.with_columns(pl.col("vcpu_per_gpu").fill_null(fleet_ratio).clip(1e-9),
+                             pl.col("gpu_model").fill_null(pl.lit(fleet_model, pl.Utf8)))
+
+
+def with_blocks(requests: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
+    """The real requests (kind ``request``) followed by the blocks, in the requests columns plus kind."""
+    clash = blocks.join(requests.select("request_id"), on="request_id", how="semi")
+    if clash.height:
+        raise ValueError(f"reservation block id {clash['request_id'][0]!r} is already a request id")
+    columns = [c.name for c in REQUEST_COLUMNS]
+    real = requests.select(*columns, pl.lit(REQUEST_KIND).alias(KIND_COLUMN))
+    return pl.concat([real, blocks.select(*columns, KIND_COLUMN).cast(real.schema)], how="vertical")
+
+
+# --- plan and split ---------------------------------------------------------------------
+
+
+def plan_with_reservations(hosts: pl.DataFrame, requests: pl.DataFrame, blocks: pl.DataFrame,
+                           options: PlanOptions, sizing: ReservationSizing | None = None,
+                           progress: Callable[[str], None] | None = None) -> ReservedPlan:
+    """Plan the real requests and the blocks together, then split the blocks out (:func:`split_reservations`)."""
+    combined = with_blocks(requests, blocks)
+    result = plan(hosts, combined, options, progress=progress)
+    return split_reservations(result, combined, sizing)
+
+
+def split_reservations(result: Plan, requests: pl.DataFrame, sizing: ReservationSizing | None) -> ReservedPlan:
+    """Placed blocks: status reserved, their parts → reservations rows; unplaced blocks keep a reason."""
+    is_block = pl.col(KIND_COLUMN) == RESERVATION_KIND
+    blocks = requests.filter(is_block) if KIND_COLUMN in requests.columns else empty_blocks()
+    block_ids = blocks["request_id"]
+    in_blocks = pl.col("request_id").is_in(block_ids.implode())
+    parts = (result.shards.filter(in_blocks)
+             .group_by("request_id", "host_id", maintain_order=True).agg(pl.col(r).sum() for r in RESOURCES)
+             .filter(pl.any_horizontal(pl.col(r) > 0 for r in RESOURCES)))
+    window_start = sizing.window_start if sizing is not None else None
+    window_end = sizing.window_end if sizing is not None else None
+    reservations = (
+        parts.join(blocks.select("request_id", "user_id", "app_type"), on="request_id", how="left")
+        .with_columns(pl.len().over("request_id").alias("_hosts"),
+                      pl.int_range(pl.len()).over("request_id").alias("_part"))
+        .select(
+            pl.when(pl.col("_hosts") > 1).then(pl.format("{}-h{}", "request_id", pl.col("_part") + 1))
+            .otherwise(pl.col("request_id")).alias("reservation_id"),
+            "host_id", "user_id", "app_type", *RESOURCES,
+            pl.lit(window_start, RESERVATIONS_SCHEMA["window_start"]).alias("window_start"),
+            pl.lit(window_end, RESERVATIONS_SCHEMA["window_end"]).alias("window_end"))
+        .cast({name: dtype for name, dtype in RESERVATIONS_SCHEMA.items()})
+        .sort("reservation_id")
+    )
+    requests_out = result.requests_out.with_columns(
+        pl.when(in_blocks & (pl.col("status") == "placed")).then(pl.lit("reserved"))
+        .otherwise(pl.col("status")).alias("status"),
+        pl.when(in_blocks & (pl.col("status") == "unplaced"))
+        .then(pl.format("reservation block not held: {}", pl.col("reason")))
+        .otherwise(pl.col("reason")).alias("reason"))
+    counts = requests_out.group_by("status").len()
+    count = dict(zip(counts["status"].to_list(), counts["len"].to_list()))
+    plan_json = {
+        **result.plan_json,
+        "placed": int(count.get("placed", 0)),
+        "unplaced": int(count.get("unplaced", 0)),
+        "reserved": int(count.get("reserved", 0)),
+        "reservations": reservation_summary(sizing, blocks, requests_out, reservations),
+    }
+    return ReservedPlan(result, requests, result.shards.filter(~in_blocks), requests_out, reservations, plan_json)
+
+
+def reservation_summary(sizing: ReservationSizing | None, blocks: pl.DataFrame, requests_out: pl.DataFrame,
+                        reservations: pl.DataFrame) -> dict[str, object]:
+    """plan.json's `reservations` entry: the sizing result and what the placement held."""
+    held = requests_out.filter(pl.col("status") == "reserved").height
+    return {
+        "sizing": None if sizing is None else sizing.result.to_dict(),
+        "note": None if sizing is None else sizing.note,
+        "window_start": None if sizing is None or sizing.window_start is None else sizing.window_start.isoformat(),
+        "window_end": None if sizing is None or sizing.window_end is None else sizing.window_end.isoformat(),
+        "groups": 0 if sizing is None else sizing.groups.height,
+        "blocks": blocks.height,
+        "blocks_reserved": held,
+        "blocks_unplaced": blocks.height - held,
+        "reserved": {r: (float(reservations[r].sum()) if r == "net_gbps" else int(reservations[r].sum()))
+                     for r in RESOURCES},
+        "asked": {r: int(blocks[r].sum()) for r in ("vcpu", "ram_gib", "gpu")},
+    }
+
+
+def group_outcome(sizing: ReservationSizing, blocks: pl.DataFrame, requests_out: pl.DataFrame) -> pl.DataFrame:
+    """Per group: P50/P90 peaks, reserved amounts, blocks asked and blocks held (for the nightly summary)."""
+    held = (blocks.join(requests_out.select("request_id", "status"), on="request_id", how="left")
+            .group_by("user_id", "app_type")
+            .agg(pl.len().alias("blocks"), (pl.col("status") == "reserved").sum().alias("held"),
+                 pl.col("vcpu").filter(pl.col("status") == "reserved").sum().alias("held_vcpu"),
+                 pl.col("ram_gib").filter(pl.col("status") == "reserved").sum().alias("held_ram_gib")))
+    return (sizing.groups.select("user_id", "app_type", "peak_p50_vcpu", "peak_p90_vcpu", "reserved_vcpu",
+                                 "peak_p50_ram_gib", "peak_p90_ram_gib", "reserved_ram_gib")
+            .join(held, on=["user_id", "app_type"], how="left")
+            .with_columns(pl.col("blocks", "held", "held_vcpu", "held_ram_gib").fill_null(0))
+            .sort("reserved_vcpu", "user_id", "app_type", descending=[True, False, False]))
