@@ -96,10 +96,13 @@ def render_explanation(explanation: Explanation, console: Console) -> None:
             table.add_row(*(str(p[c]) for c in ("shard", "role", "replica", "host_id", "host_class", "zone", "rack",
                                                 "vcpu", "ram_gib", "storage_gib", "gpu", "net_gbps")), why)
         console.print(table)
+    elif o["status"] == "reserved":
+        console.print(f"[cyan]reserved[/]: a pre-allocation block held on {o['n_hosts']} host(s) for "
+                      f"{r['user_id']}/{r['app_type']} (see reservations.parquet)")
     else:
         console.print(f"[red]unplaced[/]: {o['reason']}")
     console.print(f"{explanation.candidates} compute candidates were offered to the solver")
-    if o["status"] != "placed" and explanation.residual.height:
+    if o["status"] == "unplaced" and explanation.residual.height:
         short = Table(title="after the plan: candidate hosts without room for an even share of it")
         for col in ("resource", "needed per host", "hosts short", "of candidates"):
             short.add_column(col)
