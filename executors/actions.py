@@ -4,7 +4,11 @@ Moves are make-before-break: the new part is created, its storage copied and
 verified, and only then is the old part deleted. The order is found by replaying
 the actions on a :class:`ClusterModel`: frees first, then copies, then allocations,
 each only when it fits capacity and keeps every request at its copy floor.
-Actions that can never run are reported, with the wait-for cycle when there is one.
+When parts wait on each other's capacity (full hosts swapping parts, common when a
+whole fleet is re-planned), one of the parts that leaves a full host is first moved
+to a staging host with room in the same zone (make-before-break there too) and
+moved on to its planned host later. Actions that can never run are reported, with
+the wait-for cycle when there is one.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from executors.base import CAPACITY_SLACK, HostSpec, Part, TargetPlan
-from planner.schema import RESOURCES
+from planner.schema import RESOURCES, tier_rank
 
 
 class ActionKind(StrEnum):
@@ -104,8 +108,10 @@ class ClusterModel:
     def __init__(self, hosts: dict[str, HostSpec], parts: list[Part]) -> None:
         self.hosts = hosts
         self.parts: dict[tuple[str, int, str], Part] = {p.place: p for p in parts}
+        self.by_request: dict[str, set[tuple[str, int, str]]] = defaultdict(set)
         self.free: dict[str, dict[str, float]] = {h: spec.capacity() for h, spec in hosts.items()}
         for part in parts:
+            self.by_request[part.request_id].add(part.place)
             self._charge(part.host_id, part.demand(), +1)
 
     def _charge(self, host_id: str, demand: dict[str, float], sign: int) -> None:
@@ -117,14 +123,16 @@ class ClusterModel:
         spec = self.hosts.get(host_id)
         return spec.rack if spec else f"?{host_id}"
 
+    def parts_of(self, request_id: str) -> list[Part]:
+        return [self.parts[place] for place in self.by_request.get(request_id, ())]
+
     def copy_racks(self, request_id: str, without: tuple[str, int, str] | None = None) -> int:
         """Distinct racks that hold a complete storage part of the request."""
-        return len({self.rack_of(p.host_id) for place, p in self.parts.items()
-                    if p.request_id == request_id and p.holds_storage and p.complete and place != without})
+        return len({self.rack_of(p.host_id) for p in self.parts_of(request_id)
+                    if p.holds_storage and p.complete and p.place != without})
 
     def has_copy_source(self, part: Part) -> bool:
-        return any(p.request_id == part.request_id and p.holds_storage and p.complete and place != part.place
-                   for place, p in self.parts.items())
+        return any(p.holds_storage and p.complete and p.place != part.place for p in self.parts_of(part.request_id))
 
     def extra_demand(self, action: Action) -> dict[str, float]:
         """What the action allocates on its host (negative entries free capacity)."""
@@ -149,18 +157,22 @@ class ClusterModel:
             if not self.has_copy_source(part):
                 return f"no complete copy of {part.request_id} to copy from"
             return None
-        if action.kind is ActionKind.DELETE:
-            existing = self.parts.get(part.place)
-            if existing is None or not (existing.holds_storage and existing.complete):
-                return None
+        existing = self.parts.get(part.place)
+        drops_copy = existing is not None and existing.holds_storage and existing.complete and (
+            action.kind is ActionKind.DELETE or not part.holds_storage)
+        if drops_copy:  # a delete, or a resize that turns a storage copy into a part without storage
             floor = floors.get(part.request_id, 0)
             left = self.copy_racks(part.request_id, without=part.place)
             if left < floor:
                 return f"would leave {part.request_id} with {left} of {floor} complete copies on distinct racks"
+        if action.kind is ActionKind.DELETE:
             return None
         free = self.free.get(part.host_id)
         if free is None:
             return f"host {part.host_id} is not in the hosts table"
+        status = self.hosts[part.host_id].status
+        if existing is None and status != "up":
+            return f"host {part.host_id} is {status}: it takes no new parts"
         for resource, amount in self.extra_demand(action).items():
             if amount > 0 and amount > free[resource] + CAPACITY_SLACK:
                 return f"needs {resource} {amount:g} on {part.host_id}, {max(free[resource], 0):g} free"
@@ -171,6 +183,7 @@ class ClusterModel:
         if action.kind is ActionKind.DELETE:
             existing = self.parts.pop(part.place, None)
             if existing is not None:
+                self.by_request[part.request_id].discard(part.place)
                 self._charge(part.host_id, existing.demand(), -1)
             return
         if action.kind is ActionKind.COPY:
@@ -178,8 +191,20 @@ class ClusterModel:
             return
         self._charge(part.host_id, self.extra_demand(action), +1)
         existing = self.parts.get(part.place)
-        complete = part.complete if existing is None else existing.complete
-        self.parts[part.place] = part.with_changes(complete=complete)
+        self.parts[part.place] = part.with_changes(complete=kept_complete(existing, part))
+        self.by_request[part.request_id].add(part.place)
+
+
+def kept_complete(existing: Part | None, part: Part) -> bool:
+    """Completeness after creating or resizing ``part`` over ``existing`` (same place).
+
+    A resize keeps the copy's state, unless the part gains or loses storage: then the
+    new shape's own flag counts (a compute part turned into a storage copy is empty
+    until it is filled; a part without storage is always complete).
+    """
+    if existing is None or existing.holds_storage != part.holds_storage:
+        return part.complete or not part.holds_storage
+    return existing.complete
 
 
 def diff_actions(current: list[Part], target: TargetPlan) -> tuple[list[Action], dict[int, list[int]]]:
@@ -213,15 +238,19 @@ def diff_actions(current: list[Part], target: TargetPlan) -> tuple[list[Action],
                 ready.append(copied)
         else:
             resized = None
+            gains_storage = wanted.holds_storage and not here.holds_storage
             if not here.same_shape(wanted):
                 changed = [f"{c} {getattr(here, c)}→{getattr(wanted, c)}" for c in ("vcpu", "ram_gib", "storage_gib",
                            "net_gbps", "gpu", "replica", "role") if getattr(here, c) != getattr(wanted, c)]
-                resized = add(ActionKind.RESIZE, wanted.with_changes(complete=here.complete),
+                # a part that becomes a storage copy is empty until filled (unless the request has no data yet)
+                complete = (not needs_fill) if gains_storage else (here.complete or not wanted.holds_storage)
+                resized = add(ActionKind.RESIZE, wanted.with_changes(complete=complete),
                               "resize: " + ", ".join(changed), previous=here)
                 ready.append(resized)
-            if wanted.holds_storage and not here.complete:
+            if wanted.holds_storage and (not here.complete or (gains_storage and needs_fill)):
                 copied = add(ActionKind.COPY, wanted.with_changes(complete=True),
-                             "finish filling an interrupted storage copy", move_from=move_from)
+                             "fill and verify the storage copy (the part becomes one)" if gains_storage
+                             else "finish filling an interrupted storage copy", move_from=move_from)
                 if resized is not None:
                     waits[copied].append(resized)
                 ready.append(copied)
@@ -248,6 +277,7 @@ def plan_actions(current: list[Part], target: TargetPlan, hosts: dict[str, HostS
         action = actions[i]
         return 0 if action.frees() else 1 if action.kind is ActionKind.COPY else 2
 
+    staged: set[tuple[str, int]] = set()
     while pending:
         chosen = None
         for wanted_phase in (0, 1, 2):
@@ -258,6 +288,8 @@ def plan_actions(current: list[Part], target: TargetPlan, hosts: dict[str, HostS
             if chosen is not None:
                 break
         if chosen is None:
+            if _stage_a_leaver(actions, waits, pending, done, model, floors, staged):
+                continue
             break
         model.apply(actions[chosen])
         done.add(chosen)
@@ -274,6 +306,106 @@ def plan_actions(current: list[Part], target: TargetPlan, hosts: dict[str, HostS
             "waits for " + ", ".join(f"{a.kind.value} {a.part.label}" for a in unmet))
         stuck.append(StuckAction(actions[i], why))
     return ActionPlan(renumbered, stuck, _wait_cycle(actions, waits, pending, model, floors))
+
+
+def _staging_host(model: ClusterModel, part: Part, leaving: str, avoid: set[str],
+                  booked: dict[str, dict[str, float]]) -> str | None:
+    """An up host in the leaving host's zone with room for ``part``, on a tier / GPU model at least as good.
+
+    A storage copy goes to a rack that holds no other copy of its request, so the copies
+    stay on distinct racks. Hosts whose room is not booked by pending allocations come first.
+    """
+    origin = model.hosts[leaving]
+    demand = part.demand()
+    copy_racks = {model.rack_of(p.host_id) for p in model.parts_of(part.request_id) if p.holds_storage and p.place != part.place}
+    best: tuple[tuple[bool, float], str] | None = None
+    for host_id, spec in model.hosts.items():
+        if host_id == leaving or host_id in avoid or spec.status != "up" or spec.zone != origin.zone:
+            continue
+        if (part.request_id, part.shard, host_id) in model.parts:
+            continue
+        if part.gpu and spec.gpu_model != origin.gpu_model:
+            continue
+        if part.holds_storage and (tier_rank(spec.storage_type) < tier_rank(origin.storage_type) or spec.rack in copy_racks):
+            continue
+        free = model.free[host_id]
+        if any(amount > free[r] + CAPACITY_SLACK for r, amount in demand.items() if amount > 0):
+            continue
+        spare = [(free[r] - booked[host_id][r] - amount) / max(amount, 1e-9) for r, amount in demand.items() if amount > 0]
+        worst = min(spare, default=0.0)
+        score = (worst >= 0, worst)
+        if best is None or score > best[0]:
+            best = (score, host_id)
+    return None if best is None else best[1]
+
+
+def _stage_a_leaver(actions: list[Action], waits: dict[int, list[int]], pending: list[int], done: set[int],
+                    model: ClusterModel, floors: dict[str, int], staged: set[tuple[str, int]]) -> bool:
+    """Break a capacity deadlock: move one part that must leave a full host to a staging host first.
+
+    An allocation waits for room on host H; a part on H is leaving, but its own move waits
+    for room elsewhere (a cycle, or a chain ending in one). That part is moved make-before-break
+    to a staging host with room now (create, fill and verify a storage copy, delete from H),
+    and from there to its planned host later (its release waits for the planned copy). Each
+    part is staged at most once, so the search ends. Returns whether anything was staged.
+    """
+    booked: dict[str, dict[str, float]] = defaultdict(lambda: {r: 0.0 for r in RESOURCES})
+    for i in pending:
+        if actions[i].kind in (ActionKind.CREATE, ActionKind.RESIZE):
+            for resource, amount in model.extra_demand(actions[i]).items():
+                booked[actions[i].part.host_id][resource] += max(amount, 0.0)
+    for i in pending:
+        blocked = actions[i]
+        if blocked.kind not in (ActionKind.CREATE, ActionKind.RESIZE) or any(w not in done for w in waits[i]):
+            continue
+        why = model.violation(blocked, floors)
+        if why is None or not why.startswith("needs"):
+            continue
+        full = blocked.part.host_id
+        short = {r: amount - model.free[full][r] for r, amount in model.extra_demand(blocked).items()
+                 if amount > model.free[full][r] + CAPACITY_SLACK}
+        leavers = []
+        for j in pending:
+            release = actions[j]
+            part = model.parts.get(release.part.place)
+            if release.kind is not ActionKind.DELETE or release.part.host_id != full or part is None or part.key in staged:
+                continue
+            if not any(getattr(part, r) > 0 for r in short):
+                continue
+            covers = all(getattr(part, r) >= need for r, need in short.items())
+            leavers.append((not covers, part.holds_storage, -sum(getattr(part, r) for r in short), j))
+        for *_, j in sorted(leavers):
+            release = actions[j]
+            part = model.parts[release.part.place]
+            if part.holds_storage and not part.complete:  # a half-filled copy counts for nothing: release it now
+                staged.add(part.key)
+                waits[j] = []
+                return True
+            destinations = {actions[w].part.host_id for w in waits[j]}
+            host = _staging_host(model, part, full, destinations, booked)
+            if host is None:
+                continue
+            staged.add(part.key)
+            why = f"stage on {host} to free {full} for {blocked.part.label}"
+
+            def add(kind: ActionKind, staged_part: Part, reason: str, move_from: str, after: list[int]) -> int:
+                actions.append(Action(seq=len(actions), kind=kind, part=staged_part, reason=reason, move_from=move_from))
+                waits[len(actions) - 1] = list(after)
+                pending.append(len(actions) - 1)
+                return len(actions) - 1
+
+            staged_part = part.with_changes(host_id=host, complete=not part.holds_storage)
+            ready = [add(ActionKind.CREATE, staged_part, why, full, [])]
+            if part.holds_storage:
+                ready.append(add(ActionKind.COPY, staged_part.with_changes(complete=True),
+                                 f"fill and verify the staging copy ({why})", full, ready))
+            onward = waits[j]
+            waits[j] = ready
+            target = f"after the move to {', '.join(sorted(destinations))}" if destinations else "once it is not needed"
+            add(ActionKind.DELETE, staged_part.with_changes(complete=True), f"release the staging part {target}", host,
+                ready + onward)
+            return True
+    return False
 
 
 def _wait_cycle(actions: list[Action], waits: dict[int, list[int]], pending: list[int], model: ClusterModel,

@@ -124,6 +124,10 @@ class HostSpec:
     gpu: float
     status: str = "up"
     libvirt_uri: str | None = None
+    storage_type: str | None = None
+    """Storage tier (nvme, ssd, hdd); a staging host for a storage copy must be on the same tier or better."""
+    gpu_model: str | None = None
+    """GPU model; a staging host for a GPU part must carry the same model."""
 
     def capacity(self) -> dict[str, float]:
         """Capacity left for plan parts: vcpu × overcommit minus existing load, per resource."""
@@ -152,7 +156,7 @@ class TargetPlan:
 def hosts_from_frame(hosts: pl.DataFrame) -> dict[str, HostSpec]:
     """HostSpecs from an input hosts table (DESIGN.md columns; optional ones defaulted)."""
     defaults = {"vcpu_overcommit": 1.0, "status": "up", "libvirt_uri": None, "used_vcpu": 0, "used_ram_gib": 0,
-                "used_storage_gib": 0, "used_net_gbps": 0.0, "used_gpu": 0}
+                "used_storage_gib": 0, "used_net_gbps": 0.0, "used_gpu": 0, "storage_type": None, "gpu_model": None}
     frame = hosts.with_columns([pl.lit(value).alias(name) for name, value in defaults.items() if name not in hosts.columns])
     frame = frame.with_columns(
         pl.col("vcpu_overcommit").fill_null(1.0), pl.col("status").fill_null("up"),
@@ -161,7 +165,7 @@ def hosts_from_frame(hosts: pl.DataFrame) -> dict[str, HostSpec]:
         "host_id", "zone", "rack",
         (pl.col("vcpu") * pl.col("vcpu_overcommit") - pl.col("used_vcpu")).cast(pl.Float64).alias("vcpu"),
         *[(pl.col(r) - pl.col(f"used_{r}")).cast(pl.Float64).alias(r) for r in RESOURCES if r != "vcpu"],
-        "status", pl.col("libvirt_uri").cast(pl.Utf8),
+        "status", pl.col("libvirt_uri").cast(pl.Utf8), pl.col("storage_type").cast(pl.Utf8), pl.col("gpu_model").cast(pl.Utf8),
     )
     return {row["host_id"]: HostSpec(**row) for row in frame.iter_rows(named=True)}
 

@@ -236,19 +236,45 @@ class LibvirtExecutor(Executor):
 
     @staticmethod
     def _volume_xml(part: Part) -> str:
-        return f"<volume><name>{volume_name(part)}</name><capacity unit='GiB'>{part.storage_gib}</capacity></volume>"
+        """A thin (sparse) volume: full capacity, nothing allocated until written (pools need not hold every copy's
+        whole size up front; the plan already checked the host's storage capacity)."""
+        return (f"<volume><name>{volume_name(part)}</name><capacity unit='GiB'>{part.storage_gib}</capacity>"
+                "<allocation unit='bytes'>0</allocation></volume>")
 
     def _resize(self, action: Action) -> None:
+        """Reshape in place; the part may also gain or lose its domain or its storage (a role change)."""
         part = action.part
         self._catalogue(part)
         if part.vcpu > 0 or part.ram_gib > 0:
             self._call(part.host_id, f"resizing {part.domain_name}", lambda c: self._define(c, part))
+        else:
+            self._call(part.host_id, f"removing the domain of {part.label}", lambda c: self._undefine(c, part))
         if part.holds_storage:
             def grow(conn: object) -> None:
                 volume = self._lookup_volume(conn, volume_name(part))
-                if volume is not None and volume.info()[1] < part.storage_gib * GIB:
+                if volume is None:
+                    if part.complete:  # a new copy with no data to fill it from (a copy action fills the others)
+                        self._pool(conn).createXML(self._volume_xml(part), 0)
+                elif volume.info()[1] < part.storage_gib * GIB:
                     volume.resize(part.storage_gib * GIB)
             self._call(part.host_id, f"resizing volume {volume_name(part)}", grow)
+        else:
+            self._call(part.host_id, f"removing the volume of {part.label}", lambda c: self._drop_volume(c, part))
+
+    def _undefine(self, conn: object, part: Part) -> None:
+        """Stop and undefine the part's domain if it is tagged with this host."""
+        domain = self._lookup_domain(conn, part.domain_name)
+        if domain is not None:
+            current = self._domain_part(domain)
+            if current is not None and current.host_id == part.host_id:
+                if domain.isActive():
+                    domain.destroy()
+                domain.undefine()
+
+    def _drop_volume(self, conn: object, part: Part) -> None:
+        volume = self._lookup_volume(conn, volume_name(part))
+        if volume is not None:
+            volume.delete(0)
 
     def _copy(self, action: Action) -> None:
         part = action.part
@@ -302,16 +328,8 @@ class LibvirtExecutor(Executor):
         part = action.part
 
         def remove(conn: object) -> None:
-            domain = self._lookup_domain(conn, part.domain_name)
-            if domain is not None:
-                current = self._domain_part(domain)
-                if current is not None and current.host_id == part.host_id:
-                    if domain.isActive():
-                        domain.destroy()
-                    domain.undefine()
-            volume = self._lookup_volume(conn, volume_name(part))
-            if volume is not None:
-                volume.delete(0)
+            self._undefine(conn, part)
+            self._drop_volume(conn, part)
 
         self._call(part.host_id, f"deleting {part.label}", remove)
         self.catalogue.execute("DELETE FROM libvirt_parts WHERE request_id=? AND shard=? AND host_id=?", part.place)

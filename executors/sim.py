@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from executors.actions import Action, ActionKind
+from executors.actions import Action, ActionKind, kept_complete
 from executors.base import CAPACITY_SLACK, Executor, ExecutorError, HostSpec, HostUnavailable, Part
 from executors.journal import connect
 from planner.schema import RESOURCES
@@ -187,6 +187,8 @@ class SimExecutor(Executor):
             self._check_capacity(part, previous)
             cursor.execute(f"INSERT OR REPLACE INTO sim_parts({', '.join(PART_FIELDS)}, complete) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                            (*[getattr(part, f) for f in PART_FIELDS], int(part.complete)))
+            if previous is not None and previous.holds_storage and not part.holds_storage:
+                cursor.execute("DELETE FROM sim_store WHERE request_id=? AND shard=? AND host_id=?", part.place)
             if seed:
                 cursor.executemany("INSERT OR REPLACE INTO sim_store VALUES (?,?,?,?,?,?)",
                                    [(*part.place, f"block-{i:03d}", hashlib.sha1(f"{part.request_id}/{i}".encode()).hexdigest(), 1)
@@ -204,9 +206,15 @@ class SimExecutor(Executor):
         if existing is not None:
             if existing.same_shape(part):
                 return
-            self._write_part("resize", part.with_changes(complete=existing.complete), existing, seed=False)
+            self._reshape(existing, part)
             return
         self._write_part("create", part, None, seed=part.holds_storage and part.complete)
+
+    def _reshape(self, existing: Part, part: Part) -> None:
+        """Resize in place; a part that turns into a storage copy is empty until filled (seeded if it is the first)."""
+        complete = kept_complete(existing, part)
+        gains = part.holds_storage and not existing.holds_storage
+        self._write_part("resize", part.with_changes(complete=complete), existing, seed=gains and complete)
 
     def _resize(self, action: Action) -> None:
         part = action.part
@@ -216,7 +224,7 @@ class SimExecutor(Executor):
             raise ExecutorError(f"cannot resize {part.label}: no such part")
         if existing.same_shape(part):
             return
-        self._write_part("resize", part.with_changes(complete=existing.complete), existing, seed=False)
+        self._reshape(existing, part)
 
     def _copy(self, action: Action) -> None:
         """Fill the destination copy from a complete, reachable copy of the request, verify, mark complete."""

@@ -29,8 +29,9 @@ class PlanOptions:
     deterministic_units_per_s: float = 0.25
     """CP-SAT deterministic-time units granted per second of time_limit_s (measured ≈ 0.1–0.4 per wall
     second on a 2-core machine, depending on load)."""
-    warm_start_share: float = 0.1
-    """Share of time_limit_s the construction-heuristic portfolio may use before CP-SAT starts."""
+    warm_start_work: float = 2.5e7
+    """Construction heuristics tried before CP-SAT: as many of the six as fit in this many
+    request × host pairs in all (all six on the demo; two on 2,000 hosts × 5,000 requests)."""
     monolithic_pair_limit: int = 30_000
     """Up to this many (request, candidate host) pairs the whole fleet is one CP-SAT model first."""
     lns_share: float = 0.5

@@ -346,3 +346,179 @@ def test_cli_runs_as_a_module():
 
     shown = subprocess.run([sys.executable, "-m", "planner.cli_executors", "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "apply" in shown.stdout and "faults" in shown.stdout
+
+
+# --- what real planner plans bring: staging, role changes, host status, existing load -------------
+
+@pytest.mark.parametrize("spare_status", ["up", "draining"])
+def test_a_swap_on_full_hosts_goes_through_a_staging_host_with_room(tmp_path, spare_status):
+    """Two full hosts swap parts; a third host with room (and up) takes one of them in between."""
+    hosts = host_rows(n_racks=3, vcpu=8).with_columns(
+        pl.when(pl.col("host_id") == "h20").then(pl.lit(spare_status)).otherwise(pl.lit("up")).alias("status"))
+    requests = request_rows(["a", "b"], replicas=1)
+    before = write_plan_dir(tmp_path / "b", hosts, requests, shard_rows([("a", 0, "h00", 0, 8, 0), ("b", 0, "h10", 0, 8, 0)]))
+    after = write_plan_dir(tmp_path / "a", hosts, requests, shard_rows([("a", 0, "h10", 0, 8, 0), ("b", 0, "h00", 0, 8, 0)]))
+    state = tmp_path / "s.db"
+    apply_plan(before, "sim", state)
+    with SimExecutor(state) as sim:
+        current, first_event = sim.current_parts(), len(sim.events())
+    plan = plan_actions(current, load_target(after))
+    if spare_status != "up":  # a draining host takes no new parts, not even for a moment
+        assert not plan.ok and plan.cycle
+        return
+    assert plan.ok
+    staged = [a for a in plan.actions if a.part.host_id == "h20"]
+    assert [a.kind for a in staged] == [ActionKind.CREATE, ActionKind.DELETE]
+    assert staged[0].reason.startswith("stage on h20 to free")
+    assert check_action_sequence(current, load_target(after), plan.actions).ok
+    apply_plan(after, "sim", state)
+    with SimExecutor(state) as sim:
+        assert matches_target(sim.current_parts(), load_target(after)) == []
+        assert check_event_log(current, sim.events()[first_event:], load_target(after)).ok
+
+
+@pytest.mark.parametrize("spare_model", ["A100", "T4"])
+def test_a_gpu_part_is_staged_only_on_a_host_with_the_same_gpu_model(tmp_path, spare_model):
+    hosts = host_rows(n_racks=3, vcpu=8).with_columns(
+        pl.lit(1).alias("gpu"), pl.when(pl.col("host_id") == "h20").then(pl.lit(spare_model)).otherwise(pl.lit("A100"))
+        .alias("gpu_model"))
+    layout_a = [("a", 0, "h00", 0, 8, 0), ("b", 0, "h10", 0, 8, 0)]
+    layout_b = [("a", 0, "h10", 0, 8, 0), ("b", 0, "h00", 0, 8, 0)]
+    requests = request_rows(["a", "b"], replicas=1)
+    with_gpu = [pl.lit(1).alias("gpu")]
+    before = write_plan_dir(tmp_path / "b", hosts, requests, shard_rows(layout_a).with_columns(with_gpu))
+    after = write_plan_dir(tmp_path / "a", hosts, requests, shard_rows(layout_b).with_columns(with_gpu))
+    assert load_target(after).hosts["h20"].gpu_model == spare_model
+    state = tmp_path / "s.db"
+    apply_plan(before, "sim", state)
+    with SimExecutor(state) as sim:
+        plan = plan_actions(sim.current_parts(), load_target(after))
+    assert plan.ok == (spare_model == "A100")
+
+
+def test_a_part_that_becomes_a_storage_copy_is_filled_before_it_counts(tmp_path):
+    """Shard numbers are the planner's: a compute part may come back as a storage copy on the same host."""
+    hosts, requests = host_rows(), request_rows(["r1"], replicas=2)
+    before = write_plan_dir(tmp_path / "before", hosts, requests, shard_rows(
+        [("r1", 0, "h00", 0, 4, 0), ("r1", 1, "h10", 0, 0, 20), ("r1", 2, "h20", 1, 0, 20)]))
+    after = write_plan_dir(tmp_path / "after", hosts, requests, shard_rows(
+        [("r1", 0, "h00", 0, 0, 20), ("r1", 1, "h10", 0, 4, 0), ("r1", 2, "h20", 1, 0, 20)]))
+    state = tmp_path / "state.db"
+    apply_plan(before, "sim", state)
+    with SimExecutor(state) as sim:
+        current, first_event = sim.current_parts(), len(sim.events())
+    plan = plan_actions(current, load_target(after))
+    steps = [(a.kind, a.part.label) for a in plan.actions]
+    grown = next(a for a in plan.actions if a.kind is ActionKind.RESIZE and a.part.label == "r1/p0@h00")
+    assert not grown.part.complete  # an empty volume is no copy
+    assert steps.index((ActionKind.COPY, "r1/p0@h00")) < steps.index((ActionKind.RESIZE, "r1/p1@h10"))
+    assert check_action_sequence(current, load_target(after), plan.actions).ok
+    apply_plan(after, "sim", state)
+    with SimExecutor(state) as sim:
+        parts = {p.label: p for p in sim.current_parts()}
+        assert matches_target(list(parts.values()), load_target(after)) == []
+        filled = sim.store_rows(parts["r1/p0@h00"])
+        assert filled and sorted(filled) == sorted(sim.store_rows(parts["r1/p2@h20"]))
+        assert sim.store_rows(parts["r1/p1@h10"]) == []  # a compute part holds no data
+        verdict = check_event_log(current, sim.events()[first_event:], load_target(after))
+    assert verdict.ok and verdict.min_copy_margin == 0
+
+
+def test_the_only_copy_renumbered_on_a_full_host_is_staged_and_never_lost(tmp_path):
+    """h00 holds the only copy as shard 1; the new plan wants it as shard 0 there, with no room for both."""
+    hosts, requests = host_rows(storage_gib=30), request_rows(["q"], replicas=1)
+    before = write_plan_dir(tmp_path / "before", hosts, requests,
+                            shard_rows([("q", 0, "h00", 0, 2, 0), ("q", 1, "h00", 0, 0, 20)]))
+    after = write_plan_dir(tmp_path / "after", hosts, requests, shard_rows([("q", 0, "h00", 0, 0, 20), ("q", 1, "h10", 0, 2, 0)]))
+    state = tmp_path / "state.db"
+    apply_plan(before, "sim", state)
+    with SimExecutor(state) as sim:
+        current, first_event = sim.current_parts(), len(sim.events())
+    plan = plan_actions(current, load_target(after))
+    assert plan.ok
+    assert any(a.part.label == "q/p1@h20" and a.reason.startswith("stage on h20") for a in plan.actions)
+    assert check_action_sequence(current, load_target(after), plan.actions).ok
+    apply_plan(after, "sim", state)
+    with SimExecutor(state) as sim:
+        assert matches_target(sim.current_parts(), load_target(after)) == []
+        verdict = check_event_log(current, sim.events()[first_event:], load_target(after))
+    assert verdict.ok and verdict.min_copy_margin == 0
+
+
+def test_hosts_that_are_not_up_take_no_new_parts(tmp_path):
+    hosts = host_rows().with_columns(pl.when(pl.col("host_id") == "h10").then(pl.lit("draining")).otherwise(pl.lit("up"))
+                                     .alias("status"))
+    plan_dir = write_plan_dir(tmp_path / "p", hosts, request_rows(["a"], replicas=1), shard_rows([("a", 0, "h10", 0, 2, 0)]))
+    with pytest.raises(UnsafePlan, match="h10 is draining: it takes no new parts"):
+        apply_plan(plan_dir, "sim", tmp_path / "s.db")
+
+
+def test_existing_load_overcommit_and_hardware_tags_come_from_the_hosts_table(tmp_path):
+    hosts = host_rows(vcpu=16).with_columns(
+        pl.lit(2.0).alias("vcpu_overcommit"), pl.lit(10).alias("used_vcpu"), pl.lit(60).alias("used_ram_gib"),
+        pl.lit(None, pl.Int64).alias("used_gpu"), pl.lit("T4").alias("gpu_model"))
+    plan_dir = write_plan_dir(tmp_path / "p", hosts, request_rows(["a"], replicas=1), shard_rows([("a", 0, "h00", 0, 2, 0)]))
+    spec = load_target(plan_dir).hosts["h00"]
+    assert (spec.vcpu, spec.ram_gib, spec.gpu, spec.storage_type, spec.gpu_model) == (22.0, 4.0, 0.0, "ssd", "T4")
+    apply_plan(plan_dir, "sim", tmp_path / "t.db")  # 2 vcpu and 4 GiB fit in what the existing load leaves
+    too_big = write_plan_dir(tmp_path / "q", hosts, request_rows(["a"], replicas=1),
+                             shard_rows([("a", 0, "h00", 0, 2, 0), ("a", 1, "h00", 0, 1, 0)]))
+    with pytest.raises(UnsafePlan, match="needs ram_gib 2 on h00, 0 free"):  # 6 GiB do not
+        apply_plan(too_big, "sim", tmp_path / "s.db")
+
+
+def test_two_nightly_plans_of_the_planner_apply_in_turn(tmp_path):
+    """Plans from the real planner (existing load, memory parts, GPUs, copies, hosts not up), then a what-if."""
+    from planner.checker import check_plan_dir
+    from planner.engine import plan
+    from planner.export import write_plan_dir as export_plan_dir
+    from planner.fleet import generate_fleet
+    from planner.options import PlanOptions
+
+    hosts, requests = generate_fleet(16, 24, seed=3, zones=1)
+    options = PlanOptions(time_limit_s=1, workers=1, lp_bound=False)
+    first = plan(hosts, requests, options)
+    export_plan_dir(tmp_path / "A", hosts=hosts, requests=requests, shards=first.shards, requests_out=first.requests_out,
+                    plan_json=first.plan_json)
+    busy = sorted(set(first.shards["host_id"].to_list()) & set(hosts.filter(pl.col("status") == "up")["host_id"]))[:3]
+    drained = hosts.with_columns(pl.when(pl.col("host_id").is_in(busy)).then(pl.lit("draining"))
+                                 .otherwise("status").alias("status"))
+    second = plan(drained, requests, options)
+    export_plan_dir(tmp_path / "B", hosts=drained, requests=requests, shards=second.shards,
+                    requests_out=second.requests_out, plan_json=second.plan_json)
+    assert check_plan_dir(tmp_path / "A") == [] and check_plan_dir(tmp_path / "B") == []
+    state = tmp_path / "state.db"
+    apply_plan(tmp_path / "A", "sim", state)
+    with SimExecutor(state) as sim:
+        initial, first_event = sim.current_parts(), len(sim.events())
+    apply_plan(tmp_path / "B", "sim", state)
+    target = load_target(tmp_path / "B")
+    with SimExecutor(state) as sim:
+        assert matches_target(sim.current_parts(), target) == []
+        assert not any(p.host_id in busy for p in sim.current_parts())
+        assert check_event_log(initial, sim.events()[first_event:], target).ok
+
+
+def test_libvirt_role_changes_and_volumes_larger_than_the_test_pool(tmp_path):
+    libvirt = pytest.importorskip("libvirt")
+    from executors.libvirt_exec import KIB_PER_GIB, volume_name
+
+    keeper = libvirt.open("test:///default")  # the test driver forgets its state when the last connection closes
+    try:
+        hosts = host_rows(storage_gib=2000).with_columns(pl.lit("test:///default").alias("libvirt_uri"),
+                                                         ("rc" + pl.col("host_id")).alias("host_id"))
+        requests = request_rows(["rc1"], replicas=1)
+        before = write_plan_dir(tmp_path / "before", hosts, requests, shard_rows(
+            [("rc1", 0, "rch00", 0, 4, 0), ("rc1", 1, "rch10", 0, 0, 500)]))  # 500 GiB: the test pool holds 100
+        after = write_plan_dir(tmp_path / "after", hosts, requests, shard_rows(
+            [("rc1", 0, "rch00", 0, 0, 500), ("rc1", 1, "rch10", 0, 4, 0)]))
+        state = tmp_path / "lv.db"
+        apply_plan(before, "libvirt", state)
+        apply_plan(after, "libvirt", state)
+        volumes = set(keeper.storagePoolLookupByName("default-pool").listVolumes())
+        domains = {d.name(): d.info() for d in keeper.listAllDomains() if d.name().startswith("rc1-")}
+        assert volume_name(Part("rc1", 0, "rch00", 0, 0, 0, 500, 0.0, 0, "storage")) in volumes
+        assert volume_name(Part("rc1", 1, "rch10", 0, 0, 0, 500, 0.0, 0, "storage")) not in volumes
+        assert set(domains) == {"rc1-p1"} and domains["rc1-p1"][3] == 4 and domains["rc1-p1"][1] == 8 * KIB_PER_GIB
+    finally:
+        keeper.close()
