@@ -1,8 +1,11 @@
 """Prophet forecaster: daily and weekly seasonality, fitted per series in a process pool, quietly.
 
-The shipped settings (see :class:`ProphetSettings`) fit Prophet on a log scale and
-clip spikes in the training window; :meth:`ProphetForecaster.plain` is Prophet as
-it comes, kept so the benchmark shows what each change buys.
+Plain Prophet loses to last-value on VM load 24 hours ahead: its level is a 14-day
+trend fit that lags a series which moved, and on most VMs its daily shape is noise.
+The shipped settings (:data:`SHIPPED_SETTINGS`) keep Prophet for the shape and anchor
+the level on the recent hours; per series and origin, inside the training window, they
+choose the level window and how much of Prophet's shape to add (see
+:func:`anchored_forecast`). :meth:`ProphetForecaster.plain` is Prophet as it comes.
 """
 from __future__ import annotations
 
@@ -43,13 +46,16 @@ class ProphetSettings:
     """Fit log(y + offset × mean(y)) instead of y, so the point forecast is a median, not a mean; None fits y."""
     spike_clip_sigmas: float | None = None
     """Clip training values above median + this × 1.4826 × MAD (robust sigma); None keeps spikes."""
-    level_hours: int | None = None
-    """Anchor the level on the last this many hours (Prophet's fitted level lags a series that moved);
-    None keeps Prophet's own level."""
+    level_hours: tuple[int, ...] | None = None
+    """Candidate windows (hours) for anchoring the level on the recent hours; None keeps Prophet's own level.
+    Prophet's fitted level lags a series that moved, and a VM's load is mostly persistence."""
     level_statistic: str = "median"
-    """median or mean of those hours (in the fitted scale)."""
-    shape_weight: float = 1.0
-    """Share of Prophet's predicted change from the recent hours (seasonality and trend) added to the level."""
+    """median or mean of the window (in the fitted scale)."""
+    shape_weights: tuple[float, ...] = (1.0,)
+    """Candidate shares of Prophet's predicted change (seasonality and trend) added to the level."""
+    shape_penalty: float = 1.0
+    """In-sample error multiplier for candidates that use Prophet's shape: the shape was fitted on those
+    very hours, so its in-sample error flatters it."""
     interval_samples: int = 1000
     """Prophet's uncertainty samples for its own 10/90 band (used when the level is not anchored)."""
     interval_scale: float = 1.0
@@ -150,40 +156,51 @@ def fit_one(ts_hours: np.ndarray, y: np.ndarray, origin_hour: int, horizon_hours
 
 def anchored_forecast(ts_hours: np.ndarray, fitted: np.ndarray, yhat_past: np.ndarray, yhat_future: np.ndarray,
                       origin_hour: int, settings: ProphetSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Level of the last `level_hours` plus `shape_weight` × Prophet's change from them, in the fitted scale.
+    """Recent level plus a share of Prophet's change from it, chosen per series inside the training window.
 
-    The 10/90 band for lead h is the point plus the empirical 10th/90th percentiles of the
-    same rule's lead-h errors inside the training window (× interval_scale).
+    Every (window, shape weight) candidate forecasts each training hour from every earlier
+    hour 1..horizon ahead, exactly as it will forecast the future; the candidate with the
+    least mean absolute error (× shape_penalty when it uses the shape) wins. The 10/90 band
+    for lead h is the point plus the winner's empirical 10th/90th percentile lead-h errors
+    (× interval_scale). All in the fitted scale.
     """
-    hours = settings.level_hours or 1
+    horizon = len(yhat_future)
     span = int(origin_hour - ts_hours.min()) + 1
     actual = np.full(span, np.nan)
     model = np.full(span, np.nan)
     index = (ts_hours - ts_hours.min()).astype(int)
     actual[index], model[index] = fitted, yhat_past
     statistic = np.nanmedian if settings.level_statistic == "median" else np.nanmean
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (gaps) give NaN, handled below
-        windows = np.lib.stride_tricks.sliding_window_view(actual, hours)
-        level = statistic(windows, axis=1)  # level[i] summarises hours i .. i+hours-1
-        base = np.nanmean(np.lib.stride_tricks.sliding_window_view(model, hours), axis=1)
-    last_level = level[-1] if np.isfinite(level[-1]) else fitted[-1]
-    last_base = base[-1] if np.isfinite(base[-1]) else yhat_past[-1]
-    point = last_level + settings.shape_weight * (yhat_future - last_base)
+    windows = [k for k in (settings.level_hours or (1,)) if k <= span // 2] or [1]
+    made_at = np.arange(max(windows) - 1, span - 1)  # the same in-sample origins for every candidate
+    best = None
+    for hours in windows:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (gaps) give NaN, dropped below
+            level = statistic(np.lib.stride_tricks.sliding_window_view(actual, hours), axis=1)
+            base = np.nanmean(np.lib.stride_tricks.sliding_window_view(model, hours), axis=1)
+        for weight in settings.shape_weights:
+            errors = []
+            for lead in range(1, horizon + 1):
+                origins = made_at[made_at + lead < span]
+                start = origins - hours + 1  # level[i] summarises hours i .. i+hours-1
+                predicted = level[start] + weight * (model[origins + lead] - base[start])
+                error = actual[origins + lead] - predicted
+                errors.append(error[np.isfinite(error)])
+            pooled = np.concatenate(errors)
+            score = (np.abs(pooled).mean() if pooled.size else np.inf) * (settings.shape_penalty if weight else 1.0)
+            if best is None or score < best[0]:
+                last_level = level[-1] if np.isfinite(level[-1]) else fitted[-1]
+                last_base = base[-1] if np.isfinite(base[-1]) else yhat_past[-1]
+                best = (score, last_level + weight * (yhat_future - last_base), errors)
+    _, point, errors = best
+    spread = actual[np.isfinite(actual)] - np.nanmedian(actual)
     lo = np.empty_like(point)
     hi = np.empty_like(point)
-    spread = actual - np.nanmean(actual)
-    for i in range(len(point)):
-        lead = i + 1
-        made_at = np.arange(hours - 1, span - lead)  # origins inside the window with a full level window
-        predicted = level[made_at - hours + 1] + settings.shape_weight * (model[made_at + lead]
-                                                                          - base[made_at - hours + 1])
-        errors = actual[made_at + lead] - predicted
-        errors = errors[np.isfinite(errors)]
-        if errors.size < 10:
-            errors = spread[np.isfinite(spread)]
-        lo[i] = point[i] + settings.interval_scale * min(np.quantile(errors, QUANTILES[0]), 0.0)
-        hi[i] = point[i] + settings.interval_scale * max(np.quantile(errors, QUANTILES[1]), 0.0)
+    for i, lead_errors in enumerate(errors):
+        sample = lead_errors if lead_errors.size >= 10 else spread
+        lo[i] = point[i] + settings.interval_scale * min(np.quantile(sample, QUANTILES[0]), 0.0)
+        hi[i] = point[i] + settings.interval_scale * max(np.quantile(sample, QUANTILES[1]), 0.0)
     return point, lo, hi
 
 
@@ -261,4 +278,7 @@ class ProphetForecaster(Forecaster):
         ).sort(*keys, "ts")
 
 
-SHIPPED_SETTINGS = ProphetSettings(log_offset=0.1, level_hours=6)
+SHIPPED_SETTINGS = ProphetSettings(level_hours=(1, 3, 6, 12, 24), shape_weights=(0.0, 0.5, 1.0), shape_penalty=2.0,
+                                   interval_scale=1.1)
+"""Chosen on the tuning windows only (Bitbrains origins before 2013-08-15, Azure before 2016-12-04; see
+benchmarks/forecast.py): a log scale, spike clipping and fixed level windows were tried and lost there."""
