@@ -12,11 +12,15 @@ demo:
 bench:
     python benchmarks/sharding_gain.py
     python benchmarks/scale.py
-    python benchmarks/vbp.py
+    python -m benchmarks.vbp
+    python benchmarks/forecast.py
+    python benchmarks/preallocation.py
+    python benchmarks/replication.py
 
 # regenerate the embedded demo from the seeded generator
 regen-demo:
     python -m planner.fleet --demo
 
+# syntax and import check of every module
 lint:
-    python -m pyflakes planner models forecasting executors benchmarks tests || true
+    python -m compileall -q planner models forecasting executors benchmarks tests
