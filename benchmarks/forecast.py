@@ -45,7 +45,8 @@ SHIPPED = "prophet"
 REFERENCE = "prophet_plain"
 TRAIN_DAYS = 14
 HORIZON_HOURS = 24
-TUNING_END = {"bitbrains": datetime(2013, 8, 15, tzinfo=timezone.utc), "azure": datetime(2016, 12, 4, tzinfo=timezone.utc)}
+TUNING_END = {"bitbrains": datetime(2013, 8, 15, tzinfo=timezone.utc),
+              "azure": datetime(2016, 12, 4, tzinfo=timezone.utc)}
 """Origins before these dates chose the shipped settings (forecasting.prophet_model); they are never scored."""
 TARGET_FLEET_GAIN = 0.15
 TARGET_SERIES_GAIN = 0.10
@@ -61,7 +62,8 @@ def load_trace(name: str, shared: Path) -> pl.DataFrame:
     if name == "bitbrains":
         return load_bitbrains(usage / "bitbrains-rnd")
     if name == "azure":
-        return load_azure_cpu(usage / "azure-v1-cpu-sample", shared / "datasets" / "vm-requests" / "azure-v1-vm-arrivals")
+        arrivals = shared / "datasets" / "vm-requests" / "azure-v1-vm-arrivals"
+        return load_azure_cpu(usage / "azure-v1-cpu-sample", arrivals)
     raise ValueError(f"unknown trace {name!r} (expected bitbrains or azure)")
 
 
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     forecasters = [n.strip() for n in args.forecasters.split(",") if n.strip()]
     shipped_forecaster = get_forecaster(SHIPPED)
     report: dict[str, object] = {
-        "train_days": TRAIN_DAYS, "horizon_hours": HORIZON_HOURS, "scored_from": {t: d.isoformat() for t, d in TUNING_END.items()},
+        "train_days": TRAIN_DAYS, "horizon_hours": HORIZON_HOURS,
+        "scored_from": {t: d.isoformat() for t, d in TUNING_END.items()},
         "targets": {"fleet_wape_gain_min": TARGET_FLEET_GAIN, "series_wape_gain_min": TARGET_SERIES_GAIN,
                     "coverage": list(TARGET_COVERAGE), "speed_limit_s": SPEED_LIMIT_S},
         "shipped": shipped_forecaster.describe(), "traces": {},

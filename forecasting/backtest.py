@@ -49,7 +49,8 @@ class BacktestResult:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "settings": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self.settings).items()},
+            "settings": {k: (v.isoformat() if isinstance(v, datetime) else v)
+                         for k, v in asdict(self.settings).items()},
             "origins": [o.isoformat() for o in self.origins],
             "forecasters": self.forecasters,
             "summary": self.summary.to_dicts(),

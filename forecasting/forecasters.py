@@ -28,17 +28,6 @@ def last_hour(series: pl.DataFrame) -> object:
     return series.get_column("ts").max()
 
 
-def horizon_grid(series: pl.DataFrame, horizon_hours: int) -> pl.DataFrame:
-    """Every series × the hours 1..horizon after the frame's last hour: keys, lead, ts."""
-    keys = series_keys(series)
-    origin = last_hour(series)
-    leads = pl.DataFrame({"lead": pl.int_range(1, horizon_hours + 1, eager=True)})
-    return (
-        series.select(keys).unique(maintain_order=True).join(leads, how="cross")
-        .with_columns((pl.lit(origin) + pl.duration(hours=pl.col("lead"))).alias("ts"))
-    )
-
-
 class Forecaster(ABC):
     """A named forecaster: `fit_predict(series, horizon_hours)` → key…, ts, point, lo, hi."""
 

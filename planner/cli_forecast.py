@@ -54,12 +54,15 @@ def backtest_table(result: BacktestResult) -> Table:
     return table
 
 
+HISTORY_OPTION = typer.Option("--history", help="history table (CSV or Parquet); default: the demo")
+
+
 def forecast_command(
-    history: Annotated[Optional[Path], typer.Option("--history", help="history table (CSV or Parquet); default: the demo")] = None,
-    horizon: Annotated[int, typer.Option("--horizon", min=1, help="hours to forecast after the history's last hour")] = 24,
+    history: Annotated[Optional[Path], HISTORY_OPTION] = None,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, help="hours to forecast after the history")] = 24,
     out: Annotated[Path, typer.Option("--out", help="directory for forecast.parquet")] = Path("out"),
     forecaster: Annotated[str, typer.Option("--forecaster", help="registered forecaster name")] = DEFAULT_FORECASTER,
-    train_days: Annotated[int, typer.Option("--train-days", min=1, help="days of history each series is fitted on")] = 14,
+    train_days: Annotated[int, typer.Option("--train-days", min=1, help="days of history each fit sees")] = 14,
 ) -> None:
     """Forecast hourly vcpu and ram_gib per (user_id, app_type) and write DIR/forecast.parquet."""
     name = _forecaster_names([forecaster], (DEFAULT_FORECASTER,))[0]
@@ -73,13 +76,15 @@ def forecast_command(
 
 
 def backtest_command(
-    history: Annotated[Optional[Path], typer.Option("--history", help="history table (CSV or Parquet); default: the demo")] = None,
-    forecasters: Annotated[Optional[list[str]], typer.Option("--forecasters", help="names, repeated or comma-separated")] = None,
+    history: Annotated[Optional[Path], HISTORY_OPTION] = None,
+    forecasters: Annotated[Optional[list[str]],
+                           typer.Option("--forecasters", help="names, repeated or comma-separated")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the scores as JSON here")] = None,
     train_days: Annotated[int, typer.Option("--train-days", min=1)] = 14,
     horizon: Annotated[int, typer.Option("--horizon", min=1, help="hours ahead each origin forecasts")] = 24,
     step_hours: Annotated[int, typer.Option("--step-hours", min=1, help="hours between origins")] = 24,
-    max_origins: Annotated[Optional[int], typer.Option("--max-origins", min=1, help="spread at most this many origins")] = None,
+    max_origins: Annotated[Optional[int],
+                           typer.Option("--max-origins", min=1, help="spread at most this many origins")] = None,
 ) -> None:
     """Rolling-origin backtest of the forecasters side by side: WAPE, MASE, 10–90 coverage."""
     names = _forecaster_names(forecasters, DEFAULT_BACKTEST_FORECASTERS)

@@ -15,6 +15,7 @@ from forecasting.export import FORECAST_SCHEMA, forecast_demand
 from forecasting.forecasters import BASELINES, FORECASTERS, SeasonalNaive, get_forecaster
 from forecasting.history import demand_long, demand_wide, hourly_demand, system_load
 from forecasting.predict import DEFAULT_ALLOCATIONS, LOAD_ADJUSTMENT_DEFAULT, predict_resource_needs
+from forecasting.prophet_model import SHIPPED_SETTINGS, fit_chunk
 from forecasting.traces import load_bitbrains
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)  # a Monday
@@ -283,3 +284,10 @@ def test_backtest_cli_writes_json(cli_app, tmp_path):
                                           "--json", str(tmp_path / "scores.json")])
     assert result.exit_code == 0, result.output
     assert '"same_hour_yesterday"' in (tmp_path / "scores.json").read_text()
+
+
+def test_prophet_gives_short_series_the_recent_level():
+    short = (np.arange(400_000, 400_010), np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
+    [(point, lo, hi)] = fit_chunk([short], 400_009, 4, SHIPPED_SETTINGS)
+    assert point == pytest.approx(np.full(4, 7.5))  # median of the last 6 hours
+    assert (lo <= point).all() and (hi >= point).all()
