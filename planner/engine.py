@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
@@ -65,7 +65,6 @@ class Plan:
     fleet: Fleet
     candidates: Candidates | None
     assignment: Assignment
-    baseline: dict = field(default_factory=dict)
 
 
 def demand_units(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
@@ -288,8 +287,7 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
         "candidates": {"pairs": int(sum(len(c) for c in candidates.compute) + sum(len(s) for s in candidates.storage)),
                        "member_cap": candidates.member_cap, "symmetry_groups": len(candidates.symmetry_groups)},
     }
-    return Plan(hosts, requests, shards, requests_out, final, plan_json, options, fleet, candidates, assignment,
-                {"ffd": ffd_terms.to_dict()})
+    return Plan(hosts, requests, shards, requests_out, final, plan_json, options, fleet, candidates, assignment)
 
 
 def plan_ffd(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions, sharded: bool) -> Plan:
