@@ -392,7 +392,7 @@ def solve_placement(problem: PlacementProblem, hint: Assignment | None = None,
             used = complete_hint(model, problem)
     solver = cp_model.CpSolver()
     spent = used / problem.deterministic_units_per_s if problem.deterministic else time.perf_counter() - start
-    set_limits(solver, problem, max(float(problem.time_limit_s) - spent, 0.5))
+    set_limits(solver, problem, max(float(problem.time_limit_s) - spent, min(0.5, float(problem.time_limit_s))))
     solver.parameters.num_workers = int(problem.workers)
     solver.parameters.random_seed = int(problem.seed)
     # presolve probing can eat the whole budget of a large model; keep it cheap and spend the time searching

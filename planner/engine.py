@@ -24,6 +24,7 @@ from models.problem import (COST_UNITS_PER_DOLLAR, GPU, NET, NET_UNITS_PER_GBPS,
                             PlacementProblem, SolveResult, evaluate, relative_gap)
 from planner.baselines import SIZE_MEASURES, ffd_order, first_fit
 from planner.candidates import Candidates, Fleet, build_fleet, find_candidates, request_arrays
+from planner.consolidate import consolidate
 from planner.lns import improve
 from planner.options import PlanOptions
 from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
@@ -192,6 +193,7 @@ class SearchResult:
     pairs: int
     monolithic: dict | None
     lns: dict | None
+    consolidation: dict | None = None
 
 
 def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
@@ -201,6 +203,18 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
     pairs = int(sum(len(c) for c in problem.compute_candidates) + sum(len(c) for c in problem.storage_candidates))
     best, bound, proved, label, monolithic, lns_stats = hint, None, False, "warm-start", None, None
     budget = options.time_limit_s
+    consolidation = None
+    has_candidates = np.array([len(c) > 0 for c in problem.compute_candidates], dtype=bool)
+    if options.consolidation_share > 0 and not (has_candidates & ~hint.placed).any():
+        share = budget * options.consolidation_share
+        moves = int(share * options.consolidation_moves_per_s)
+        packed, stats = consolidate(problem, hint, moves, seed=options.seed,
+                                    wall_limit_s=3.0 * share if options.deterministic else share)
+        consolidation = stats.to_dict()
+        if stats.final_objective < stats.start_objective:
+            best = hint = packed
+            label = "consolidation"
+        budget -= share if options.deterministic else min(share, stats.wall_s)
     if pairs <= options.monolithic_pair_limit:
         share = budget if options.lns_share <= 0 else budget * (1.0 - options.lns_share)
         solution = solve_placement(dataclasses.replace(problem, time_limit_s=share), hint=hint, log_callback=solver_log)
@@ -211,7 +225,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
                       else "budget"}
         bound = solution.result.best_bound
         if solution.terms is not None and solution.terms.total <= evaluate(problem, hint).total:
-            best, label = solution.assignment, "cp-sat"
+            best, label = solution.assignment, ("consolidation+cp-sat" if label == "consolidation" else "cp-sat")
         proved = solution.result.status == "optimal"
         budget -= share
     if budget > 0 and not proved and options.lns_share > 0:
@@ -220,8 +234,8 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
                               sub_time_s=options.lns_neighbourhood_s)
         lns_stats = stats.to_dict()
         if stats.improved:
-            label = "cp-sat-lns" if label == "warm-start" else "cp-sat+lns"
-    return SearchResult(best, bound, proved, label, pairs, monolithic, lns_stats)
+            label = "cp-sat-lns" if label == "warm-start" else f"{label}+lns"
+    return SearchResult(best, bound, proved, label, pairs, monolithic, lns_stats, consolidation)
 
 
 def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
@@ -279,6 +293,7 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
         "objective_terms": terms.to_dict(),
         "cp_sat": search.monolithic,
         "lns": search.lns,
+        "consolidation": search.consolidation,
         "lp_relaxation": _in_dollars(lp_result) if lp_result else None,
         "baseline_ffd": {"objective": ffd_terms.total / COST_UNITS_PER_DOLLAR, "placed": int(ffd.placed.sum()),
                          **ffd_terms.to_dict()},
