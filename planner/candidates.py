@@ -239,27 +239,38 @@ def _count(rows: list, offset: int, role: str, reason: str, mask: np.ndarray, we
 
 def _top_per_zone(score: np.ndarray, zone: np.ndarray, k: int, by_rack: np.ndarray | None = None,
                   extra: np.ndarray | None = None) -> list[np.ndarray]:
-    """Best k classes per zone for each row (by_rack: first the best class of distinct racks)."""
-    out = []
-    for i in range(score.shape[0]):
-        chosen: list[int] = []
-        row = score[i]
-        for z in np.unique(zone):
-            idx = np.flatnonzero((zone == z) & np.isfinite(row))
-            if not idx.size:
-                continue
-            order = idx[np.argsort(-row[idx], kind="stable")]
-            if by_rack is not None:
-                _, first = np.unique(by_rack[order], return_index=True)
-                distinct = order[np.sort(first)]
-                need = max(k, int(extra[i]) + 2) if extra is not None else k
-                picked = list(distinct[:need])
-                rest = [c for c in order if c not in set(picked)]
-                chosen.extend(picked + rest[: max(0, k - len(picked))])
-            else:
-                chosen.extend(order[:k].tolist())
-        out.append(np.array(sorted(chosen), dtype=np.int64))
-    return out
+    """Best k classes per zone for each row, as sorted class indices (by_rack: first the best class of
+    each distinct rack, max(k, extra + 2) of them, then the best of the rest up to k).
+
+    Whole-matrix per zone (a stable sort of each row, ties to the lower index), so it stays cheap
+    for thousands of requests; only the final split into one array per row loops."""
+    rows = score.shape[0]
+    chosen = np.zeros(score.shape, dtype=bool)
+    for z in np.unique(zone):
+        columns = np.flatnonzero(zone == z)
+        order = np.argsort(-score[:, columns], axis=1, kind="stable")  # best first, per row
+        ranked = columns[order]                                        # class index at each rank
+        finite = np.isfinite(np.take_along_axis(score, ranked, axis=1))
+        if by_rack is None:
+            keep = finite & (np.arange(len(columns))[None, :] < k)
+        else:
+            racks, rack_at = np.unique(by_rack[ranked], return_inverse=True)
+            rack_at = rack_at.reshape(ranked.shape)
+            # a rank is the first of its rack when no better-ranked finite class shares the rack
+            seen = np.zeros((rows, len(racks)), dtype=np.int64)
+            first = np.zeros(ranked.shape, dtype=bool)
+            for position in range(ranked.shape[1]):
+                rack = rack_at[:, position]
+                live = finite[:, position]
+                first[:, position] = live & (seen[np.arange(rows), rack] == 0)
+                seen[np.arange(rows), rack] += live
+            need = np.full(rows, k) if extra is None else np.maximum(k, extra.astype(np.int64) + 2)
+            picked = first & (np.cumsum(first, axis=1) <= need[:, None])
+            room = np.maximum(k - picked.sum(axis=1), 0)
+            rest = finite & ~picked
+            keep = picked | (rest & (np.cumsum(rest, axis=1) <= room[:, None]))
+        np.put_along_axis(chosen, ranked, keep, axis=1)
+    return [np.flatnonzero(chosen[i]).astype(np.int64) for i in range(rows)]
 
 
 def _member_cap(compute: list[np.ndarray], storage: list[np.ndarray], sizes: np.ndarray, budget: int,
