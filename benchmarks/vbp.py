@@ -13,6 +13,7 @@ instances with a known optimum.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -364,7 +365,7 @@ def solve_instance(entry: dict, instance: PackingInstance, options: PlanOptions)
     ffd_bins = int(round(ffd["active_host_cost_per_hour"])) if ffd["placed"] == instance.n_items else None
     bound = summary["best_bound"]
     bound_bins = math.ceil(bound - 1e-6) if bound is not None else None
-    cp_sat = summary["cp_sat"]
+    cp_sat = summary["cp_sat"] or {"status": "not run (above monolithic_pair_limit: LNS only)", "best_bound": None}
     row.update(
         bins=bins, gap=(bins - optimum) / optimum, ffd_bins=ffd_bins,
         ffd_gap=(ffd_bins - optimum) / optimum if ffd_bins is not None else None,
@@ -501,6 +502,9 @@ def main(
                                                    help="Start no new instance after this many minutes."),
     report_only: bool = typer.Option(False, "--report-only",
                                      help="Solve nothing: aggregate and print the rows already in --out."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Keep the rows already in --out and solve only the instances missing there "
+                                     "(a run cut short by its budget, Ctrl-C or a crash goes on where it stopped)."),
 ) -> None:
     """Solve the selected instances, print per-class and per-set tables, write JSON.
 
@@ -526,6 +530,12 @@ def main(
     console.print(f"{chosen.height} instances ({len(dropped)} excluded: the engine cannot take them as written), "
                   f"CP-SAT {time_limit:g} s each, {workers} workers → {out}")
     rows: list[dict] = []
+    if resume and out.exists():
+        rows = [r for r in json.loads(out.read_text()).get("instances", [])
+                if r["instance"] in set(chosen["instance"].to_list())]
+        done = {r["instance"] for r in rows}
+        chosen = chosen.filter(~pl.col("instance").is_in(list(done)))
+        console.print(f"resuming: {len(done)} instances already in {out}, {chosen.height} to go")
     start = time.perf_counter()
     stopped = None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
