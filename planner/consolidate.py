@@ -39,6 +39,8 @@ import numpy as np
 
 from models.problem import GPU, STORAGE, Assignment, PlacementProblem, evaluate, host_usage, remote_traffic
 
+MOVE_HOSTS = 64
+"""A move looks at every host a waiting request may use, or at a random sample of this many."""
 MAX_SPLIT = 14
 """Up to this many waiting requests, a split over two spare hosts is searched exhaustively."""
 TABU_MOVES = (7, 15)
@@ -289,6 +291,8 @@ def _empty_host(pack: _Packing, victim: int, spares: list[int], rng: np.random.G
     tabu: dict[tuple[int, int], int] = {}
     best_left = float("inf")
     since_best = 0
+    fresh = set(waiting)       # requests no host has been tried for yet
+    changed: int | None = None  # the one host whose room may have grown since the last try
     while stats.moves < max_moves and since_best < patience:
         if wall_limit_s is not None and time.perf_counter() - began > wall_limit_s:
             break
@@ -296,10 +300,15 @@ def _empty_host(pack: _Packing, victim: int, spares: list[int], rng: np.random.G
             hosts = usable.get(r)
             if hosts is None:
                 hosts = usable[r] = pack.allowed[r][open_host[pack.allowed[r]]].tolist()
+            if r not in fresh:  # it fitted nowhere before the last move, which only freed room on `changed`
+                hosts = [changed] if changed is not None and open_host[changed] and \
+                    changed in pack.allowed_set(r) else []
             h = _best_fit(pack, r, hosts)
             if h is not None:
                 pack.place(r, h)
                 waiting.remove(r)
+        fresh.clear()
+        changed = None
         split = _split(pack, waiting, spares) if waiting else []
         if split is not None:
             for r, h in zip(list(waiting), split):
@@ -313,7 +322,10 @@ def _empty_host(pack: _Packing, victim: int, spares: list[int], rng: np.random.G
         stats.moves += 1
         best: tuple[float, int, int, tuple[int, ...]] | None = None
         r = waiting[int(rng.integers(len(waiting)))]
-        for h in usable[r]:
+        hosts = usable[r]
+        if len(hosts) > MOVE_HOSTS:  # large fleets: a random sample of the hosts, so moves stay fast
+            hosts = [hosts[int(i)] for i in rng.choice(len(hosts), size=MOVE_HOSTS, replace=False)]
+        for h in hosts:
             found = _cheapest_eviction(pack, r, h, tabu, stats.moves)
             if found is None:
                 continue
@@ -326,8 +338,10 @@ def _empty_host(pack: _Packing, victim: int, spares: list[int], rng: np.random.G
         for x in evicted:
             pack.remove(x)
             waiting.append(x)
+            fresh.add(x)
             tabu[(x, h)] = stats.moves + int(rng.integers(*TABU_MOVES))
         pack.place(r, h)
         waiting.remove(r)
+        changed = h
     pack.restore(saved)
     return False
