@@ -41,8 +41,6 @@ from models.problem import GPU, STORAGE, Assignment, PlacementProblem, evaluate,
 
 MOVE_HOSTS = 64
 """A move looks at every host a waiting request may use, or at a random sample of this many."""
-MAX_SPLIT = 14
-"""Up to this many waiting requests, a split over two spare hosts is searched exhaustively."""
 TABU_MOVES = (7, 15)
 """An evicted request may not return to the host it left for a random number of moves in this range."""
 
@@ -116,6 +114,10 @@ class _Packing:
         if found is None:
             found = self._sets[r] = set(self.allowed[r].tolist())
         return found
+
+    def open_hosts(self) -> np.ndarray:
+        """(H,) bool: hosts that hold something or are active anyway (no activation charge to use them)."""
+        return np.array([bool(self.on[h]) or bool(self.problem.active[h]) for h in range(self.problem.n_hosts)])
 
     def load_share(self, h: int) -> float:
         """Sum over resources of the share of `h`'s capacity in use."""
@@ -196,7 +198,7 @@ def _best_fit(pack: _Packing, r: int, hosts) -> int | None:
 
 
 def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: int, seed: int = 0,
-                patience: int = 2000, spares: int = 1, wall_limit_s: float | None = None
+                patience: int = 2000, wall_limit_s: float | None = None
                 ) -> tuple[Assignment, ConsolidationStats]:
     """Empty paid-for hosts one at a time while `max_moves` last; returns the plan and what was done.
 
@@ -212,29 +214,25 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
         if wall_limit_s is not None and time.perf_counter() - began > wall_limit_s:
             stats.stopped_by = "wall_clock_safety_net"
             break
-        open_host = [bool(pack.on[h]) or bool(problem.active[h]) for h in range(problem.n_hosts)]
+        open_host = pack.open_hosts().tolist()
         emptiable = [h for h in range(problem.n_hosts) if paid[h] and pack.on[h] and not pack.fixed[h]
                      and all(any(x != h and open_host[x] for x in pack.allowed_set(r)) for r in pack.on[h])]
-        if len(emptiable) < 1:
+        if len(emptiable) < 2:  # a victim and a spare
             stats.stopped_by = "no_candidate_host"
             break
         candidates = [h for h in emptiable if h not in tried]
         if not candidates:  # every host was tried since the last success: again, the draws differ
             tried.clear()
             candidates = emptiable
-        if len(emptiable) < 1 + spares:
-            stats.stopped_by = "no_candidate_host"
-            break
         share = np.array([pack.load_share(h) for h in candidates])
         lightest = np.argsort(share, kind="stable")[:2]
         victim = candidates[int(lightest[int(rng.integers(len(lightest)))])]
         others = [h for h in emptiable if h != victim]
         spare_share = np.array([pack.load_share(h) for h in others])
-        light = np.argsort(spare_share, kind="stable")[:max(3, spares + 1)]
-        chosen = rng.choice(len(light), size=min(spares, len(light)), replace=False)
-        barred_spares = [others[int(light[int(i)])] for i in chosen]
+        light = np.argsort(spare_share, kind="stable")[:3]
+        spare = others[int(light[int(rng.choice(len(light), size=1, replace=False)[0])])]
         stats.rounds += 1
-        if _empty_host(pack, victim, barred_spares, rng, max_moves, patience, stats, began, wall_limit_s):
+        if _empty_host(pack, victim, spare, rng, max_moves, patience, stats, began, wall_limit_s):
             stats.hosts_emptied += 1
             tried.clear()
         else:
@@ -247,46 +245,22 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
     return result, stats
 
 
-def _split(pack: _Packing, waiting: list[int], hosts: list[int]) -> list[int] | None:
-    """A host of `hosts` for each waiting request so that all fit (exhaustive for up to two hosts and
-    MAX_SPLIT requests), or None."""
+def _fits_on(pack: _Packing, waiting: list[int], h: int) -> bool:
+    """Every waiting request may use `h`, and all of them together fit on it."""
     total = [sum(pack.vector[r][d] for r in waiting) for d in range(5)]
-    if any(t > sum(pack.room[h][d] for h in hosts) for d, t in enumerate(total)):
-        return None
-    if len(hosts) == 1 or len(waiting) > MAX_SPLIT:
-        h = hosts[0]
-        if len(hosts) == 1 and all(h in pack.allowed_set(r) for r in waiting) \
-                and all(t <= left for t, left in zip(total, pack.room[h])):
-            return [h] * len(waiting)
-        return None
-    a, b = hosts[0], hosts[1]
-    room_a, room_b = pack.room[a], pack.room[b]
-    on_a = [a in pack.allowed_set(r) for r in waiting]
-    on_b = [b in pack.allowed_set(r) for r in waiting]
-    n = len(waiting)
-    for mask in range(1 << n):
-        use_a = [(mask >> i) & 1 for i in range(n)]
-        if any(u and not on_a[i] or not u and not on_b[i] for i, u in enumerate(use_a)):
-            continue
-        load_a = [sum(pack.vector[r][d] for r, u in zip(waiting, use_a) if u) for d in range(5)]
-        if all(x <= left for x, left in zip(load_a, room_a)) and \
-                all(t - x <= left for t, x, left in zip(total, load_a, room_b)):
-            return [a if u else b for u in use_a]
-    return None
+    return all(h in pack.allowed_set(r) for r in waiting) and all(t <= left for t, left in zip(total, pack.room[h]))
 
 
-def _empty_host(pack: _Packing, victim: int, spares: list[int], rng: np.random.Generator, max_moves: int,
+def _empty_host(pack: _Packing, victim: int, spare: int, rng: np.random.Generator, max_moves: int,
                 patience: int, stats: ConsolidationStats, began: float, wall_limit_s: float | None) -> bool:
-    """One round: take everything off `victim` and the `spares`, bar them all, and search until what
-    waits fits on the spares again (True: the victim stays empty) or give up (the round is undone)."""
+    """One round: take everything off `victim` and `spare`, bar both, and search until what waits fits
+    on the spare again (True: the victim stays empty) or give up (the round is undone)."""
     saved = pack.snapshot()
-    barred = [victim, *spares]
-    waiting = sorted(set().union(*(pack.on[h] for h in barred)))
+    waiting = sorted(pack.on[victim] | pack.on[spare])
     for r in waiting:
         pack.remove(r)
-    problem = pack.problem
-    open_host = np.array([bool(pack.on[h]) or bool(problem.active[h]) for h in range(problem.n_hosts)])
-    open_host[barred] = False
+    open_host = pack.open_hosts()
+    open_host[[victim, spare]] = False
     usable: dict[int, np.ndarray] = {}
     tabu: dict[tuple[int, int], int] = {}
     best_left = float("inf")
@@ -309,10 +283,9 @@ def _empty_host(pack: _Packing, victim: int, spares: list[int], rng: np.random.G
                 waiting.remove(r)
         fresh.clear()
         changed = None
-        split = _split(pack, waiting, spares) if waiting else []
-        if split is not None:
-            for r, h in zip(list(waiting), split):
-                pack.place(r, h)
+        if _fits_on(pack, waiting, spare):
+            for r in waiting:
+                pack.place(r, spare)
             return True
         left = sum(pack.size[x] for x in waiting)
         if left < best_left - 1e-12:
