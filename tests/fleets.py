@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from planner.candidates import build_fleet, find_candidates
+from planner.engine import _reorder, build_problem, run_ffd
 from planner.inputs import check_hosts, validate_table
 from planner.schema import HOST_COLUMNS, REQUEST_COLUMNS
 
@@ -32,3 +34,14 @@ def three_hosts(**overrides: dict) -> pl.DataFrame:
     """Three 16-vcpu / 64 GiB hosts on racks r1, r2, r3 of zone z1; per-host overrides by host id."""
     rows = [{"host_id": h, "rack": f"r{i + 1}", "vcpu": 16, "ram_gib": 64} for i, h in enumerate(("h1", "h2", "h3"))]
     return hosts_table(*[{**row, **overrides.get(row["host_id"], {})} for row in rows])
+
+
+def problem_and_ffd(hosts, requests, options):
+    """The engine's placement problem for the tables (hosts FFD used are always candidates, as in
+    `plan`) and the first-fit-decreasing assignment in problem order (sharded FFD in sharded mode)."""
+    fleet = build_fleet(hosts)
+    ffd, order = run_ffd(fleet, requests, options, sharded=options.mode == "sharded")
+    must = [({p[0] for p in ffd.parts[r]} | set(ffd.storage_hosts[r])) if ffd.placed[r] else set()
+            for r in range(requests.height)]
+    candidates = find_candidates(fleet, requests, options, must_include=must)
+    return build_problem(fleet, requests, candidates, options, order), _reorder(ffd, order)

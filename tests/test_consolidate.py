@@ -3,12 +3,11 @@ breaks an invariant, leaves what cannot move where it is, and is reproducible fo
 from __future__ import annotations
 
 from models.problem import GPU, evaluate, host_usage
-from planner.candidates import build_fleet, find_candidates
 from planner.checker import check_plan
 from planner.consolidate import consolidate
-from planner.engine import _reorder, build_problem, plan, run_ffd
+from planner.engine import plan
 from planner.options import PlanOptions
-from tests.fleets import hosts_table, requests_table
+from tests.fleets import hosts_table, problem_and_ffd, requests_table
 
 # First fit decreasing packs 5,5 | 4,4 | 3,3,3 | 3 on 10-vcpu hosts: four hosts where three do (5,5 | 4,3,3 | 4,3,3).
 SIZES = (5, 5, 4, 4, 3, 3, 3, 3)
@@ -21,13 +20,6 @@ def packing_fleet(sizes=SIZES, hosts=6, gpu_host=None):
     hosts_frame = hosts_table(*rows)
     requests_frame = requests_table(*[{"request_id": f"q{i}", "vcpu": v, "ram_gib": v} for i, v in enumerate(sizes)])
     return hosts_frame, requests_frame
-
-
-def problem_and_ffd(hosts_frame, requests_frame, options):
-    fleet = build_fleet(hosts_frame)
-    ffd, order = run_ffd(fleet, requests_frame, options, sharded=options.mode == "sharded")
-    candidates = find_candidates(fleet, requests_frame, options)
-    return build_problem(fleet, requests_frame, candidates, options, order), _reorder(ffd, order)
 
 
 def used_hosts(problem, assignment) -> int:

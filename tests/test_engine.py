@@ -8,24 +8,18 @@ import polars as pl
 from typer.testing import CliRunner
 
 from models.problem import evaluate
-from planner.candidates import build_fleet, find_candidates
 from planner.checker import check_plan
 from planner.cli import app
-from planner.engine import _reorder, build_problem, plan, plan_ffd, run_ffd
+from planner.engine import plan, plan_ffd
 from planner.fleet import generate_fleet
 from planner.lns import improve, subproblem
 from planner.options import PlanOptions
+from tests.fleets import problem_and_ffd
 
 
 def small_problem(seed=5, hosts=30, requests=70):
     host_table, request_table = generate_fleet(hosts, requests, seed=seed)
-    options = PlanOptions(workers=1, time_limit_s=4, lp_bound=False)
-    fleet = build_fleet(host_table)
-    ffd, order = run_ffd(fleet, request_table, options, sharded=True)
-    must = [({p[0] for p in ffd.parts[r]} | set(ffd.storage_hosts[r])) if ffd.placed[r] else set()
-            for r in range(request_table.height)]
-    candidates = find_candidates(fleet, request_table, options, must_include=must)
-    return build_problem(fleet, request_table, candidates, options, order), _reorder(ffd, order)
+    return problem_and_ffd(host_table, request_table, PlanOptions(workers=1, time_limit_s=4, lp_bound=False))
 
 
 def test_ffd_plans_pass_the_checker_and_sharded_places_at_least_as_much():
