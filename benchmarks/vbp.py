@@ -531,8 +531,8 @@ def main(
                   f"CP-SAT {time_limit:g} s each, {workers} workers → {out}")
     rows: list[dict] = []
     if resume and out.exists():
-        rows = [r for r in json.loads(out.read_text()).get("instances", [])
-                if r["instance"] in set(chosen["instance"].to_list())]
+        selected = set(chosen["instance"].to_list())
+        rows = [r for r in json.loads(out.read_text()).get("instances", []) if r["instance"] in selected]
         done = {r["instance"] for r in rows}
         chosen = chosen.filter(~pl.col("instance").is_in(list(done)))
         console.print(f"resuming: {len(done)} instances already in {out}, {chosen.height} to go")
@@ -564,7 +564,7 @@ def main(
     write_json_atomic(out, {**run, "complete": stopped is None, "stopped": stopped, "wall_s_total": round(total, 1),
                             "instances": rows})
     report(out, console)
-    console.print(f"{len(rows)} of {chosen.height} instances in {total / 60:.1f} min"
+    console.print(f"{len(rows)} of {run['selection']['instances']} instances in {total / 60:.1f} min"
                   f"{f' ({stopped})' if stopped else ''}; results in {out}")
 
 

@@ -259,11 +259,12 @@ def _top_per_zone(score: np.ndarray, zone: np.ndarray, k: int, by_rack: np.ndarr
             # a rank is the first of its rack when no better-ranked finite class shares the rack
             seen = np.zeros((rows, len(racks)), dtype=np.int64)
             first = np.zeros(ranked.shape, dtype=bool)
+            every_row = np.arange(rows)
             for position in range(ranked.shape[1]):
                 rack = rack_at[:, position]
                 live = finite[:, position]
-                first[:, position] = live & (seen[np.arange(rows), rack] == 0)
-                seen[np.arange(rows), rack] += live
+                first[:, position] = live & (seen[every_row, rack] == 0)
+                seen[every_row, rack] += live
             need = np.full(rows, k) if extra is None else np.maximum(k, extra.astype(np.int64) + 2)
             picked = first & (np.cumsum(first, axis=1) <= need[:, None])
             room = np.maximum(k - picked.sum(axis=1), 0)
