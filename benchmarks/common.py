@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -74,4 +75,5 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
         table.add_column(column, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
         table.add_row(*(format_cell(v, digits) for v in row))
-    (console or Console()).print(table)
+    # piped into a log, a file or CI: wide enough that no column is cut
+    (console or Console(width=None if sys.stdout.isatty() else 200)).print(table)

@@ -8,10 +8,22 @@ medium and tolerant) the RAM left over as remote memory on hosts with free RAM a
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment
 from planner.candidates import Fleet
+
+
+class HostArrays(Protocol):
+    """What the greedy placement reads of the hosts (a `Fleet` is one): per host, zone and rack ids,
+    the capacity a best fit is measured against, and whether it already runs load."""
+
+    zone: np.ndarray
+    rack: np.ndarray
+    capacity: np.ndarray
+    active: np.ndarray
 
 
 SIZE_MEASURES = ("sum", "max", "l2")
@@ -38,14 +50,15 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
     returns an assignment in request index space."""
     free = fleet.free.copy()
     hosts = host_order(fleet)
+    up_hosts = hosts[fleet.up[hosts]]
     assignment = Assignment.empty(demand.shape[0])
     for r in order:
         d = demand[r]
         gpu_fit = (gpu_model[r] == "") | (fleet.gpu_model == gpu_model[r])
-        placed = _place_whole(fleet, free, hosts, d, tier[r], gpu_fit, replicas[r], best_fit)
-        if placed is None and sharded and max_shards[r] > 1:
-            placed = _place_sharded(fleet, free, hosts, d, tier[r], gpu_fit, replicas[r], max_shards[r],
-                                    min_local_ram_per_vcpu, remote_mbps_per_gib, not low_latency[r])
+        storage_hosts = up_hosts[fleet.tier[up_hosts] >= tier[r]]
+        placed = place(fleet, free, up_hosts, storage_hosts, d, gpu_fit, replicas[r],
+                       max_shards[r] if sharded else 1, min_local_ram_per_vcpu, remote_mbps_per_gib,
+                       not low_latency[r], best_fit)
         if placed is None:
             continue
         parts, copies = placed
@@ -55,38 +68,53 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
     return assignment
 
 
-def _storage_copies(fleet: Fleet, free: np.ndarray, hosts: np.ndarray, d: np.ndarray, tier: int,
+def place(hosts: HostArrays, free: np.ndarray, compute: np.ndarray, storage: np.ndarray, d: np.ndarray,
+          gpu_fit: np.ndarray, replicas: int, max_shards: int, ratio: float, remote_mbps_per_gib: int,
+          allow_remote: bool, best_fit: bool = False) -> tuple[list, list[int]] | None:
+    """Place one request greedily on `free` (updated in place): whole on one of the `compute` hosts (in
+    their order, or best fit), else split over up to `max_shards` of them; storage copies on `storage`
+    hosts. `gpu_fit` is a mask over all hosts. Returns (parts, storage copy hosts) or None."""
+    placed = _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, best_fit)
+    if placed is None and max_shards > 1:
+        placed = _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio,
+                                remote_mbps_per_gib, allow_remote)
+    return placed
+
+
+def _storage_copies(hosts: HostArrays, free: np.ndarray, storage: np.ndarray, d: np.ndarray,
                     replicas: int, zone: int, first: int | None) -> list[int] | None:
-    """Hosts for the storage copies on distinct racks of one zone, `first` holding copy 0."""
+    """Hosts for the storage copies on distinct racks of one zone among `storage`, `first` holding copy 0."""
     if d[STORAGE] == 0:
         return []
     chosen = [first] if first is not None else []
-    racks = {int(fleet.rack[first])} if first is not None else set()
-    ok = fleet.up & (fleet.zone == zone) & (fleet.tier >= tier) & (free[:, STORAGE] >= d[STORAGE])
-    for h in hosts[ok[hosts]]:
+    racks = {int(hosts.rack[first])} if first is not None else set()
+    ok = (hosts.zone[storage] == zone) & (free[storage, STORAGE] >= d[STORAGE])
+    for h in storage[ok]:
         if len(chosen) == replicas:
             break
-        if int(fleet.rack[h]) in racks or int(h) in chosen:
+        if int(hosts.rack[h]) in racks or int(h) in chosen:
             continue
         chosen.append(int(h))
-        racks.add(int(fleet.rack[h]))
+        racks.add(int(hosts.rack[h]))
     return chosen if len(chosen) == replicas else None
 
 
-def _place_whole(fleet, free, hosts, d, tier, gpu_fit, replicas, best_fit=False):
-    fits = fleet.up & np.all(free[:, [VCPU, RAM, NET, GPU]] >= d[[VCPU, RAM, NET, GPU]], axis=1)
+def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, best_fit=False):
+    fits = np.all(free[compute][:, [VCPU, RAM, NET, GPU]] >= d[[VCPU, RAM, NET, GPU]], axis=1)
     if d[GPU] > 0:
-        fits &= gpu_fit
+        fits &= gpu_fit[compute]
     if d[STORAGE] > 0:
-        fits &= (fleet.tier >= tier) & (free[:, STORAGE] >= d[STORAGE])
-    order = hosts[fits[hosts]]
+        can_store = np.zeros(free.shape[0], dtype=bool)
+        can_store[storage] = True
+        fits &= can_store[compute] & (free[compute, STORAGE] >= d[STORAGE])
+    order = compute[fits]
     if best_fit and len(order) > 1:
         # least normalised capacity left over; already-active hosts before empty ones
-        left = ((free[order] - d) / np.maximum(fleet.capacity[order], 1)).sum(axis=1)
-        untouched = np.all(free[order] == fleet.capacity[order], axis=1) & ~fleet.active[order]
+        left = ((free[order] - d) / np.maximum(hosts.capacity[order], 1)).sum(axis=1)
+        untouched = np.all(free[order] == hosts.capacity[order], axis=1) & ~hosts.active[order]
         order = order[np.lexsort((left, untouched))]
     for h in order:
-        copies = _storage_copies(fleet, free, hosts, d, tier, replicas, int(fleet.zone[h]),
+        copies = _storage_copies(hosts, free, storage, d, replicas, int(hosts.zone[h]),
                                  int(h) if d[STORAGE] > 0 else None)
         if copies is None:
             continue
@@ -97,13 +125,13 @@ def _place_whole(fleet, free, hosts, d, tier, gpu_fit, replicas, best_fit=False)
     return None
 
 
-def _place_sharded(fleet, free, hosts, d, tier, gpu_fit, replicas, max_shards, ratio, remote_mbps_per_gib,
+def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio, remote_mbps_per_gib,
                    allow_remote):
     """Greedy split: vcpu parts in host order (each with its local RAM and GPUs), then, where the latency
     class allows, the RAM left over as remote-memory parts on hosts with free RAM and NIC."""
-    for zone in np.unique(fleet.zone):
-        in_zone = hosts[(fleet.zone[hosts] == zone) & fleet.up[hosts]]
-        copies = _storage_copies(fleet, free, hosts, d, tier, replicas, int(zone), None)
+    for zone in np.unique(hosts.zone[compute]):
+        in_zone = compute[hosts.zone[compute] == zone]
+        copies = _storage_copies(hosts, free, storage, d, replicas, int(zone), None)
         if copies is None:
             continue
         rem_v, rem_m, rem_n, rem_g = (int(x) for x in d[[VCPU, RAM, NET, GPU]])

@@ -26,6 +26,7 @@ from planner.baselines import SIZE_MEASURES, ffd_order, first_fit
 from planner.candidates import Candidates, Fleet, build_fleet, find_candidates, request_arrays
 from planner.consolidate import consolidate
 from planner.lns import improve
+from planner.recreate import ruin_and_recreate
 from planner.options import PlanOptions
 from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
@@ -194,26 +195,38 @@ class SearchResult:
     monolithic: dict | None
     lns: dict | None
     consolidation: dict | None = None
+    recreate: dict | None = None
 
 
 def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
           solver_log: Callable[[str], None] | None = None) -> SearchResult:
-    """Monolithic CP-SAT on models up to `monolithic_pair_limit` pairs (its share of the time), then
-    large-neighbourhood search with CP-SAT on the rest of the time from the best plan so far."""
+    """Consolidation or ruin and recreate first (their share of the time), then monolithic CP-SAT on
+    models up to `monolithic_pair_limit` pairs (its share), then large-neighbourhood search with CP-SAT
+    on the rest of the time from the best plan so far."""
     pairs = int(sum(len(c) for c in problem.compute_candidates) + sum(len(c) for c in problem.storage_candidates))
     best, bound, proved, label, monolithic, lns_stats = hint, None, False, "warm-start", None, None
     budget = options.time_limit_s
-    consolidation = None
+    consolidation = recreate = None
     has_candidates = np.array([len(c) > 0 for c in problem.compute_candidates], dtype=bool)
-    if options.consolidation_share > 0 and not (has_candidates & ~hint.placed).any():
-        share = budget * options.consolidation_share
-        moves = int(share * options.consolidation_moves_per_s)
-        packed, stats = consolidate(problem, hint, moves, seed=options.seed,
-                                    wall_limit_s=3.0 * share if options.deterministic else share)
-        consolidation = stats.to_dict()
+    # before CP-SAT, a local search suited to the fleet: emptying hosts when everything fits, else
+    # placing more of what waits; its result is the hint from then on
+    waiting = bool((has_candidates & ~hint.placed).any())
+    search, share_of, moves_per_s, name = (
+        (ruin_and_recreate, options.recreate_share, options.recreate_moves_per_s, "ruin-recreate") if waiting else
+        (consolidate, options.consolidation_share, options.consolidation_moves_per_s, "consolidation"))
+    if share_of > 0:
+        if pairs > options.monolithic_pair_limit:  # no monolithic model: the local search gets more
+            share_of = max(share_of, options.local_share_above_pair_limit)
+        share = budget * share_of
+        found, stats = search(problem, hint, int(share * moves_per_s), seed=options.seed,
+                              wall_limit_s=3.0 * share if options.deterministic else share)
+        if waiting:
+            recreate = stats.to_dict()
+        else:
+            consolidation = stats.to_dict()
         if stats.final_objective < stats.start_objective:
-            best = hint = packed
-            label = "consolidation"
+            best = hint = found
+            label = name
         budget -= share if options.deterministic else min(share, stats.wall_s)
     if pairs <= options.monolithic_pair_limit:
         share = budget if options.lns_share <= 0 else budget * (1.0 - options.lns_share)
@@ -225,7 +238,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
                       else "budget"}
         bound = solution.result.best_bound
         if solution.terms is not None and solution.terms.total <= evaluate(problem, hint).total:
-            best, label = solution.assignment, ("consolidation+cp-sat" if label == "consolidation" else "cp-sat")
+            best, label = solution.assignment, ("cp-sat" if label == "warm-start" else f"{label}+cp-sat")
         proved = solution.result.status == "optimal"
         budget -= share
     if budget > 0 and not proved and options.lns_share > 0:
@@ -235,7 +248,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
         lns_stats = stats.to_dict()
         if stats.improved:
             label = "cp-sat-lns" if label == "warm-start" else f"{label}+lns"
-    return SearchResult(best, bound, proved, label, pairs, monolithic, lns_stats, consolidation)
+    return SearchResult(best, bound, proved, label, pairs, monolithic, lns_stats, consolidation, recreate)
 
 
 def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
@@ -294,6 +307,7 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
         "cp_sat": search.monolithic,
         "lns": search.lns,
         "consolidation": search.consolidation,
+        "ruin_recreate": search.recreate,
         "lp_relaxation": _in_dollars(lp_result) if lp_result else None,
         "baseline_ffd": {"objective": ffd_terms.total / COST_UNITS_PER_DOLLAR, "placed": int(ffd.placed.sum()),
                          **ffd_terms.to_dict()},

@@ -1,0 +1,268 @@
+"""Ruin and recreate: place more priority-weighted demand on a fleet that cannot hold every request.
+
+When demand exceeds the room, the warm start leaves requests waiting and CP-SAT, on
+hundreds of requests split over many hosts, improves it only slowly. This is the
+classic local search for that case (Schrimpf et al. 2000, "Record breaking
+optimization results using the ruin and recreate principle"; Christiaens and
+Vanden Berghe 2020, "Slack induction by string removals"):
+
+1. Ruin: draw a waiting request (chance in proportion to its unplaced weight) and a
+   zone where it has compute candidates; take its max_shards candidates there plus
+   one, at random, and remove every request holding a part or a storage copy on them.
+2. Recreate: that request, the removed ones and a few other waiting requests that may
+   use those hosts are inserted one by one, in decreasing unplaced weight with some
+   noise (now and then in random order), by the same greedy as the FFD baseline (whole on the best-fitting host, else
+   split over the roomiest ones, storage copies on distinct racks) restricted to each
+   request's own candidates, so every invariant holds by construction.
+3. The move is kept when the objective (unplaced weight + activation cost + spread)
+   is no worse, else undone. Equal moves are kept: they let the search walk across
+   plateaus, where most of the improving moves start.
+
+The budget is counted in moves, so a fixed seed gives the same plan; a wall-clock
+limit is a safety net. Interchangeable empty hosts are relabelled by first use at the
+end, so the CP-SAT symmetry rules accept the plan as a hint.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from models.problem import GPU, STORAGE, VCPU, Assignment, PlacementProblem, evaluate, host_usage, remote_traffic
+from planner.baselines import place
+
+NOISE = 0.25
+"""Recreate order: unplaced weight × a random factor in [1 − NOISE, 1 + NOISE] ..."""
+RANDOM_ORDER = 0.05
+"""... except in this share of the moves, which take the requests in random order (a big request that
+first fit put first can then go last; on two dev fleets a larger share placed less)."""
+MAX_REMOVED = 40
+"""A ruin removes at most this many requests (a random subset when more touch its hosts)."""
+EXTRA_WAITING = 8
+"""Other waiting requests that may use a ruined host, offered a place in the recreate."""
+
+
+@dataclass
+class RecreateStats:
+    """What the search did: moves tried, kept, improving; objective before and after."""
+
+    moves: int = 0
+    kept: int = 0
+    improved: int = 0
+    start_objective: int = 0
+    final_objective: int = 0
+    start_placed: int = 0
+    final_placed: int = 0
+    wall_s: float = 0.0
+    stopped_by: str = "budget"  # "budget" (moves), "nothing_waits" or "wall_clock_safety_net"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Hosts:
+    """The host arrays the greedy placement reads, on the problem's free capacity."""
+
+    zone: np.ndarray
+    rack: np.ndarray
+    capacity: np.ndarray
+    active: np.ndarray
+
+
+class _State:
+    """An assignment with its free capacity, host holders and objective kept up to date."""
+
+    def __init__(self, problem: PlacementProblem, assignment: Assignment) -> None:
+        self.problem = problem
+        self.placed = assignment.placed.copy()
+        self.parts = [list(p) for p in assignment.parts]
+        self.copies = [list(s) for s in assignment.storage_hosts]
+        self.free = problem.free.astype(np.int64) - host_usage(problem, assignment)
+        self.holders: list[set[int]] = [set() for _ in range(problem.n_hosts)]
+        self.unplaced = int(problem.unplaced_weight.sum())  # each placed request takes its weight off
+        self.spread = 0
+        self.cost = 0
+        for r in np.flatnonzero(self.placed):
+            self._book(int(r), +1)
+
+    @property
+    def total(self) -> int:
+        return self.unplaced + self.cost + self.spread
+
+    def _spread(self, r: int) -> int:
+        hosts = {p[0] for p in self.parts[r]}
+        if not hosts:
+            return 0
+        racks = {int(self.problem.rack[h]) for h in hosts}
+        return int(self.problem.spread_weight[r]) * ((len(hosts) - 1) + (len(racks) - 1))
+
+    def _book(self, r: int, sign: int) -> None:
+        """Objective terms and host holders for `r` joining (+1) or leaving (−1) the plan."""
+        problem = self.problem
+        self.unplaced -= sign * int(problem.unplaced_weight[r])
+        self.spread += sign * self._spread(r)
+        for h in {p[0] for p in self.parts[r]} | set(self.copies[r]):
+            before = bool(self.holders[h])
+            (self.holders[h].add if sign > 0 else self.holders[h].discard)(r)
+            if before != bool(self.holders[h]) and not problem.active[h]:
+                self.cost += sign * int(problem.cost[h])
+
+    def remove(self, r: int) -> tuple[list, list[int]]:
+        """Take `r` out of the plan, giving its room back; returns its old parts and copies."""
+        self._book(r, -1)
+        problem = self.problem
+        for h, v, m, n, g in self.parts[r]:
+            self.free[h] += (v, m, 0, n + remote_traffic(problem, m, v), g)
+        for h in self.copies[r]:
+            self.free[h, STORAGE] += problem.demand[r, STORAGE]
+        old = self.parts[r], self.copies[r]
+        self.placed[r], self.parts[r], self.copies[r] = False, [], []
+        return old
+
+    def put(self, r: int, parts: list, copies: list[int], take_room: bool = True) -> None:
+        """Put `r` on `parts` and `copies` (its room already taken unless `take_room`)."""
+        problem = self.problem
+        if take_room:
+            for h, v, m, n, g in parts:
+                self.free[h] -= (v, m, 0, n + remote_traffic(problem, m, v), g)
+            for h in copies:
+                self.free[h, STORAGE] -= problem.demand[r, STORAGE]
+        self.placed[r], self.parts[r], self.copies[r] = True, list(parts), list(copies)
+        self._book(r, +1)
+
+    def assignment(self) -> Assignment:
+        return Assignment(self.placed.copy(), [list(p) for p in self.parts], [list(s) for s in self.copies])
+
+
+class _Inserter:
+    """The FFD baseline's greedy, restricted to each request's candidates."""
+
+    def __init__(self, problem: PlacementProblem) -> None:
+        self.problem = problem
+        self.hosts = _Hosts(problem.zone, problem.rack, problem.free, problem.active)
+        self.ratio = problem.local_ram_per_vcpu[0] / problem.local_ram_per_vcpu[1]
+        self._gpu: dict[int, np.ndarray] = {}
+        self._no_gpu = np.zeros(problem.n_hosts, dtype=bool)
+
+    def gpu_fit(self, r: int) -> np.ndarray:
+        if self.problem.demand[r, GPU] == 0:
+            return self._no_gpu
+        mask = self._gpu.get(r)
+        if mask is None:
+            mask = self._gpu[r] = np.zeros(self.problem.n_hosts, dtype=bool)
+            mask[self.problem.compute_candidates[r][self.problem.gpu_ok[r]]] = True
+        return mask
+
+    def insert(self, state: _State, r: int) -> bool:
+        problem = self.problem
+        compute = problem.compute_candidates[r]
+        if not len(compute):
+            return False
+        compute = compute[np.argsort(-state.free[compute, VCPU], kind="stable")]  # roomiest first for splits
+        found = place(self.hosts, state.free, compute, problem.storage_candidates[r], problem.demand[r],
+                      self.gpu_fit(r), int(problem.replicas[r]), int(problem.max_shards[r]), self.ratio,
+                      problem.remote_mbps_per_gib, bool(problem.allow_remote[r]), best_fit=True)
+        if found is None:
+            return False
+        state.put(r, found[0], found[1], take_room=False)
+        return True
+
+
+def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_moves: int, seed: int = 0,
+                      wall_limit_s: float | None = None) -> tuple[Assignment, RecreateStats]:
+    """Place more of the waiting demand while `max_moves` last; returns the plan (never worse than
+    `assignment`) and what was done."""
+    began = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    state = _State(problem, assignment)
+    inserter = _Inserter(problem)
+    stats = RecreateStats(start_objective=state.total, start_placed=int(state.placed.sum()))
+    has_candidates = np.array([len(c) > 0 for c in problem.compute_candidates], dtype=bool)
+    weight = problem.unplaced_weight.astype(float)
+    wanting: list[list[int]] = [[] for _ in range(problem.n_hosts)]  # requests that may use each host
+    for r, compute in enumerate(problem.compute_candidates):
+        for h in compute.tolist():
+            wanting[h].append(r)
+    best_total, best = state.total, state.assignment()
+    while stats.moves < max_moves:
+        if wall_limit_s is not None and time.perf_counter() - began > wall_limit_s:
+            stats.stopped_by = "wall_clock_safety_net"
+            break
+        waiting = np.flatnonzero(~state.placed & has_candidates)
+        if not len(waiting):
+            stats.stopped_by = "nothing_waits"
+            break
+        stats.moves += 1
+        w = weight[waiting]
+        seed_request = int(waiting[rng.choice(len(waiting), p=w / w.sum())])
+        ruined = _ruined_hosts(problem, seed_request, rng)
+        removed = sorted(set().union(*(state.holders[h] for h in ruined)))
+        if len(removed) > MAX_REMOVED:
+            removed = sorted(int(x) for x in rng.choice(removed, size=MAX_REMOVED, replace=False))
+        before = state.total
+        journal = [(r, state.remove(r)) for r in removed]
+        journal_of = set(removed)
+        others = sorted({r for h in ruined.tolist() for r in wanting[h]
+                         if not state.placed[r] and r != seed_request and r not in journal_of})
+        if len(others) > EXTRA_WAITING:
+            others = [int(x) for x in rng.choice(others, size=EXTRA_WAITING, replace=False)]
+        offered = [seed_request] + removed + others
+        if rng.random() < RANDOM_ORDER:
+            sequence = rng.permutation(len(offered))
+        else:
+            sequence = np.argsort(-weight[offered] * rng.uniform(1.0 - NOISE, 1.0 + NOISE, size=len(offered)),
+                                  kind="stable")
+        inserted = []
+        for i in sequence:
+            r = offered[int(i)]
+            if inserter.insert(state, r):
+                inserted.append(r)
+        if state.total <= before:
+            stats.kept += 1
+            if state.total < best_total:
+                stats.improved += 1
+                best_total, best = state.total, state.assignment()
+            continue
+        for r in inserted:  # undo: out with the new, back with the old
+            state.remove(r)
+        for r, (parts, copies) in journal:
+            state.put(r, parts, copies)
+    result = canonical_groups(problem, best)
+    stats.final_objective = evaluate(problem, result).total
+    if stats.final_objective > stats.start_objective:  # cannot happen: only no-worse moves are kept; a guard
+        result, stats.final_objective = assignment, stats.start_objective
+    stats.final_placed = int(result.placed.sum())
+    stats.wall_s = time.perf_counter() - began
+    return result, stats
+
+
+def _ruined_hosts(problem: PlacementProblem, r: int, rng: np.random.Generator) -> np.ndarray:
+    """max_shards + 1 of `r`'s compute candidates in one of their zones, at random."""
+    compute = problem.compute_candidates[r]
+    zones = np.unique(problem.zone[compute])
+    zone = zones[int(rng.integers(len(zones)))]
+    in_zone = compute[problem.zone[compute] == zone]
+    take = min(len(in_zone), int(problem.max_shards[r]) + 1)
+    return np.sort(rng.choice(in_zone, size=take, replace=False))
+
+
+def canonical_groups(problem: PlacementProblem, assignment: Assignment) -> Assignment:
+    """Relabel the used members of each symmetry group (interchangeable empty hosts) onto the group's
+    first members, in order of first use over the requests, as the CP-SAT symmetry rules expect."""
+    if not problem.symmetry_groups:
+        return assignment
+    group_of = {int(h): g for g, members in enumerate(problem.symmetry_groups) for h in members}
+    taken = [0] * len(problem.symmetry_groups)
+    mapping: dict[int, int] = {}
+    for r in np.flatnonzero(assignment.placed):
+        for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
+            g = group_of.get(int(h))
+            if g is None or h in mapping:
+                continue
+            mapping[h] = int(problem.symmetry_groups[g][taken[g]])
+            taken[g] += 1
+    return Assignment(assignment.placed.copy(),
+                      [[(mapping.get(p[0], p[0]), *p[1:]) for p in parts] for parts in assignment.parts],
+                      [[mapping.get(h, h) for h in hosts] for hosts in assignment.storage_hosts])
