@@ -14,7 +14,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from models.problem import (GPU, NET, RAM, STORAGE, VCPU, Assignment, ObjectiveTerms, PlacementProblem,
-                            SolveResult, relative_gap)
+                            SolveResult, members_a_request_may_span, relative_gap, symmetry_views)
 
 
 @dataclass
@@ -232,35 +232,26 @@ def add_capacity_cover(model: cp_model.CpModel, problem: PlacementProblem, v: Pl
 
 
 def add_symmetry_breaking(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
-    """Interchangeable empty hosts of one class are opened in order, and the k-th request that can use
-    the class may only use its first k+1 members (valid: relabel the members by the first request each
-    holds). Only for classes every request sees wholly or not at all."""
+    """Interchangeable empty hosts of one class are opened in order, and a request may only use the
+    members the requests before it and itself can reach: relabelling the members by first use over the
+    requests puts request k on members below the sum, over requests 0..k, of the members each can span
+    (valid for split requests too). Only for classes every request sees wholly or not at all."""
     for group in problem.symmetry_groups:
         member = {int(h): j for j, h in enumerate(group)}
-        seen: list[tuple[int, list[int], list[int]]] = []
-        valid = all(int(h) in v.active for h in group)
-        for r in range(problem.n_requests):
-            compute = [i for i, h in enumerate(problem.compute_candidates[r]) if int(h) in member]
-            storage = [i for i, h in enumerate(problem.storage_candidates[r]) if v.copy[r] and int(h) in member]
-            if any(0 < len(x) < len(group) for x in (compute, storage)):
-                valid = False
-                break
-            if compute or storage:
-                seen.append((r, compute, storage))
-        if not valid or len(group) < 2:
+        views = symmetry_views(problem, group)
+        if views is None or len(group) < 2 or not all(int(h) in v.active for h in group):
             continue
         acts = [v.active[int(h)] for h in group]
         for a, b in zip(acts, acts[1:]):
             model.Add(a >= b)
-        for position, (r, compute, storage) in enumerate(seen):
-            if position >= len(group) - 1:
+        reach = 0
+        for r, compute, storage in views:
+            reach += members_a_request_may_span(problem, r, bool(storage), len(group))
+            if reach >= len(group):
                 break
             for i in compute:
-                if member[int(problem.compute_candidates[r][i])] > position:
+                if member[int(problem.compute_candidates[r][i])] >= reach:
                     model.Add(v.use[r][i] == 0)
-            for i in storage:
-                if member[int(problem.storage_candidates[r][i])] > position:
-                    model.Add(v.copy[r][i] == 0)
 
 
 def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> dict[str, object]:

@@ -106,6 +106,31 @@ class ObjectiveTerms:
                 "spread_penalty": self.spread / scale, "total": self.total / scale}
 
 
+def symmetry_views(problem: PlacementProblem, group: np.ndarray) -> list[tuple[int, list[int], list[int]]] | None:
+    """For a symmetry group: per request that may use it, in problem order, the positions of the group's
+    members in its compute and storage candidate lists. None when some request sees only part of the
+    group (its members are then not interchangeable for that request, and the group may not be reordered)."""
+    member = {int(h) for h in group}
+    views = []
+    for r in range(problem.n_requests):
+        compute = [i for i, h in enumerate(problem.compute_candidates[r]) if int(h) in member]
+        storage = [i for i, h in enumerate(problem.storage_candidates[r])
+                   if problem.demand[r, STORAGE] > 0 and int(h) in member]
+        if any(0 < len(x) < len(group) for x in (compute, storage)):
+            return None
+        if compute or storage:
+            views.append((r, compute, storage))
+    return views
+
+
+def members_a_request_may_span(problem: PlacementProblem, r: int, uses_storage: bool, group_size: int) -> int:
+    """Distinct members of one symmetry group (hosts on one rack) request `r` can hold: its compute
+    parts span at most max_shards hosts, and at most one storage copy sits on the rack (copies lie on
+    distinct racks; in whole mode copy 0 sits with the VM)."""
+    extra = 1 if uses_storage and not problem.whole else 0
+    return min(group_size, int(problem.max_shards[r]) + extra)
+
+
 def remote_traffic(problem: PlacementProblem, ram: int, vcpu: int) -> int:
     """Mbit/s caused by `ram` GiB held on a host where the request runs `vcpu` (0 → all remote)."""
     return problem.remote_mbps_per_gib * ram if vcpu == 0 else 0

@@ -74,7 +74,8 @@ def place(hosts: HostArrays, free: np.ndarray, compute: np.ndarray, storage: np.
     """Place one request greedily on `free` (updated in place): whole on one of the `compute` hosts (in
     their order, or best fit), else split over up to `max_shards` of them; storage copies on `storage`
     hosts. `gpu_fit` is a mask over all hosts. Returns (parts, storage copy hosts) or None."""
-    placed = _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, best_fit)
+    placed = _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, remote_mbps_per_gib, allow_remote,
+                          best_fit)
     if placed is None and max_shards > 1:
         placed = _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio,
                                 remote_mbps_per_gib, allow_remote)
@@ -99,8 +100,14 @@ def _storage_copies(hosts: HostArrays, free: np.ndarray, storage: np.ndarray, d:
     return chosen if len(chosen) == replicas else None
 
 
-def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, best_fit=False):
-    fits = np.all(free[compute][:, [VCPU, RAM, NET, GPU]] >= d[[VCPU, RAM, NET, GPU]], axis=1)
+def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, remote_mbps_per_gib, allow_remote,
+                 best_fit=False):
+    need = d[[VCPU, RAM, NET, GPU]].copy()
+    if d[VCPU] == 0 and d[RAM] > 0:  # memory without vcpu is remote memory: NIC traffic, and only if allowed
+        if not allow_remote:
+            return None
+        need[2] += remote_mbps_per_gib * d[RAM]
+    fits = np.all(free[compute][:, [VCPU, RAM, NET, GPU]] >= need, axis=1)
     if d[GPU] > 0:
         fits &= gpu_fit[compute]
     if d[STORAGE] > 0:
@@ -118,7 +125,7 @@ def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, best_fit=F
                                  int(h) if d[STORAGE] > 0 else None)
         if copies is None:
             continue
-        free[h, [VCPU, RAM, NET, GPU]] -= d[[VCPU, RAM, NET, GPU]]
+        free[h, [VCPU, RAM, NET, GPU]] -= need
         for c in copies:
             free[c, STORAGE] -= d[STORAGE]
         return [(int(h), int(d[VCPU]), int(d[RAM]), int(d[NET]), int(d[GPU]))], copies

@@ -215,8 +215,6 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
         (ruin_and_recreate, options.recreate_share, options.recreate_moves_per_s, "ruin-recreate") if waiting else
         (consolidate, options.consolidation_share, options.consolidation_moves_per_s, "consolidation"))
     if share_of > 0:
-        if pairs > options.monolithic_pair_limit:  # no monolithic model: the local search gets more
-            share_of = max(share_of, options.local_share_above_pair_limit)
         share = budget * share_of
         found, stats = search(problem, hint, int(share * moves_per_s), seed=options.seed,
                               wall_limit_s=3.0 * share if options.deterministic else share)

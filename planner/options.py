@@ -51,9 +51,6 @@ class PlanOptions:
     recreate_moves_per_s: int = 200
     """Moves of that search granted per second of its share (counted in moves, so the plan does not
     depend on the machine's speed; about 150–600 moves run per wall second on the demo)."""
-    local_share_above_pair_limit: float = 0.3
-    """Share of the time consolidation or ruin and recreate get at least when the model is above
-    monolithic_pair_limit (LNS alone takes the rest there)."""
     lp_pair_limit: int = 40_000
     """Up to this many candidate pairs the bound is the full LP relaxation; above, the zone-aggregate LP."""
     top_k: int = 12
@@ -127,7 +124,7 @@ class PlanOptions:
             raise ValueError("time_limit_s must be > 0, workers ≥ 1 and top_k ≥ 1")
         if self.min_local_ram_gib_per_vcpu < 0 or self.remote_memory_gbps_per_gib < 0:
             raise ValueError("min_local_ram_gib_per_vcpu and remote_memory_gbps_per_gib must be ≥ 0")
-        if not 0 <= self.consolidation_share < 1 or not 0 <= self.recreate_share < 1 \
+        if not all(0 <= x < 1 for x in (self.consolidation_share, self.recreate_share)) \
                 or not 0 <= self.lns_share <= 1:
             raise ValueError("consolidation_share and recreate_share must be in [0, 1), lns_share in [0, 1]")
         if not 0 <= self.reservation_weight <= 1:

@@ -8,15 +8,17 @@ Vanden Berghe 2020, "Slack induction by string removals"):
 
 1. Ruin: draw a waiting request (chance in proportion to its unplaced weight) and a
    zone where it has compute candidates; take its max_shards candidates there plus
-   one, at random, and remove every request holding a part or a storage copy on them.
+   one, at random, and remove the requests holding a part or a storage copy on them
+   (at most MAX_REMOVED, a random subset when more).
 2. Recreate: that request, the removed ones and a few other waiting requests that may
    use those hosts are inserted one by one, in decreasing unplaced weight with some
-   noise (now and then in random order), by the same greedy as the FFD baseline (whole on the best-fitting host, else
-   split over the roomiest ones, storage copies on distinct racks) restricted to each
-   request's own candidates, so every invariant holds by construction.
+   noise (now and then in random order), by the FFD baseline's placement routine in
+   its best-fit form (whole on the best-fitting host, else split over the roomiest
+   hosts first, storage copies on distinct racks) restricted to each request's own
+   candidates, so every invariant holds by construction.
 3. The move is kept when the objective (unplaced weight + activation cost + spread)
-   is no worse, else undone. Equal moves are kept: they let the search walk across
-   plateaus, where most of the improving moves start.
+   is no worse, else undone. Equal moves are kept, so the search can walk across
+   plateaus; the current plan is therefore always the best one seen.
 
 The budget is counted in moves, so a fixed seed gives the same plan; a wall-clock
 limit is a safety net. Interchangeable empty hosts are relabelled by first use at the
@@ -29,7 +31,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.problem import GPU, STORAGE, VCPU, Assignment, PlacementProblem, evaluate, host_usage, remote_traffic
+from models.problem import (GPU, STORAGE, VCPU, Assignment, PlacementProblem, evaluate, host_usage, remote_traffic,
+                            symmetry_views)
 from planner.baselines import place
 
 NOISE = 0.25
@@ -137,7 +140,8 @@ class _State:
 
 
 class _Inserter:
-    """The FFD baseline's greedy, restricted to each request's candidates."""
+    """The FFD baseline's placement routine (best fit, roomiest hosts first for splits), restricted to
+    each request's candidates."""
 
     def __init__(self, problem: PlacementProblem) -> None:
         self.problem = problem
@@ -185,7 +189,6 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
     for r, compute in enumerate(problem.compute_candidates):
         for h in compute.tolist():
             wanting[h].append(r)
-    best_total, best = state.total, state.assignment()
     while stats.moves < max_moves:
         if wall_limit_s is not None and time.perf_counter() - began > wall_limit_s:
             stats.stopped_by = "wall_clock_safety_net"
@@ -196,7 +199,7 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
             break
         stats.moves += 1
         w = weight[waiting]
-        seed_request = int(waiting[rng.choice(len(waiting), p=w / w.sum())])
+        seed_request = int(waiting[rng.choice(len(waiting), p=w / w.sum() if w.sum() > 0 else None)])
         ruined = _ruined_hosts(problem, seed_request, rng)
         removed = sorted(set().union(*(state.holders[h] for h in ruined)))
         if len(removed) > MAX_REMOVED:
@@ -219,20 +222,16 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
             r = offered[int(i)]
             if inserter.insert(state, r):
                 inserted.append(r)
-        if state.total <= before:
+        if state.total <= before:  # kept: the current plan is always the best so far
             stats.kept += 1
-            if state.total < best_total:
-                stats.improved += 1
-                best_total, best = state.total, state.assignment()
+            stats.improved += int(state.total < before)
             continue
         for r in inserted:  # undo: out with the new, back with the old
             state.remove(r)
         for r, (parts, copies) in journal:
             state.put(r, parts, copies)
-    result = canonical_groups(problem, best)
+    result = canonical_groups(problem, state.assignment())
     stats.final_objective = evaluate(problem, result).total
-    if stats.final_objective > stats.start_objective:  # cannot happen: only no-worse moves are kept; a guard
-        result, stats.final_objective = assignment, stats.start_objective
     stats.final_placed = int(result.placed.sum())
     stats.wall_s = time.perf_counter() - began
     return result, stats
@@ -249,20 +248,22 @@ def _ruined_hosts(problem: PlacementProblem, r: int, rng: np.random.Generator) -
 
 
 def canonical_groups(problem: PlacementProblem, assignment: Assignment) -> Assignment:
-    """Relabel the used members of each symmetry group (interchangeable empty hosts) onto the group's
-    first members, in order of first use over the requests, as the CP-SAT symmetry rules expect."""
-    if not problem.symmetry_groups:
-        return assignment
-    group_of = {int(h): g for g, members in enumerate(problem.symmetry_groups) for h in members}
-    taken = [0] * len(problem.symmetry_groups)
+    """Relabel the used members of each symmetry group (interchangeable empty hosts on one rack) onto
+    the group's first members, in order of first use over the requests, as the CP-SAT symmetry rules
+    expect. Groups some request sees only in part are left alone (the model does not reorder them)."""
     mapping: dict[int, int] = {}
-    for r in np.flatnonzero(assignment.placed):
-        for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
-            g = group_of.get(int(h))
-            if g is None or h in mapping:
-                continue
-            mapping[h] = int(problem.symmetry_groups[g][taken[g]])
-            taken[g] += 1
+    for group in problem.symmetry_groups:
+        if symmetry_views(problem, group) is None:
+            continue
+        member = {int(h) for h in group}
+        taken = 0
+        for r in np.flatnonzero(assignment.placed):
+            for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
+                if h in member and h not in mapping:
+                    mapping[h] = int(group[taken])
+                    taken += 1
+    if not mapping:
+        return assignment
     return Assignment(assignment.placed.copy(),
                       [[(mapping.get(p[0], p[0]), *p[1:]) for p in parts] for parts in assignment.parts],
                       [[mapping.get(h, h) for h in hosts] for hosts in assignment.storage_hosts])

@@ -178,3 +178,20 @@ def test_only_models_imports_solvers():
             if any(n.split(".")[0] in ("ortools", "pulp", "pyomo") for n in names):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+def test_symmetry_rule_lets_a_split_request_span_interchangeable_hosts():
+    # three identical empty hosts on one rack form a symmetry group; the first request that sees it is
+    # split over two of them, so the rule "request k uses members 0..k" would wrongly leave it out
+    from models.placement import solve_placement
+    from tests.fleets import problem_and_ffd
+
+    hosts = hosts_table(*[{"host_id": f"h{i}", "rack": "r1", "vcpu": 10, "ram_gib": 40} for i in range(3)])
+    requests = requests_table({"request_id": "big", "vcpu": 15, "ram_gib": 30, "max_shards": 2, "priority": 3},
+                              {"request_id": "small", "vcpu": 4, "ram_gib": 8})
+    problem, _ = problem_and_ffd(hosts, requests, FAST.replace(mode="sharded"))
+    assert len(problem.symmetry_groups) == 1 and len(problem.symmetry_groups[0]) == 3
+    solution = solve_placement(problem)
+    assert solution.result.status == "optimal"
+    assert solution.assignment.placed.all()
+    assert solution.terms.unplaced == 0
