@@ -138,9 +138,6 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
     class allows, the RAM left over as remote-memory parts on hosts with free RAM and NIC."""
     for zone in np.unique(hosts.zone[compute]):
         in_zone = compute[hosts.zone[compute] == zone]
-        copies = _storage_copies(hosts, free, storage, d, replicas, int(zone), None)
-        if copies is None:
-            continue
         rem_v, rem_m, rem_n, rem_g = (int(x) for x in d[[VCPU, RAM, NET, GPU]])
         parts: list[tuple[int, int, int, int, int]] = []
         need_ram = max(int(np.ceil(ratio - 1e-9)), 0)
@@ -150,6 +147,9 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
         if np.sort(room)[::-1][:max_shards].sum() < rem_v:
             continue
         if rem_g and np.sort(np.where(gpu_fit[usable], free[usable, GPU], 0))[::-1][:max_shards].sum() < rem_g:
+            continue
+        copies = _storage_copies(hosts, free, storage, d, replicas, int(zone), None)
+        if copies is None:
             continue
         rows = free[usable][:, [VCPU, RAM, NET, GPU]].tolist()
         for h, (fv, fm, fn, fg) in zip(usable.tolist(), rows):
