@@ -45,11 +45,9 @@ class PlanOptions:
     consolidation_moves_per_s: int = 3000
     """Moves of that search granted per second of its share (its budget is counted in moves, so the plan
     does not depend on the machine's speed; about 1,000–5,000 moves run per wall second)."""
-    recreate_share: float = 0.85
+    recreate_share: float = 0.6
     """Share of the time spent, before CP-SAT, placing more of the waiting demand by ruin and recreate
-    (planner.recreate) when the warm start leaves a request with candidates unplaced; 0 disables it. On
-    such fleets CP-SAT, after it, mostly adds its bound: on two dev fleets (generate_fleet(200, 400) seeds
-    11 and 12, not in the benchmarks) 0.85 of 60 s placed 0.9–1.1% more weighted demand than 0.6."""
+    (planner.recreate) when the warm start leaves a request with candidates unplaced; 0 disables it."""
     recreate_moves_per_s: int = 200
     """Moves of that search granted per second of its share (counted in moves, so the plan does not
     depend on the machine's speed; about 150–600 moves run per wall second on the demo)."""
