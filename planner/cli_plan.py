@@ -51,7 +51,7 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
         task = bar.add_task("plan", total=len(STAGES))
 
         def stage(name: str) -> None:
-            label = f"{name} (cp-sat ≤ {options.time_limit_s:g}s)" if name == "solve" else name
+            label = f"{name} (search ≤ {options.time_limit_s:g}s)" if name == "solve" else name
             bar.update(task, description=label, completed=STAGES.index(name))
 
         result = plan(hosts, requests, options, progress=stage)
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         requests: Path = typer.Option(..., "--requests", help="requests table (.csv or .parquet)"),
         out: Path = typer.Option(..., "--out", help="plan directory to write"),
         mode: Optional[str] = typer.Option(None, help="sharded (default) or whole"),
-        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="CP-SAT seconds (default 30)"),
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="search seconds: local search, then CP-SAT (default 30)"),
         workers: Optional[int] = typer.Option(None, help="CP-SAT workers (default 2)"),
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed (default 0)"),
         top_k: Optional[int] = typer.Option(None, "--top-k", help="candidate classes kept per request and zone"),
@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
                                                        "of the forecast peak (default 0.5; 0 disables)"),
         reservation_weight: Optional[float] = typer.Option(None, "--reservation-weight", help="unplaced weight of a "
                                                            "reservation block relative to a real request (default 0.05)"),
-        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="CP-SAT seconds (default 30)"),
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="search seconds: local search, then CP-SAT (default 30)"),
         workers: Optional[int] = typer.Option(None, help="CP-SAT workers"),
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed"),
     ) -> None:

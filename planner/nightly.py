@@ -166,7 +166,7 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
 
         def stage(name: str, detail: str | None = None) -> None:
             if name == "plan" and detail == "solve":
-                detail = f"solve, cp-sat ≤ {plan_options.time_limit_s:g}s"
+                detail = f"solve, search ≤ {plan_options.time_limit_s:g}s"
             bar.update(task, completed=NIGHTLY_STAGES.index(name),
                        description=name if detail is None else f"{name}: {detail}")
 
