@@ -127,6 +127,12 @@ class PlanOptions:
         if not all(0 <= x < 1 for x in (self.consolidation_share, self.recreate_share)) \
                 or not 0 <= self.lns_share <= 1:
             raise ValueError("consolidation_share and recreate_share must be in [0, 1), lns_share in [0, 1]")
+        if self.unplaced_weight <= 0:
+            raise ValueError(f"unplaced_weight must be > 0 (placing demand is the objective's first aim), "
+                             f"got {self.unplaced_weight}")
+        if self.recreate_moves_per_s < 1 or self.consolidation_moves_per_s < 1:
+            raise ValueError("recreate_moves_per_s and consolidation_moves_per_s must be ≥ 1 "
+                             "(a share of 0 disables a search)")
         if not 0 <= self.reservation_weight <= 1:
             raise ValueError(f"reservation_weight must be in [0, 1], got {self.reservation_weight}")
 

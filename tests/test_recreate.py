@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
+import typer
 
 from models.problem import GPU, Assignment, evaluate, host_usage
 from planner.checker import check_plan
+from planner.cli_plan import resolve_options
 from planner.engine import plan
 from planner.fleet import generate_fleet
 from planner.options import PlanOptions
@@ -104,3 +107,12 @@ def test_sharded_plan_on_an_over_demanded_fleet_runs_it_and_passes_the_checker()
     assert stats["final_objective"] <= stats["start_objective"]
     assert result.plan_json["consolidation"] is None
     assert check_plan(hosts, requests, result.shards, result.requests_out, options.to_dict()) == []
+
+
+def test_options_that_would_leave_the_search_nothing_to_aim_at_are_refused():
+    for bad in ({"unplaced_weight": 0.0}, {"recreate_moves_per_s": 0}, {"recreate_share": 1.0}):
+        with pytest.raises(ValueError):
+            PlanOptions(**bad).validate()
+    with pytest.raises(typer.Exit) as exit_info:
+        resolve_options(unplaced_weight=-1.0)
+    assert exit_info.value.exit_code == 2
