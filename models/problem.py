@@ -123,6 +123,28 @@ def symmetry_views(problem: PlacementProblem, group: np.ndarray) -> list[tuple[i
     return views
 
 
+def canonical_groups(problem: PlacementProblem, assignment: Assignment) -> Assignment:
+    """Relabel the used members of each symmetry group (interchangeable empty hosts on one rack) onto
+    the group's first members, in order of first use over the requests, as the CP-SAT symmetry rules
+    expect. Groups some request sees only in part are left alone (the model does not reorder them)."""
+    mapping: dict[int, int] = {}
+    for group in problem.symmetry_groups:
+        if symmetry_views(problem, group) is None:
+            continue
+        member = {int(h) for h in group}
+        taken = 0
+        for r in np.flatnonzero(assignment.placed):
+            for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
+                if h in member and h not in mapping:
+                    mapping[h] = int(group[taken])
+                    taken += 1
+    if not mapping:
+        return assignment
+    return Assignment(assignment.placed.copy(),
+                      [[(mapping.get(p[0], p[0]), *p[1:]) for p in parts] for parts in assignment.parts],
+                      [[mapping.get(h, h) for h in hosts] for hosts in assignment.storage_hosts])
+
+
 def members_a_request_may_span(problem: PlacementProblem, r: int, uses_storage: bool, group_size: int) -> int:
     """Distinct members of one symmetry group (hosts on one rack) request `r` can hold: its compute
     parts span at most max_shards hosts, and at most one storage copy sits on the rack (copies lie on

@@ -28,7 +28,9 @@ emptied. A move keeps every invariant: the request lands on one of its own compu
 candidates (GPU model included) that is also a storage candidate when it has
 storage, and within the host's free capacity in all five resources. The budget is
 counted in moves, so a fixed seed gives the same plan; a wall-clock limit is a
-safety net.
+safety net. Interchangeable empty hosts (a symmetry group) are relabelled by first use
+at the end, so the hosts left empty are the group's last ones, as the CP-SAT symmetry
+rules expect of a hint.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.problem import GPU, STORAGE, Assignment, PlacementProblem, evaluate, host_usage, remote_traffic
+from models.problem import (GPU, STORAGE, Assignment, PlacementProblem, canonical_groups, evaluate, host_usage,
+                            remote_traffic)
 
 MOVE_HOSTS = 64
 """A move looks at every host a waiting request may use, or at a random sample of this many."""
@@ -237,7 +240,7 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
             tried.clear()
         else:
             tried.add(victim)
-    result = pack.write(assignment)
+    result = canonical_groups(problem, pack.write(assignment))  # emptied group members: in order again
     stats.final_objective = evaluate(problem, result).total
     if stats.final_objective > stats.start_objective:  # cannot happen: moves keep hosts; a guard, not a path
         result, stats.final_objective = assignment, stats.start_objective

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.problem import (GPU, STORAGE, VCPU, Assignment, PlacementProblem, evaluate, host_usage, remote_traffic,
-                            symmetry_views)
+from models.problem import (GPU, STORAGE, VCPU, Assignment, PlacementProblem, canonical_groups, evaluate,
+                            host_usage, remote_traffic)
 from planner.baselines import place
 
 NOISE = 0.25
@@ -245,25 +245,3 @@ def _ruined_hosts(problem: PlacementProblem, r: int, rng: np.random.Generator) -
     in_zone = compute[problem.zone[compute] == zone]
     take = min(len(in_zone), int(problem.max_shards[r]) + 1)
     return np.sort(rng.choice(in_zone, size=take, replace=False))
-
-
-def canonical_groups(problem: PlacementProblem, assignment: Assignment) -> Assignment:
-    """Relabel the used members of each symmetry group (interchangeable empty hosts on one rack) onto
-    the group's first members, in order of first use over the requests, as the CP-SAT symmetry rules
-    expect. Groups some request sees only in part are left alone (the model does not reorder them)."""
-    mapping: dict[int, int] = {}
-    for group in problem.symmetry_groups:
-        if symmetry_views(problem, group) is None:
-            continue
-        member = {int(h) for h in group}
-        taken = 0
-        for r in np.flatnonzero(assignment.placed):
-            for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
-                if h in member and h not in mapping:
-                    mapping[h] = int(group[taken])
-                    taken += 1
-    if not mapping:
-        return assignment
-    return Assignment(assignment.placed.copy(),
-                      [[(mapping.get(p[0], p[0]), *p[1:]) for p in parts] for parts in assignment.parts],
-                      [[mapping.get(h, h) for h in hosts] for hosts in assignment.storage_hosts])

@@ -2,6 +2,8 @@
 breaks an invariant, leaves what cannot move where it is, and is reproducible for a seed."""
 from __future__ import annotations
 
+import numpy as np
+
 from models.problem import GPU, evaluate, host_usage
 from planner.checker import check_plan
 from planner.consolidate import consolidate
@@ -92,3 +94,17 @@ def test_consolidation_is_skipped_while_requests_wait():
     result = plan(hosts_frame, requests_frame, options)
     assert result.plan_json["unplaced"] > 0
     assert result.plan_json["consolidation"] is None
+
+
+def test_emptied_hosts_of_a_symmetry_group_leave_the_used_ones_first_in_line():
+    # one rack: the six identical empty hosts form one symmetry group, which CP-SAT opens in order; the
+    # host consolidation empties may be any of them, so the plan is relabelled onto the group's first
+    hosts_frame = hosts_table(*[{"host_id": f"h{i}", "rack": "r1", "vcpu": 10, "ram_gib": 100} for i in range(6)])
+    requests_frame = requests_table(*[{"request_id": f"q{i}", "vcpu": v, "ram_gib": v} for i, v in enumerate(SIZES)])
+    problem, ffd = problem_and_ffd(hosts_frame, requests_frame, PlanOptions(mode="whole", workers=1))
+    assert len(problem.symmetry_groups) == 1
+    group = [int(h) for h in problem.symmetry_groups[0]]
+    packed, stats = consolidate(problem, ffd, max_moves=2000, seed=0)
+    assert stats.hosts_emptied == 1
+    used = sorted(int(h) for h in np.flatnonzero(host_usage(problem, packed).sum(axis=1) > 0))
+    assert used == group[:3]

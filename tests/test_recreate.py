@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import typer
 
-from models.problem import GPU, Assignment, evaluate, host_usage
+from models.problem import GPU, Assignment, canonical_groups, evaluate, host_usage
 from planner.checker import check_plan
 from planner.cli_plan import resolve_options
 from planner.engine import plan
 from planner.fleet import generate_fleet
 from planner.options import PlanOptions
-from planner.recreate import canonical_groups, ruin_and_recreate
+from planner.recreate import ruin_and_recreate
 from tests.fleets import hosts_table, problem_and_ffd, requests_table
 
 
