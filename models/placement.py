@@ -252,6 +252,9 @@ def add_symmetry_breaking(model: cp_model.CpModel, problem: PlacementProblem, v:
             for i in compute:
                 if member[int(problem.compute_candidates[r][i])] >= reach:
                     model.Add(v.use[r][i] == 0)
+            for i in storage:
+                if member[int(problem.storage_candidates[r][i])] >= reach:
+                    model.Add(v.copy[r][i] == 0)
 
 
 def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> dict[str, object]:
