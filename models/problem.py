@@ -158,20 +158,25 @@ def remote_traffic(problem: PlacementProblem, ram: int, vcpu: int) -> int:
     return problem.remote_mbps_per_gib * ram if vcpu == 0 else 0
 
 
+def request_spread(problem: PlacementProblem, r: int, parts: list[tuple[int, int, int, int, int]]) -> int:
+    """Spread charge of request `r` on `parts`: its weight × (extra hosts + extra racks) its compute,
+    memory and GPU parts span (storage copies do not count)."""
+    hosts = {p[0] for p in parts}
+    if not hosts:
+        return 0
+    racks = {int(problem.rack[h]) for h in hosts}
+    return int(problem.spread_weight[r]) * ((len(hosts) - 1) + (len(racks) - 1))
+
+
 def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerms:
     """Objective terms of an assignment (same formula as the CP-SAT objective)."""
     unplaced = int(problem.unplaced_weight[~assignment.placed].sum())
     used = np.zeros(problem.n_hosts, dtype=bool)
     spread = 0
     for r in np.flatnonzero(assignment.placed):
-        hosts = {p[0] for p in assignment.parts[r]}
-        for h in hosts:
+        for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
             used[h] = True
-        for h in assignment.storage_hosts[r]:
-            used[h] = True
-        if hosts:
-            racks = {int(problem.rack[h]) for h in hosts}
-            spread += int(problem.spread_weight[r]) * ((len(hosts) - 1) + (len(racks) - 1))
+        spread += request_spread(problem, r, assignment.parts[r])
     active_cost = int(problem.cost[used & ~problem.active].sum())
     return ObjectiveTerms(unplaced, active_cost, spread)
 

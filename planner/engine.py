@@ -26,8 +26,8 @@ from planner.baselines import SIZE_MEASURES, ffd_order, first_fit
 from planner.candidates import Candidates, Fleet, build_fleet, find_candidates, request_arrays
 from planner.consolidate import consolidate
 from planner.lns import improve
-from planner.recreate import ruin_and_recreate
 from planner.options import PlanOptions
+from planner.recreate import ruin_and_recreate
 from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
 Progress = Callable[[str], None]

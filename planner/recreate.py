@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from models.problem import (GPU, STORAGE, VCPU, Assignment, PlacementProblem, canonical_groups, evaluate,
-                            host_usage, remote_traffic)
+                            host_usage, remote_traffic, request_spread)
 from planner.baselines import place
 
 NOISE = 0.25
@@ -94,18 +94,11 @@ class _State:
     def total(self) -> int:
         return self.unplaced + self.cost + self.spread
 
-    def _spread(self, r: int) -> int:
-        hosts = {p[0] for p in self.parts[r]}
-        if not hosts:
-            return 0
-        racks = {int(self.problem.rack[h]) for h in hosts}
-        return int(self.problem.spread_weight[r]) * ((len(hosts) - 1) + (len(racks) - 1))
-
     def _book(self, r: int, sign: int) -> None:
         """Objective terms and host holders for `r` joining (+1) or leaving (−1) the plan."""
         problem = self.problem
         self.unplaced -= sign * int(problem.unplaced_weight[r])
-        self.spread += sign * self._spread(r)
+        self.spread += sign * request_spread(problem, r, self.parts[r])
         for h in {p[0] for p in self.parts[r]} | set(self.copies[r]):
             before = bool(self.holders[h])
             (self.holders[h].add if sign > 0 else self.holders[h].discard)(r)
