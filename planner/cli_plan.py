@@ -16,7 +16,7 @@ from planner.options import PlanOptions
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
-STAGES = ("fleet", "baseline", "candidates", "solve", "bound", "assign", "check", "export")
+STAGES = ("fleet", "baseline", "search", "candidates", "solve", "bound", "assign", "check", "export")
 
 
 def fail_input(exc: InputError) -> None:
@@ -51,7 +51,7 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
         task = bar.add_task("plan", total=len(STAGES))
 
         def stage(name: str) -> None:
-            label = f"{name} (search ≤ {options.time_limit_s:g}s)" if name == "solve" else name
+            label = f"{name} (part of the ≤ {options.time_limit_s:g}s search)" if name in ("search", "solve") else name
             bar.update(task, description=label, completed=STAGES.index(name))
 
         result = plan(hosts, requests, options, progress=stage)

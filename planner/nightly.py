@@ -165,8 +165,8 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
         task = bar.add_task("history", total=len(NIGHTLY_STAGES))
 
         def stage(name: str, detail: str | None = None) -> None:
-            if name == "plan" and detail == "solve":
-                detail = f"solve, search ≤ {plan_options.time_limit_s:g}s"
+            if name == "plan" and detail in ("search", "solve"):
+                detail = f"{detail}, part of the ≤ {plan_options.time_limit_s:g}s search"
             bar.update(task, completed=NIGHTLY_STAGES.index(name),
                        description=name if detail is None else f"{name}: {detail}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import polars as pl
 import pytest
 import typer
 
@@ -116,3 +117,23 @@ def test_options_that_would_leave_the_search_nothing_to_aim_at_are_refused():
     with pytest.raises(typer.Exit) as exit_info:
         resolve_options(unplaced_weight=-1.0)
     assert exit_info.value.exit_code == 2
+
+
+def test_the_search_reaches_hosts_the_models_top_k_ranks_out_and_the_model_keeps_them():
+    # First fit puts 7 on h0 and 5,5 on h1. With top_k 1 the cheaper h1 is the only candidate of the two
+    # 4s, and the 5s keep h1 (the warm start's host) alone, so the model can place 17 at most: 5,4 | 5,4
+    # needs a 4 and a 5 on h0. The search sees every host that passes the filters (search_pair_budget),
+    # and the hosts it used join the model's candidates.
+    hosts, requests = two_host_fleet()
+    hosts = hosts.with_columns(cost_per_hour=pl.Series([2.0, 1.0]))
+    options = PlanOptions(mode="whole", top_k=1, workers=1, time_limit_s=2, lp_bound=False)
+    narrow = plan(hosts, requests, options.replace(search_pair_budget=1))
+    wide = plan(hosts, requests, options)
+    vcpu = dict(zip(requests["request_id"], requests["vcpu"]))
+    placed = {name: sum(vcpu[q] for q in result.shards["request_id"].unique()) for name, result in
+              (("narrow", narrow), ("wide", wide))}
+    assert placed == {"narrow": 17, "wide": 18}
+    assert narrow.plan_json["ruin_recreate"]["top_k"] == 1 and wide.plan_json["ruin_recreate"]["top_k"] > 1
+    for r in np.flatnonzero(wide.assignment.placed):
+        assert {p[0] for p in wide.assignment.parts[r]} <= set(wide.candidates.compute[r].tolist())
+    assert check_plan(hosts, requests, wide.shards, wide.requests_out, options.to_dict()) == []
