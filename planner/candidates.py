@@ -201,6 +201,10 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         storage_classes.extend(_top_per_zone(s_score, fleet.zone[reps], options.top_k, by_rack=fleet.rack[reps],
                                              extra=np.maximum(req["replicas"][lo:hi], 1)))
     cap = _member_cap(compute_classes, storage_classes, sizes, options.pair_budget, req)
+    class_of = np.empty(fleet.n_hosts, dtype=np.int64)
+    for c, m in enumerate(members):
+        class_of[m] = c
+    grouped = np.array([len(m) > 1 and not fleet.active[m[0]] and fleet.up[m[0]] for m in members], dtype=bool)
     compute, gpu_ok, storage = [], [], []
     for r in range(n_req):
         hosts = _members(compute_classes[r], members, cap)
@@ -208,9 +212,14 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         if whole and demand[r, STORAGE] > 0:
             s_hosts = np.union1d(s_hosts, hosts)
         if must_include is not None and must_include[r]:
-            hosts = np.union1d(hosts, np.fromiter(must_include[r], dtype=np.int64))
+            must = np.fromiter(must_include[r], dtype=np.int64)
+            # a host of a symmetry group comes with the group's kept members, so the request sees the group
+            # whole and the model keeps breaking its symmetry
+            classes = np.unique(class_of[must])
+            must = np.union1d(must, _members(classes[grouped[classes]], members, cap))
+            hosts = np.union1d(hosts, must)
             if demand[r, STORAGE] > 0:
-                s_hosts = np.union1d(s_hosts, np.fromiter(must_include[r], dtype=np.int64))
+                s_hosts = np.union1d(s_hosts, must)
         hosts = np.sort(hosts)
         s_hosts = np.sort(s_hosts[(fleet.tier[s_hosts] >= req["tier"][r]) &
                                   (fleet.free[s_hosts, STORAGE] >= demand[r, STORAGE]) & fleet.up[s_hosts]])
@@ -226,8 +235,7 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
     ids = requests["request_id"]
     reasons = reasons.with_columns(pl.col("request").map_elements(lambda i: ids[i], return_dtype=pl.Utf8)
                                    .alias("request_id")).select("request_id", "role", "reason", "hosts")
-    groups = [members[c][:cap] for c in range(len(members))
-              if len(members[c]) > 1 and not fleet.active[members[c][0]] and fleet.up[members[c][0]]]
+    groups = [members[c][:cap] for c in range(len(members)) if grouped[c]]
     return Candidates(compute, gpu_ok, storage, reasons, groups, cap)
 
 

@@ -211,8 +211,9 @@ def search_options(options: PlanOptions, fleet: Fleet, n_requests: int) -> PlanO
     """Candidate options for ruin and recreate: as many classes per zone as search_pair_budget affords
     (every host that passes the filters on the demo), never fewer than the model's top_k."""
     zones = max(len(np.unique(fleet.zone)), 1)
-    per_zone = options.search_pair_budget // max(2 * n_requests * zones, 1)  # compute and storage pairs
-    return options.replace(top_k=max(options.top_k, int(per_zone)), pair_budget=options.search_pair_budget)
+    per_zone = min(options.search_pair_budget // max(2 * n_requests * zones, 1), fleet.n_hosts)  # compute, storage
+    return options.replace(top_k=max(options.top_k, int(per_zone)),
+                           pair_budget=max(options.pair_budget, options.search_pair_budget))
 
 
 @dataclass
@@ -240,18 +241,21 @@ def recreate_wide(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, st
     if not any(len(c) and not placed for c, placed in zip(problem.compute_candidates, hint.placed)):
         return WideSearch(start, None, 0.0, False)
     share = options.time_limit_s * options.recreate_share
-    found, stats = ruin_and_recreate(problem, hint, int(share * options.recreate_moves_per_s), seed=options.seed,
+    moves = max(int(share * options.recreate_moves_per_s), 1)
+    found, stats = ruin_and_recreate(problem, hint, moves, seed=options.seed, relabel=False,
                                      wall_limit_s=3.0 * share if options.deterministic else share)
     improved = stats.final_objective < stats.start_objective
+    # deterministic time: the moves made, in their share (stopping early because nothing waits hands the rest on)
+    spent = share * min(stats.moves / moves, 1.0) if options.deterministic else min(share, stats.wall_s)
     return WideSearch(_restore(found, order) if improved else start,
                       {**stats.to_dict(), "candidate_pairs": _pairs(wide), "top_k": wide_options.top_k},
-                      share if options.deterministic else min(share, stats.wall_s), improved)
+                      spent, improved)
 
 
 def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
           solver_log: Callable[[str], None] | None = None, searched: WideSearch | None = None) -> SearchResult:
-    """Unless ruin and recreate already ran (`searched`), consolidation first when every request with
-    a candidate is placed (its share of the time); then monolithic CP-SAT on models up to
+    """Consolidation first when every request with a candidate is placed (its share of what ruin and
+    recreate, `searched`, left of the time); then monolithic CP-SAT on models up to
     `monolithic_pair_limit` pairs (its share), then large-neighbourhood search with CP-SAT on the rest
     of the time from the best plan so far."""
     pairs = int(sum(len(c) for c in problem.compute_candidates) + sum(len(c) for c in problem.storage_candidates))
@@ -263,7 +267,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
         budget -= searched.spent_s
         if searched.improved:
             label = "ruin-recreate"
-    elif options.consolidation_share > 0 and \
+    if options.consolidation_share > 0 and \
             not any(len(c) and not placed for c, placed in zip(problem.compute_candidates, hint.placed)):
         # emptying paid-for hosts when everything that can be placed is; its result is the hint from then on
         share = budget * options.consolidation_share
@@ -272,7 +276,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
         consolidation = stats.to_dict()
         if stats.final_objective < stats.start_objective:
             best = hint = found
-            label = "consolidation"
+            label = "consolidation" if label == "warm-start" else f"{label}+consolidation"
         budget -= share if options.deterministic else min(share, stats.wall_s)
     if pairs <= options.monolithic_pair_limit:
         share = budget if options.lns_share <= 0 else budget * (1.0 - options.lns_share)

@@ -49,8 +49,11 @@ def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
     index = requests.with_row_index("_i").filter(pl.col("request_id") == request_id)["_i"][0]
     fleet = build_fleet(hosts)
     one = requests.slice(int(index), 1)
-    candidates = find_candidates(fleet, one, options)
     shards = pl.read_parquet(plan_dir / "shards.parquet").filter(pl.col("request_id") == request_id)
+    # the hosts its parts are on were candidates of the model even when ranked below top_k (the search
+    # before the model sees every host that passes the filters, and the model keeps the hosts it used)
+    position = {h: i for i, h in enumerate(fleet.host_ids)}
+    candidates = find_candidates(fleet, one, options, must_include=[{position[h] for h in shards["host_id"].to_list()}])
     host_tags = hosts.select("host_id", "host_class", "zone", "rack", "storage_type", "gpu_model", "cost_per_hour",
                              "status")
     parts = shards.join(host_tags, on="host_id", how="left").sort("shard")

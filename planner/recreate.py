@@ -169,9 +169,10 @@ class _Inserter:
 
 
 def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_moves: int, seed: int = 0,
-                      wall_limit_s: float | None = None) -> tuple[Assignment, RecreateStats]:
+                      wall_limit_s: float | None = None, relabel: bool = True) -> tuple[Assignment, RecreateStats]:
     """Place more of the waiting demand while `max_moves` last; returns the plan (never worse than
-    `assignment`) and what was done."""
+    `assignment`; interchangeable empty hosts relabelled by first use unless not `relabel`, for a caller
+    who relabels on another problem) and what was done."""
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
     state = _State(problem, assignment)
@@ -224,7 +225,7 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
             state.remove(r)
         for r, (parts, copies) in journal:
             state.put(r, parts, copies)
-    result = canonical_groups(problem, state.assignment())
+    result = canonical_groups(problem, state.assignment()) if relabel else state.assignment()
     stats.final_objective = evaluate(problem, result).total
     stats.final_placed = int(result.placed.sum())
     stats.wall_s = time.perf_counter() - began

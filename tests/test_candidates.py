@@ -48,3 +48,27 @@ def test_vectorised_selection_matches_the_reference(seed, racks):
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.tolist() == b.tolist()
+
+
+def test_a_kept_host_of_a_symmetry_group_brings_the_group_so_the_model_still_breaks_its_symmetry():
+    # six identical empty hosts on one rack form a symmetry group; top_k 1 ranks them below the active
+    # host, so a request whose earlier plan used one of them (must_include) sees that group whole
+    from models.problem import symmetry_views
+    from planner.candidates import build_fleet, find_candidates
+    from planner.engine import build_problem
+    from planner.options import PlanOptions
+    from tests.fleets import hosts_table, requests_table
+
+    hosts = hosts_table({"host_id": "busy", "rack": "r0", "vcpu": 64, "ram_gib": 256, "used_vcpu": 1, "used_ram_gib": 1},
+                        *[{"host_id": f"e{i}", "rack": "r1", "vcpu": 16, "ram_gib": 64} for i in range(6)])
+    requests = requests_table({"request_id": "q0", "vcpu": 8, "ram_gib": 8}, {"request_id": "q1", "vcpu": 4, "ram_gib": 4})
+    fleet = build_fleet(hosts)
+    options = PlanOptions(mode="whole", top_k=1, workers=1)
+    group = sorted(fleet.host_ids.index(f"e{i}") for i in range(6))
+    plain = find_candidates(fleet, requests, options)
+    assert [c.tolist() for c in plain.compute] == [[0], [0]]
+    kept = find_candidates(fleet, requests, options, must_include=[{group[4]}, set()])
+    assert kept.compute[0].tolist() == [0] + group and kept.compute[1].tolist() == [0]
+    problem = build_problem(fleet, requests, kept, options, np.arange(2))
+    assert len(problem.symmetry_groups) == 1
+    assert symmetry_views(problem, problem.symmetry_groups[0]) is not None  # each request sees it whole or not at all

@@ -134,6 +134,24 @@ def test_the_search_reaches_hosts_the_models_top_k_ranks_out_and_the_model_keeps
               (("narrow", narrow), ("wide", wide))}
     assert placed == {"narrow": 17, "wide": 18}
     assert narrow.plan_json["ruin_recreate"]["top_k"] == 1 and wide.plan_json["ruin_recreate"]["top_k"] > 1
+    assert wide.plan_json["solver"].startswith("ruin-recreate")  # the search's plan, kept by the model
     for r in np.flatnonzero(wide.assignment.placed):
         assert {p[0] for p in wide.assignment.parts[r]} <= set(wide.candidates.compute[r].tolist())
     assert check_plan(hosts, requests, wide.shards, wide.requests_out, options.to_dict()) == []
+
+
+def test_explain_lists_the_hosts_a_request_sits_on_among_its_candidates_even_when_ranked_out(tmp_path):
+    from planner.explain import explain_request
+    from planner.export import write_plan_dir
+
+    hosts, requests = two_host_fleet()
+    hosts = hosts.with_columns(cost_per_hour=pl.Series([2.0, 1.0]))  # top_k 1 ranks h0 out for everyone
+    options = PlanOptions(mode="whole", top_k=1, workers=1, time_limit_s=2, lp_bound=False)
+    result = plan(hosts, requests, options)
+    write_plan_dir(tmp_path / "p", hosts=hosts, requests=requests, shards=result.shards,
+                   requests_out=result.requests_out, plan_json=result.plan_json)
+    on_h0 = result.shards.filter(pl.col("host_id") == "h0")["request_id"].to_list()
+    assert on_h0  # 5,4 | 5,4 puts two requests on h0
+    for request_id in on_h0:
+        why = explain_request(tmp_path / "p", request_id)
+        assert "h0" in why.candidate_hosts["host_id"].to_list()
