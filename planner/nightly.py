@@ -24,11 +24,11 @@ from planner.reservations import (ReservationOptions, ReservationSizing, Reserve
 
 NIGHTLY_STAGES: tuple[str, ...] = ("history", "forecast", "sizing", "plan", "check", "export")
 NIGHTLY_FORECASTER = "mean_7_same_hours"
-"""Default forecaster of the nightly run: the seasonal-naive mean of the last 7 same hours. Prophet (the registry's
-default) took 54 s of a 207 s demo nightly on 2 loaded cores (this rule: 0.5 s of 124 s), and in the pre-allocation
-replay (benchmarks/preallocation.py) its P90 band on the bursty Bitbrains trace left 67–93 % of the reserved capacity
-idle, more than static headroom, where this rule left 44–72 % at 96–99 % hit; on the Azure pools both met the target
-(Prophet 9 % slack, this rule 14 %). `--forecaster prophet` still selects it."""
+"""Default forecaster of the nightly run: the seasonal-naive mean of the last 7 same hours. In the pre-allocation
+replay (benchmarks/preallocation.py, pooled per app type, 24 h window, P90) Prophet, the registry's default, left
+7 % of the reserved vcpu idle on Azure where this rule left 14 %, but on the bursty Bitbrains trace 45–60 % where
+this rule left 44–54 %, all at ≥ 99 % hit; it also took 54 s of a 207 s demo nightly on 2 loaded cores when
+measured (this rule: 0.5 s). `--forecaster prophet` selects it."""
 SUMMARY_GROUPS = 15
 """Groups listed in the summary table (largest reservations first); the rest are totalled."""
 
