@@ -201,9 +201,6 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         storage_classes.extend(_top_per_zone(s_score, fleet.zone[reps], options.top_k, by_rack=fleet.rack[reps],
                                              extra=np.maximum(req["replicas"][lo:hi], 1)))
     cap = _member_cap(compute_classes, storage_classes, sizes, options.pair_budget, req)
-    class_of = np.empty(fleet.n_hosts, dtype=np.int64)
-    for c, m in enumerate(members):
-        class_of[m] = c
     grouped = np.array([len(m) > 1 and not fleet.active[m[0]] and fleet.up[m[0]] for m in members], dtype=bool)
     compute, gpu_ok, storage = [], [], []
     for r in range(n_req):
@@ -215,7 +212,7 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
             must = np.fromiter(must_include[r], dtype=np.int64)
             # a host of a symmetry group comes with the group's kept members, so the request sees the group
             # whole and the model keeps breaking its symmetry
-            classes = np.unique(class_of[must])
+            classes = np.unique(fleet.host_class[must])
             must = np.union1d(must, _members(classes[grouped[classes]], members, cap))
             hosts = np.union1d(hosts, must)
             if demand[r, STORAGE] > 0:

@@ -197,8 +197,14 @@ class SearchResult:
     recreate: dict | None = None
 
 
-def _pairs(candidates: Candidates) -> int:
-    return int(sum(len(c) for c in candidates.compute) + sum(len(s) for s in candidates.storage))
+def _pairs(compute: list[np.ndarray], storage: list[np.ndarray]) -> int:
+    """(request, candidate host) pairs over compute and storage candidate lists."""
+    return int(sum(len(c) for c in compute) + sum(len(s) for s in storage))
+
+
+def _waits(problem: PlacementProblem, assignment: Assignment) -> bool:
+    """Some request that has a compute candidate is unplaced (more demand than room)."""
+    return any(len(c) and not placed for c, placed in zip(problem.compute_candidates, assignment.placed))
 
 
 def _hosts_of(assignment: Assignment) -> list[set[int]]:
@@ -223,7 +229,10 @@ class WideSearch:
     assignment: Assignment  # request index space; the warm start when the search found nothing better
     stats: dict | None      # None: nothing waited, or the search is disabled
     spent_s: float          # the share of time_limit_s it used
-    improved: bool
+
+    @property
+    def improved(self) -> bool:
+        return self.stats is not None and self.stats["final_objective"] < self.stats["start_objective"]
 
 
 def recreate_wide(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, start: Assignment,
@@ -233,13 +242,13 @@ def recreate_wide(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, st
     CP-SAT and the LP small; a local search need not be, and on the demo fleet the best-12 classes
     left it 5% short of the objective that every host gave (dev runs, 4,000 moves, 4 seeds)."""
     if options.recreate_share <= 0 or start.placed.all():
-        return WideSearch(start, None, 0.0, False)
+        return WideSearch(start, None, 0.0)
     wide_options = search_options(options, fleet, requests.height)
     wide = find_candidates(fleet, requests, wide_options, must_include=_hosts_of(start))
     problem = build_problem(fleet, requests, wide, options, order)
     hint = _reorder(start, order)
-    if not any(len(c) and not placed for c, placed in zip(problem.compute_candidates, hint.placed)):
-        return WideSearch(start, None, 0.0, False)
+    if not _waits(problem, hint):
+        return WideSearch(start, None, 0.0)
     share = options.time_limit_s * options.recreate_share
     moves = max(int(share * options.recreate_moves_per_s), 1)
     found, stats = ruin_and_recreate(problem, hint, moves, seed=options.seed, relabel=False,
@@ -248,8 +257,8 @@ def recreate_wide(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, st
     # deterministic time: the moves made, in their share (stopping early because nothing waits hands the rest on)
     spent = share * min(stats.moves / moves, 1.0) if options.deterministic else min(share, stats.wall_s)
     return WideSearch(_restore(found, order) if improved else start,
-                      {**stats.to_dict(), "candidate_pairs": _pairs(wide), "top_k": wide_options.top_k},
-                      spent, improved)
+                      {**stats.to_dict(), "candidate_pairs": _pairs(wide.compute, wide.storage),
+                       "top_k": wide_options.top_k}, spent)
 
 
 def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
@@ -258,7 +267,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
     recreate, `searched`, left of the time); then monolithic CP-SAT on models up to
     `monolithic_pair_limit` pairs (its share), then large-neighbourhood search with CP-SAT on the rest
     of the time from the best plan so far."""
-    pairs = int(sum(len(c) for c in problem.compute_candidates) + sum(len(c) for c in problem.storage_candidates))
+    pairs = _pairs(problem.compute_candidates, problem.storage_candidates)
     best, bound, proved, label, monolithic, lns_stats = hint, None, False, "warm-start", None, None
     budget = options.time_limit_s
     consolidation = recreate = None
@@ -267,8 +276,7 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
         budget -= searched.spent_s
         if searched.improved:
             label = "ruin-recreate"
-    if options.consolidation_share > 0 and \
-            not any(len(c) and not placed for c, placed in zip(problem.compute_candidates, hint.placed)):
+    if options.consolidation_share > 0 and not _waits(problem, hint):
         # emptying paid-for hosts when everything that can be placed is; its result is the hint from then on
         share = budget * options.consolidation_share
         found, stats = consolidate(problem, hint, int(share * options.consolidation_moves_per_s), seed=options.seed,
@@ -320,13 +328,14 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     problem = build_problem(fleet, requests, candidates, options, order)
     hint = canonical_groups(problem, _reorder(searched.assignment, order))
     ffd_terms = evaluate(problem, _reorder(ffd, order))
-    start_terms = evaluate(problem, _reorder(start, order))
+    start_hint = _reorder(start, order)
+    start_terms = evaluate(problem, start_hint)
     note("solve")
     search = solve(problem, hint, options, solver_log, searched)
     chosen, terms = search.assignment, evaluate(problem, search.assignment)
     improved = terms.total < start_terms.total
     if not improved:
-        chosen, terms = _reorder(start, order), start_terms
+        chosen, terms = start_hint, start_terms
     bound_units = search.bound
     lp_result = None
     if options.lp_bound:
@@ -365,7 +374,7 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
                          **ffd_terms.to_dict()},
         "warm_start": {"heuristic": start_label, "objective": start_terms.total / COST_UNITS_PER_DOLLAR,
                        "placed": int(start.placed.sum())},
-        "candidates": {"pairs": _pairs(candidates),
+        "candidates": {"pairs": _pairs(candidates.compute, candidates.storage),
                        "member_cap": candidates.member_cap, "symmetry_groups": len(candidates.symmetry_groups)},
     }
     return Plan(hosts, requests, shards, requests_out, final, plan_json, options, fleet, candidates, assignment)
