@@ -344,14 +344,18 @@ _STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.
            cp_model.UNKNOWN: "timeout_no_solution", cp_model.MODEL_INVALID: "infeasible"}
 
 
-def set_limits(solver: cp_model.CpSolver, problem: PlacementProblem, budget_s: float) -> None:
-    """Deterministic limit (reproducible) with a wall-clock safety net, or a plain wall-clock limit."""
+def set_limits(solver: cp_model.CpSolver, problem: PlacementProblem, budget_s: float,
+               wall_s: float | None = None) -> None:
+    """Deterministic limit (reproducible) under the caller's wall-clock cap, or a plain wall-clock limit;
+    `wall_s` (default the problem's `wall_limit_s`) is never exceeded."""
+    wall = problem.wall_limit_s if wall_s is None else wall_s
     if problem.deterministic:
         solver.parameters.max_deterministic_time = budget_s * problem.deterministic_units_per_s
-        solver.parameters.max_time_in_seconds = 3.0 * budget_s
+        if wall is not None:
+            solver.parameters.max_time_in_seconds = max(wall, 0.01)
         solver.parameters.interleave_search = problem.workers > 1
     else:
-        solver.parameters.max_time_in_seconds = budget_s
+        solver.parameters.max_time_in_seconds = max(budget_s if wall is None else min(budget_s, wall), 0.01)
 
 
 def complete_hint(model: cp_model.CpModel, problem: PlacementProblem) -> float:
@@ -362,7 +366,9 @@ def complete_hint(model: cp_model.CpModel, problem: PlacementProblem) -> float:
     solver.parameters.fix_variables_to_their_hinted_value = True
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = int(problem.seed)
-    set_limits(solver, problem, 0.2 * problem.time_limit_s)
+    share = 0.2
+    set_limits(solver, problem, share * problem.time_limit_s,
+               None if problem.wall_limit_s is None else share * problem.wall_limit_s)
     code = solver.Solve(model)
     used = solver.deterministic_time if problem.deterministic else solver.wall_time
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -386,7 +392,8 @@ def solve_placement(problem: PlacementProblem, hint: Assignment | None = None,
             used = complete_hint(model, problem)
     solver = cp_model.CpSolver()
     spent = used / problem.deterministic_units_per_s if problem.deterministic else time.perf_counter() - start
-    set_limits(solver, problem, max(float(problem.time_limit_s) - spent, min(0.5, float(problem.time_limit_s))))
+    wall = None if problem.wall_limit_s is None else problem.wall_limit_s - (time.perf_counter() - start)
+    set_limits(solver, problem, max(float(problem.time_limit_s) - spent, min(0.5, float(problem.time_limit_s))), wall)
     solver.parameters.num_workers = int(problem.workers)
     solver.parameters.random_seed = int(problem.seed)
     # presolve probing can eat the whole budget of a large model; keep it cheap and spend the time searching

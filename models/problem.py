@@ -37,7 +37,8 @@ class PlacementProblem:
     whole: bool = False         # one host per VM; the primary storage copy sits with the compute
     remote_mbps_per_gib: int = 50
     local_ram_per_vcpu: tuple[int, int] = (1, 2)  # ram*den >= num*vcpu on every part
-    time_limit_s: float = 30.0
+    time_limit_s: float = 30.0  # nominal seconds (deterministic mode: × deterministic_units_per_s of CP-SAT time)
+    wall_limit_s: float | None = None  # hard wall-clock cap (the search budget's); None: time_limit_s in wall mode, none else
     workers: int = 2
     seed: int = 0
     deterministic: bool = True   # deterministic time limit + interleaved search (reproducible plans)

@@ -8,6 +8,21 @@ app = typer.Typer(help="shardplan: nightly planner that shards VM requests acros
 
 from planner import cli_plan  # noqa: E402
 
+
+def _version(show: bool) -> None:
+    if show:
+        from planner.engine import package_version
+
+        typer.echo(f"shardplan {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print the version and exit")) -> None:
+    """shardplan: nightly planner that shards VM requests across a heterogeneous fleet."""
+
+
 cli_plan.register(app)
 
 from planner import cli_executors  # noqa: E402

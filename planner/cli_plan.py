@@ -1,7 +1,9 @@
 """`shardplan plan | nightly | check | explain | diff`: the placement side of the CLI."""
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -11,12 +13,21 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from planner.inputs import InputError, load_hosts, load_requests
-from planner.options import PlanOptions
+from planner.options import OptionError, PlanOptions
 
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
+COMMAND_STARTED = time.perf_counter()
+"""When the command started (this module is imported first thing): `--time-limit` counts from here."""
 
-STAGES = ("fleet", "baseline", "search", "candidates", "solve", "bound", "assign", "check", "export")
+
+def _console(stderr: bool = False) -> Console:
+    """A console that never cuts ids: piped output gets 240 columns instead of rich's default 80."""
+    made = Console(stderr=stderr, soft_wrap=stderr)
+    return made if made.is_terminal else Console(stderr=stderr, soft_wrap=stderr, width=240)
+
+
+console = _console()
+errors = _console(stderr=True)
+
 
 
 def fail_input(exc: InputError) -> None:
@@ -24,64 +35,117 @@ def fail_input(exc: InputError) -> None:
     raise typer.Exit(2)
 
 
+FLAGS = {"mode": "--mode", "time_limit_s": "--time-limit", "workers": "--workers", "seed": "--seed",
+         "top_k": "--top-k", "min_local_ram_gib_per_vcpu": "--min-local-ram-gib-per-vcpu",
+         "lp_bound": "--lp-bound", "reservation_weight": "--reservation-weight"}
+"""The flag that sets each option, so an error names what the user typed."""
+
+
 def resolve_options(**flags: object) -> PlanOptions:
-    """Defaults ← SHARDPLAN_* environment ← CLI flags."""
+    """Defaults ← SHARDPLAN_* environment ← CLI flags; a bad value exits 2 naming its flag or variable."""
     try:
         options = PlanOptions.from_env().replace(**flags)
         options.validate()
+    except OptionError as exc:
+        source = FLAGS.get(exc.name, exc.name) if flags.get(exc.name) is not None else None
+        errors.print(f"bad option: {exc.named(source) if source else exc}", style="bold red", markup=False)
+        raise typer.Exit(2) from exc
     except ValueError as exc:
-        errors.print(f"[bold red]bad option[/]: {exc}")
+        errors.print(f"bad option: {exc}", style="bold red", markup=False)
         raise typer.Exit(2) from exc
     return options
 
 
-def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOptions) -> int:
-    """validate → candidates → solve → check → export, with a progress bar; returns the exit code."""
-    from planner.checker import check_plan
-    from planner.engine import plan
-    from planner.export import write_plan_dir
+def start_command(options: PlanOptions, out: Path, force: bool):
+    """The command's search budget (counted from its start) once `--out` is known to take a plan; exits 2
+    before any work when it cannot."""
+    from planner.engine import new_budget
+    from planner.export import OutDirError, prepare_out_dir
 
     try:
-        hosts = load_hosts(hosts_file)
-        requests = load_requests(requests_file)
+        prepare_out_dir(out, force)
+    except OutDirError as exc:
+        errors.print(f"bad option: {exc}", style="bold red", markup=False)
+        raise typer.Exit(2) from exc
+    return new_budget(options, started=COMMAND_STARTED)
+
+
+def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOptions, force: bool = False,
+             as_json: bool = False) -> int:
+    """validate → plan (search, bound, assign, check) → export under one search budget that started with the
+    command; returns the exit code."""
+    from planner.export import write_plan_dir
+
+    budget = start_command(options, out, force)
+    try:
+        with budget.fixed("read_inputs"):
+            hosts = load_hosts(hosts_file)
+            requests = load_requests(requests_file)
     except InputError as exc:
         fail_input(exc)
+    result = plan_with_progress(hosts, requests, options, budget)
+    if result.plan_json.get("checker_fallback"):
+        warn_fallback(result.plan_json["checker_fallback"])
+    with budget.fixed("export"):
+        write_plan_dir(out, hosts=hosts, requests=requests, shards=result.shards, requests_out=result.requests_out,
+                       plan_json={**result.plan_json, "budget": budget.to_dict()})
+    print_summary(result.plan_json, out, as_json)
+    return 0
+
+
+def plan_with_progress(hosts, requests, options: PlanOptions, budget):
+    """The engine's plan() under a progress bar on stderr."""
+    from planner.engine import STAGES, plan
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=errors, transient=not errors.is_terminal) as bar:
         task = bar.add_task("plan", total=len(STAGES))
 
         def stage(name: str) -> None:
-            label = f"{name} (part of the ≤ {options.time_limit_s:g}s search)" if name in ("search", "solve") else name
+            label = f"{name} (part of the ≤ {options.time_limit_s:g}s run)" if name in ("search", "solve") else name
             bar.update(task, description=label, completed=STAGES.index(name))
 
-        result = plan(hosts, requests, options, progress=stage)
-        stage("check")
-        violations = check_plan(hosts, requests, result.shards, result.requests_out, options.to_dict())
-        if violations:
-            bar.stop()
-            print_violations(violations)
-            errors.print("[bold red]the plan breaks the invariants above; nothing was written[/]")
-            return 1
-        stage("export")
-        write_plan_dir(out, hosts=hosts, requests=requests, shards=result.shards, requests_out=result.requests_out,
-                       plan_json=result.plan_json)
+        result = plan(hosts, requests, options, progress=stage, budget=budget)
         bar.update(task, completed=len(STAGES), description="done")
-    print_summary(result.plan_json, out)
-    return 0
+    return result
 
 
-def print_summary(plan_json: dict, out: Path) -> None:
-    table = Table(title=f"plan → {out}", show_header=True)
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    fmt = lambda x: "—" if x is None else (f"{x:,.3f}" if isinstance(x, float) else str(x))  # noqa: E731
-    for key in ("status", "solver", "objective", "best_bound", "gap", "wall_s", "placed", "unplaced"):
-        table.add_row(key, fmt(plan_json.get(key)))
-    for key, value in plan_json.get("objective_terms", {}).items():
-        table.add_row(f"  {key}", fmt(value))
+def warn_fallback(fallback: dict) -> None:
+    errors.print(f"warning: the search's plan broke {fallback['violation_count']} invariant checks (a bug; "
+                 f"first: {fallback['violations'][0]}); wrote the best valid plan instead: {fallback.get('plan')}",
+                 style="bold yellow", markup=False)
+
+
+def summary(plan_json: dict) -> dict[str, object]:
+    """The run in figures: one shape for plan and nightly (real requests and reservation blocks apart)."""
+    blocks = plan_json.get("reservation_blocks") or {"held": 0, "not_held": 0}
     ffd = plan_json.get("baseline_ffd") or {}
-    table.add_row("FFD baseline objective", fmt(ffd.get("objective")))
-    table.add_row("FFD baseline placed", fmt(ffd.get("placed")))
+    return {"status": plan_json.get("status"), "solver": plan_json.get("solver"),
+            "objective": plan_json.get("objective"), "best_bound": plan_json.get("best_bound"),
+            "gap": plan_json.get("gap"), "wall_s": plan_json.get("wall_s"),
+            "requests_placed": plan_json.get("placed"), "requests_unplaced": plan_json.get("unplaced"),
+            "reservation_blocks_held": blocks["held"], "reservation_blocks_not_held": blocks["not_held"],
+            "objective_terms": plan_json.get("objective_terms", {}),
+            "ffd_objective": ffd.get("objective"), "ffd_placed": ffd.get("placed"),
+            "wall_clock_cap_fired": (plan_json.get("budget") or {}).get("wall_clock_cap_fired"),
+            "checker_fallback": (plan_json.get("checker_fallback") or {}).get("plan")}
+
+
+def print_summary(plan_json: dict, out: Path, as_json: bool = False) -> None:
+    figures = {"plan_dir": str(out), **summary(plan_json)}
+    if as_json:
+        sys.stdout.write(json.dumps(figures, default=str) + "\n")
+        return
+    table = Table(title=f"plan → {out}", show_header=True)
+    table.add_column("figure", no_wrap=True)
+    table.add_column("value", justify="right", overflow="fold")
+    fmt = lambda x: "—" if x is None else (f"{x:,.3f}" if isinstance(x, float) else str(x))  # noqa: E731
+    for key, value in figures.items():
+        if key == "objective_terms":
+            for term, amount in value.items():
+                table.add_row(f"  {term}", fmt(amount))
+        elif key != "plan_dir":
+            table.add_row(key.replace("_", " "), fmt(value))
     console.print(table)
 
 
@@ -103,17 +167,20 @@ def register(app: typer.Typer) -> None:
         requests: Path = typer.Option(..., "--requests", help="requests table (.csv or .parquet)"),
         out: Path = typer.Option(..., "--out", help="plan directory to write"),
         mode: Optional[str] = typer.Option(None, help="sharded (default) or whole"),
-        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="search seconds: local search, then CP-SAT (default 30)"),
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="seconds the whole command may take: "
+                                                  "reading, search, bound, check, export (default 30)"),
         workers: Optional[int] = typer.Option(None, help="CP-SAT workers (default 2)"),
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed (default 0)"),
         top_k: Optional[int] = typer.Option(None, "--top-k", help="candidate classes kept per request and zone"),
         min_local_ram: Optional[float] = typer.Option(None, "--min-local-ram-gib-per-vcpu"),
         lp: Optional[bool] = typer.Option(None, "--lp-bound/--no-lp-bound", help="LP relaxation bound"),
+        force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
+        as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     ) -> None:
         """Place the requests on the hosts and write a checked plan directory."""
         options = resolve_options(mode=mode, time_limit_s=time_limit, workers=workers, seed=seed, top_k=top_k,
                                   min_local_ram_gib_per_vcpu=min_local_ram, lp_bound=lp)
-        raise typer.Exit(run_plan(hosts, requests, out, options))
+        raise typer.Exit(run_plan(hosts, requests, out, options, force, as_json))
 
     @app.command("nightly")
     def nightly_command(
@@ -131,9 +198,12 @@ def register(app: typer.Typer) -> None:
                                                        "of the forecast peak (default 0.5; 0 disables)"),
         reservation_weight: Optional[float] = typer.Option(None, "--reservation-weight", help="unplaced weight of a "
                                                            "reservation block relative to a real request (default 0.05)"),
-        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="search seconds: local search, then CP-SAT (default 30)"),
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="seconds the whole nightly may take: "
+                                                  "history, forecast, sizing, plan, check, export (default 30)"),
         workers: Optional[int] = typer.Option(None, help="CP-SAT workers"),
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed"),
+        force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
+        as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     ) -> None:
         """The nightly job: history → forecast → reservation sizing → plan (requests + reservation blocks) → check → export."""
         from forecasting.forecasters import FORECASTERS
@@ -154,7 +224,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             errors.print(f"[bold red]bad option[/]: {exc}")
             raise typer.Exit(2) from exc
-        raise typer.Exit(nightly_cli(data, out, options, reservation_options, name, console, errors))
+        raise typer.Exit(nightly_cli(data, out, options, reservation_options, name, console, errors, force, as_json))
 
     @app.command("check")
     def check_command(plan_dir: Path = typer.Argument(..., help="plan directory")) -> None:

@@ -35,34 +35,17 @@ rules expect of a hint.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from models.problem import (GPU, STORAGE, Assignment, PlacementProblem, canonical_groups, evaluate, host_usage,
                             remote_traffic)
+from planner.budget import SearchStats, Stop
 
 MOVE_HOSTS = 64
 """A move looks at every host a waiting request may use, or at a random sample of this many."""
 TABU_MOVES = (7, 15)
 """An evicted request may not return to the host it left for a random number of moves in this range."""
-
-
-@dataclass
-class ConsolidationStats:
-    """What the search did: rounds tried, hosts emptied, moves, objective before and after."""
-
-    rounds: int = 0
-    hosts_emptied: int = 0
-    moves: int = 0
-    movable_requests: int = 0
-    start_objective: int = 0
-    final_objective: int = 0
-    wall_s: float = 0.0
-    stopped_by: str = "budget"  # "budget" (moves), "no_candidate_host" or "wall_clock_safety_net"
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 class _Packing:
@@ -202,7 +185,7 @@ def _best_fit(pack: _Packing, r: int, hosts) -> int | None:
 
 def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: int, seed: int = 0,
                 patience: int = 2000, wall_limit_s: float | None = None
-                ) -> tuple[Assignment, ConsolidationStats]:
+                ) -> tuple[Assignment, SearchStats]:
     """Empty paid-for hosts one at a time while `max_moves` last; returns the plan and what was done.
 
     The returned plan is never worse than `assignment` (each round is kept only if every
@@ -210,18 +193,19 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
     pack = _Packing(problem, assignment)
-    stats = ConsolidationStats(movable_requests=len(pack.allowed), start_objective=evaluate(problem, assignment).total)
+    stats = SearchStats(start_objective=evaluate(problem, assignment).total, start_placed=int(assignment.placed.sum()),
+                        detail={"rounds": 0, "hosts_emptied": 0, "movable_requests": len(pack.allowed)})
     paid = (problem.cost > 0) & ~problem.active
     tried: set[int] = set()
     while stats.moves < max_moves:
         if wall_limit_s is not None and time.perf_counter() - began > wall_limit_s:
-            stats.stopped_by = "wall_clock_safety_net"
+            stats.stopped_by = Stop.WALL_CAP
             break
         open_host = pack.open_hosts().tolist()
         emptiable = [h for h in range(problem.n_hosts) if paid[h] and pack.on[h] and not pack.fixed[h]
                      and all(any(x != h and open_host[x] for x in pack.allowed_set(r)) for r in pack.on[h])]
         if len(emptiable) < 2:  # a victim and a spare
-            stats.stopped_by = "no_candidate_host"
+            stats.stopped_by = Stop.DONE  # no host left to empty
             break
         candidates = [h for h in emptiable if h not in tried]
         if not candidates:  # every host was tried since the last success: again, the draws differ
@@ -234,9 +218,9 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
         spare_share = np.array([pack.load_share(h) for h in others])
         light = np.argsort(spare_share, kind="stable")[:3]
         spare = others[int(light[int(rng.choice(len(light), size=1, replace=False)[0])])]
-        stats.rounds += 1
+        stats.detail["rounds"] += 1
         if _empty_host(pack, victim, spare, rng, max_moves, patience, stats, began, wall_limit_s):
-            stats.hosts_emptied += 1
+            stats.detail["hosts_emptied"] += 1
             tried.clear()
         else:
             tried.add(victim)
@@ -244,6 +228,7 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
     stats.final_objective = evaluate(problem, result).total
     if stats.final_objective > stats.start_objective:  # cannot happen: moves keep hosts; a guard, not a path
         result, stats.final_objective = assignment, stats.start_objective
+    stats.final_placed = int(result.placed.sum())
     stats.wall_s = time.perf_counter() - began
     return result, stats
 
@@ -255,7 +240,7 @@ def _fits_on(pack: _Packing, waiting: list[int], h: int) -> bool:
 
 
 def _empty_host(pack: _Packing, victim: int, spare: int, rng: np.random.Generator, max_moves: int,
-                patience: int, stats: ConsolidationStats, began: float, wall_limit_s: float | None) -> bool:
+                patience: int, stats: SearchStats, began: float, wall_limit_s: float | None) -> bool:
     """One round: take everything off `victim` and `spare`, bar both, and search until what waits fits
     on the spare again (True: the victim stays empty) or give up (the round is undone)."""
     saved = pack.snapshot()

@@ -22,7 +22,9 @@ from models.placement import solve_placement
 from models.problem import (COST_UNITS_PER_DOLLAR, GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU, Assignment,
                             PlacementProblem, SolveResult, canonical_groups, evaluate, relative_gap)
 from planner.baselines import SIZE_MEASURES, ffd_order, first_fit
+from planner.budget import SearchBudget, SearchStats, Stop
 from planner.candidates import Candidates, Fleet, build_fleet, find_candidates, request_arrays
+from planner.checker import check_plan
 from planner.consolidate import consolidate
 from planner.lns import improve
 from planner.options import PlanOptions
@@ -30,6 +32,9 @@ from planner.recreate import ruin_and_recreate
 from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
 Progress = Callable[[str], None]
+
+STAGES = ("fleet", "baseline", "search", "candidates", "solve", "bound", "assign", "check")
+"""The stages `plan` reports to its progress callback, in order."""
 
 KIND_COLUMN = "kind"
 """Optional requests column; rows whose kind is RESERVATION_KIND are reservation blocks."""
@@ -124,17 +129,22 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
     return assignment, order
 
 
-def warm_start(fleet: Fleet, requests: pl.DataFrame,
-               options: PlanOptions) -> tuple[Assignment, np.ndarray, str, Assignment]:
+def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
+               budget: SearchBudget | None = None) -> tuple[Assignment, np.ndarray, str, Assignment]:
     """Best of the construction heuristics (three size measures × first fit / best fit), by objective;
     interchangeable empty hosts are relabelled by first use so the symmetry rules accept it. Also returns
-    the first variant's plain answer, the FFD baseline."""
+    the first variant's plain answer, the FFD baseline. A variant after the first runs only while the
+    budget's wall clock has room for one more."""
     scorer = build_problem(fleet, requests, None, options, np.arange(requests.height))
     best = None
     variants = [(m, b) for b in (False, True) for m in SIZE_MEASURES]
     # how many variants run is fixed by the problem's size, not by the clock, so plans stay reproducible
     affordable = max(1, int(options.warm_start_work // max(requests.height * fleet.n_hosts, 1)))
-    for measure, best_fit in variants[:affordable]:
+    began = time.perf_counter()
+    for ran, (measure, best_fit) in enumerate(variants[:affordable]):
+        if ran and budget is not None and budget.wall_left() < (time.perf_counter() - began) / ran:
+            budget.note_cap("warm_start")
+            break
         assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit)
         if best is None:
             first = assignment  # the classic baseline: first fit, decreasing by summed size
@@ -222,116 +232,151 @@ def search_options(options: PlanOptions, fleet: Fleet, n_requests: int) -> PlanO
                            pair_budget=max(options.pair_budget, options.search_pair_budget))
 
 
+def new_budget(options: PlanOptions, started: float | None = None) -> SearchBudget:
+    """The search budget of a run of `options` (started now unless the command started it earlier)."""
+    return SearchBudget(options.time_limit_s, deterministic=options.deterministic,
+                        units_per_s=options.deterministic_units_per_s, safety_factor=options.wall_safety_factor,
+                        started=started)
+
+
+def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_requests: int) -> None:
+    """What the fixed phases and the bound are expected to take, from the problem's size."""
+    fixed = 0.5 + options.fixed_s_per_mpair * n_hosts * n_requests / 1e6
+    bound = min(options.lp_time_limit_s, max(1.0, options.bound_share * options.time_limit_s)) if options.lp_bound else 0.0
+    budget.set_aside(0.8 * fixed, 0.2 * fixed + bound)
+
+
 @dataclass
 class WideSearch:
     """Ruin and recreate run before the model is built, over wide candidate sets."""
 
     assignment: Assignment  # request index space; the warm start when the search found nothing better
-    stats: dict | None      # None: nothing waited, or the search is disabled
-    spent_s: float          # the share of time_limit_s it used
+    stats: SearchStats | None  # None: nothing waited, or the search is disabled
+    candidate_pairs: int = 0
+    top_k: int = 0
 
     @property
     def improved(self) -> bool:
-        return self.stats is not None and self.stats["final_objective"] < self.stats["start_objective"]
+        return self.stats is not None and self.stats.gained
+
+    def to_dict(self) -> dict | None:
+        if self.stats is None:
+            return None
+        return {**self.stats.to_dict(), "candidate_pairs": self.candidate_pairs, "top_k": self.top_k}
 
 
 def recreate_wide(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, start: Assignment,
-                  order: np.ndarray) -> WideSearch:
+                  order: np.ndarray, budget: SearchBudget) -> WideSearch:
     """When the warm start leaves a request with somewhere to go unplaced, ruin and recreate for
-    recreate_share of the time over wide candidate sets (`search_options`). The model's top_k keeps
-    CP-SAT and the LP small; a local search need not be, and on the demo fleet the best-12 classes
+    recreate_share of the search budget over wide candidate sets (`search_options`). The model's top_k
+    keeps CP-SAT and the LP small; a local search need not be, and on the demo fleet the best-12 classes
     left it 5% short of the objective that every host gave (dev runs, 4,000 moves, 4 seeds)."""
     if options.recreate_share <= 0 or start.placed.all():
-        return WideSearch(start, None, 0.0)
+        budget.skip("ruin_recreate")
+        return WideSearch(start, None)
     wide_options = search_options(options, fleet, requests.height)
-    wide = find_candidates(fleet, requests, wide_options, must_include=_hosts_of(start))
-    problem = build_problem(fleet, requests, wide, options, order)
-    hint = _reorder(start, order)
+    with budget.fixed("search_candidates"):
+        wide = find_candidates(fleet, requests, wide_options, must_include=_hosts_of(start))
+        problem = build_problem(fleet, requests, wide, options, order)
+        hint = _reorder(start, order)
     if not _waits(problem, hint):
-        return WideSearch(start, None, 0.0)
-    share = options.time_limit_s * options.recreate_share
-    moves = max(int(share * options.recreate_moves_per_s), 1)
+        budget.skip("ruin_recreate")
+        return WideSearch(start, None)
+    grant = budget.grant("ruin_recreate", options.recreate_share)
+    moves = grant.moves(options.recreate_moves_per_s)
     found, stats = ruin_and_recreate(problem, hint, moves, seed=options.seed, relabel=False,
-                                     wall_limit_s=3.0 * share if options.deterministic else share)
-    improved = stats.final_objective < stats.start_objective
+                                     wall_limit_s=grant.wall_cap_s)
     # deterministic time: the moves made, in their share (stopping early because nothing waits hands the rest on)
-    spent = share * min(stats.moves / moves, 1.0) if options.deterministic else min(share, stats.wall_s)
-    return WideSearch(_restore(found, order) if improved else start,
-                      {**stats.to_dict(), "candidate_pairs": _pairs(wide.compute, wide.storage),
-                       "top_k": wide_options.top_k}, spent)
+    budget.charge(grant, grant.seconds * min(stats.moves / moves, 1.0) if grant.deterministic else stats.wall_s,
+                  stats.wall_s, stats.stopped_by)
+    return WideSearch(_restore(found, order) if stats.gained else start, stats,
+                      _pairs(wide.compute, wide.storage), wide_options.top_k)
 
 
-def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
+def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions, budget: SearchBudget,
           solver_log: Callable[[str], None] | None = None, searched: WideSearch | None = None) -> SearchResult:
-    """Consolidation first when every request with a candidate is placed (its share of what ruin and
-    recreate, `searched`, left of the time); then monolithic CP-SAT on models up to
-    `monolithic_pair_limit` pairs (its share), then large-neighbourhood search with CP-SAT on the rest
-    of the time from the best plan so far."""
+    """Consolidation first when every request with a candidate is placed (its share of what is left of
+    the search budget); then monolithic CP-SAT on models up to `monolithic_pair_limit` pairs (its share),
+    then large-neighbourhood search with CP-SAT on the rest of the budget from the best plan so far."""
     pairs = _pairs(problem.compute_candidates, problem.storage_candidates)
     best, bound, proved, label, monolithic, lns_stats = hint, None, False, "warm-start", None, None
-    budget = options.time_limit_s
     consolidation = recreate = None
     if searched is not None and searched.stats is not None:
-        recreate = searched.stats
-        budget -= searched.spent_s
+        recreate = searched.to_dict()
         if searched.improved:
             label = "ruin-recreate"
     if options.consolidation_share > 0 and not _waits(problem, hint):
         # emptying paid-for hosts when everything that can be placed is; its result is the hint from then on
-        share = budget * options.consolidation_share
-        found, stats = consolidate(problem, hint, int(share * options.consolidation_moves_per_s), seed=options.seed,
-                                   wall_limit_s=3.0 * share if options.deterministic else share)
+        grant = budget.grant("consolidation", options.consolidation_share)
+        moves = grant.moves(options.consolidation_moves_per_s)
+        found, stats = consolidate(problem, hint, moves, seed=options.seed, wall_limit_s=grant.wall_cap_s)
         consolidation = stats.to_dict()
-        if stats.final_objective < stats.start_objective:
+        if stats.gained:
             best = hint = found
             label = "consolidation" if label == "warm-start" else f"{label}+consolidation"
-        budget -= share if options.deterministic else min(share, stats.wall_s)
+        budget.charge(grant, grant.seconds if grant.deterministic else stats.wall_s, stats.wall_s, stats.stopped_by)
+    else:
+        budget.skip("consolidation")
     if pairs <= options.monolithic_pair_limit:
-        share = budget if options.lns_share <= 0 else budget * (1.0 - options.lns_share)
-        solution = solve_placement(dataclasses.replace(problem, time_limit_s=share), hint=hint, log_callback=solver_log)
+        grant = budget.grant("cp_sat", 1.0 if options.lns_share <= 0 else 1.0 - options.lns_share)
+        solution = solve_placement(dataclasses.replace(problem, time_limit_s=grant.seconds,
+                                                       wall_limit_s=grant.wall_cap_s),
+                                   hint=hint, log_callback=solver_log)
+        proved = solution.result.status == "optimal"
+        used = solution.deterministic_s / grant.units_per_s if grant.deterministic else solution.result.wall_s
+        charged = budget.charge(grant, used, solution.result.wall_s, Stop.DONE if proved else Stop.BUDGET)
         monolithic = {**_in_dollars(solution.result), "variables": solution.n_variables,
                       "constraints": solution.n_constraints, "deterministic_s": round(solution.deterministic_s, 3),
-                      "stopped_by": "wall_clock_safety_net" if options.deterministic and solution.result.status
-                      != "optimal" and solution.deterministic_s < 0.95 * share * options.deterministic_units_per_s
-                      else "budget"}
+                      "stopped_by": charged.stopped_by.value}
         bound = solution.result.best_bound
         if solution.terms is not None and solution.terms.total <= evaluate(problem, hint).total:
             best, label = solution.assignment, ("cp-sat" if label == "warm-start" else f"{label}+cp-sat")
-        proved = solution.result.status == "optimal"
-        budget -= share
-    if budget > 0 and not proved and options.lns_share > 0:
-        best, stats = improve(problem, best, budget * options.deterministic_units_per_s if options.deterministic
-                              else budget, seed=options.seed, wall_limit_s=budget * 3.0,
+    else:
+        budget.skip("cp_sat")
+    grant = budget.grant("lns")
+    if grant.seconds > 0 and not proved and options.lns_share > 0:
+        best, stats = improve(problem, best, grant.solver_limit, seed=options.seed, wall_limit_s=grant.wall_cap_s,
                               sub_time_s=options.lns_neighbourhood_s)
         lns_stats = stats.to_dict()
-        if stats.improved:
+        used = stats.deterministic_s / grant.units_per_s if grant.deterministic else stats.wall_s
+        budget.charge(grant, used, stats.wall_s, stats.stopped_by)
+        if stats.gained:
             label = "cp-sat-lns" if label == "warm-start" else f"{label}+lns"
+    else:
+        budget.skip("lns")
     return SearchResult(best, bound, proved, label, pairs, monolithic, lns_stats, consolidation, recreate)
 
 
 def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
-         progress: Progress | None = None, solver_log: Callable[[str], None] | None = None) -> Plan:
-    """Candidates, FFD warm start, CP-SAT, LP bound; the better of CP-SAT and FFD is returned, labelled."""
+         progress: Progress | None = None, solver_log: Callable[[str], None] | None = None,
+         budget: SearchBudget | None = None) -> Plan:
+    """Warm start, wide search, candidates, CP-SAT and LNS, LP bound, all under one search budget (the
+    command's, when given); the better of the search and the warm start is returned, labelled."""
     note = progress or (lambda _stage: None)
     options.validate()
+    budget = budget or new_budget(options)
     started = time.perf_counter()
+    set_aside(budget, options, hosts.height, requests.height)
     note("fleet")
-    fleet = build_fleet(hosts)
+    with budget.fixed("fleet"):
+        fleet = build_fleet(hosts)
     note("baseline")
-    start, order, start_label, ffd = warm_start(fleet, requests, options)
+    with budget.fixed("warm_start"):
+        start, order, start_label, ffd = warm_start(fleet, requests, options, budget)
     note("search")
-    searched = recreate_wide(fleet, requests, options, start, order)
+    searched = recreate_wide(fleet, requests, options, start, order, budget)
     note("candidates")
-    # the model's candidates: the best top_k classes, plus every host the warm start and the search used
-    must = [a | b for a, b in zip(_hosts_of(start), _hosts_of(searched.assignment))]
-    candidates = find_candidates(fleet, requests, options, must_include=must)
-    problem = build_problem(fleet, requests, candidates, options, order)
-    hint = canonical_groups(problem, _reorder(searched.assignment, order))
-    ffd_terms = evaluate(problem, _reorder(ffd, order))
-    start_hint = _reorder(start, order)
-    start_terms = evaluate(problem, start_hint)
+    with budget.fixed("candidates"):
+        # the model's candidates: the best top_k classes, plus every host the warm start and the search used
+        must = [a | b for a, b in zip(_hosts_of(start), _hosts_of(searched.assignment))]
+        candidates = find_candidates(fleet, requests, options, must_include=must)
+        problem = build_problem(fleet, requests, candidates, options, order)
+        hint = canonical_groups(problem, _reorder(searched.assignment, order))
+        ffd_terms = evaluate(problem, _reorder(ffd, order))
+        start_hint = _reorder(start, order)
+        start_terms = evaluate(problem, start_hint)
     note("solve")
-    search = solve(problem, hint, options, solver_log, searched)
+    search = solve(problem, hint, options, budget, solver_log, searched)
     chosen, terms = search.assignment, evaluate(problem, search.assignment)
     improved = terms.total < start_terms.total
     if not improved:
@@ -340,22 +385,44 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     lp_result = None
     if options.lp_bound:
         note("bound")
+        grant = budget.tail_grant("bound", options.lp_time_limit_s)
         relax = lp_bound if search.pairs <= options.lp_pair_limit else aggregate_bound
-        lp_result = relax(problem, options.lp_time_limit_s)
+        lp_result = relax(problem, max(grant.seconds, 0.1))
+        budget.charge(grant, lp_result.wall_s, lp_result.wall_s,
+                      Stop.DONE if lp_result.status == "optimal" else Stop.BUDGET)
         if lp_result.status == "optimal" and (bound_units is None or lp_result.objective > bound_units):
             bound_units = lp_result.objective
+    note("assign")
+    with budget.fixed("assign"):
+        shards, requests_out = assemble(fleet, requests, _restore(chosen, order), options, candidates, problem, order)
+    note("check")
+    with budget.fixed("check"):
+        violations = check_plan(hosts, requests, shards, requests_out, options)
+    fallback = None
+    if violations:
+        # a bug, never a plan: fall back to the best valid plan found (warm start, FFD, nothing placed)
+        fallback = {"violations": [str(v) for v in violations[:20]], "violation_count": len(violations)}
+        for name, alternative in (("warm start", start_hint), ("first-fit decreasing", _reorder(ffd, order)),
+                                  ("nothing placed", Assignment.empty(len(order)))):
+            with budget.fixed(f"fallback: {name}"):
+                shards, requests_out = assemble(fleet, requests, _restore(alternative, order), options, candidates,
+                                                problem, order)
+                if not check_plan(hosts, requests, shards, requests_out, options):
+                    chosen, terms, improved = alternative, evaluate(problem, alternative), False
+                    fallback["plan"] = name
+                    break
     objective = terms.total / COST_UNITS_PER_DOLLAR
     bound = None if bound_units is None else min(bound_units, terms.total) / COST_UNITS_PER_DOLLAR
     gap = relative_gap(objective, bound)
-    status = "optimal" if search.proved_optimal or (gap is not None and gap < 1e-9) else "feasible"
-    if improved or status == "optimal":
+    status = "optimal" if search.proved_optimal and fallback is None or (gap is not None and gap < 1e-9) else "feasible"
+    if fallback is not None:
+        solver = f"checker fallback: {fallback['plan']} ({search.label} broke {len(violations)} invariant checks)"
+    elif improved or status == "optimal":
         solver = search.label + (f"+{lp_result.solver}" if lp_result is not None and bound_units == lp_result.objective else "")
     else:
         solver = f"warm-start fallback: {start_label} ({search.label}: no better plan in time)"
-    final = SolveResult(status, objective, bound, gap, time.perf_counter() - started, solver)
+    final = SolveResult(status, objective, bound, gap, budget.elapsed(), solver)
     assignment = _restore(chosen, order)
-    note("assign")
-    shards, requests_out = assemble(fleet, requests, assignment, options, candidates, problem, order)
     placed = int(assignment.placed.sum())
     plan_json = {
         **final.to_dict(),
@@ -376,6 +443,8 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
                        "placed": int(start.placed.sum())},
         "candidates": {"pairs": _pairs(candidates.compute, candidates.storage),
                        "member_cap": candidates.member_cap, "symmetry_groups": len(candidates.symmetry_groups)},
+        "checker_fallback": fallback,
+        "budget": budget.to_dict(),
     }
     return Plan(hosts, requests, shards, requests_out, final, plan_json, options, fleet, candidates, assignment)
 

@@ -50,6 +50,43 @@ class PlanExportError(ValueError):
     """A plan that cannot be written: which table, which column, what is wrong."""
 
 
+class OutDirError(ValueError):
+    """An output directory that cannot take a plan: not writable, or holding a plan without --force."""
+
+
+PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "moves.parquet",
+              "forecast.parquet", "report.html", "plan.json", "inputs/hosts.parquet", "inputs/requests.parquet")
+"""Every file a plan directory may hold: what --force replaces and what counts as stale."""
+
+
+def prepare_out_dir(out_dir: str | Path, force: bool = False) -> Path:
+    """Check, before any solving, that `out_dir` can take a plan: a directory (or creatable one) we can
+    write to, holding no plan unless `force`. Creates nothing."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"--out {out}: exists and is not a directory")
+    held = [name for name in PLAN_FILES if (out / name).exists()]
+    if held and not force:
+        raise OutDirError(f"--out {out}: already holds a plan ({', '.join(held[:3])}{' …' if len(held) > 3 else ''}); "
+                          "pass --force to replace it, or choose another directory")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutDirError(f"--out {out}: {existing} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutDirError(f"--out {out}: cannot write in {existing} ({exc.strerror})") from exc
+    return out
+
+
+def remove_stale(out_dir: Path, written: set[str]) -> None:
+    """Plan files of an earlier run that this run did not write (they must not pass for this plan's)."""
+    for name in PLAN_FILES:
+        if name not in written and (out_dir / name).exists():
+            (out_dir / name).unlink()
+
+
 class PlanDirError(ValueError):
     """A plan directory that cannot be read: which file and what is missing or malformed."""
 
@@ -214,8 +251,10 @@ def _check_values(shards: pl.DataFrame, requests_out: pl.DataFrame, hosts: pl.Da
 
 
 def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame,
-                   requests_out: pl.DataFrame, plan_json: dict, reservations: pl.DataFrame | None = None) -> None:
-    """Write the plan directory; every file is built first, then each lands atomically (plan.json last)."""
+                   requests_out: pl.DataFrame, plan_json: dict, reservations: pl.DataFrame | None = None,
+                   keep: tuple[str, ...] = ()) -> None:
+    """Write the plan directory; every file is built first, then each lands atomically (plan.json last);
+    plan files of an earlier run that this one did not write are removed, but for `keep` (written next)."""
     out_dir = Path(out_dir)
     input_hosts = conform_inputs(hosts, HOST_COLUMNS, INPUT_HOSTS_FILE)
     input_requests = conform_inputs(requests, REQUEST_COLUMNS, INPUT_REQUESTS_FILE)
@@ -242,9 +281,7 @@ def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.Dat
         contents[RESERVATIONS_FILE] = _parquet_bytes(reservations, plan_text)
     contents[PLAN_FILE] = (plan_text + "\n").encode()
     _write_all_atomically(out_dir, contents)
-    stale = out_dir / RESERVATIONS_FILE
-    if reservations is None and stale.exists():  # a previous run's blocks must not pass for this plan's
-        stale.unlink()
+    remove_stale(out_dir, set(contents) | set(keep))
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: str | Path, plan_json: dict | None = None) -> None:

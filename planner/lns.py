@@ -11,28 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from models.placement import solve_placement
 from models.problem import STORAGE, Assignment, PlacementProblem, evaluate, host_usage
-
-
-@dataclass
-class LnsStats:
-    """What the search did: neighbourhoods tried and accepted, objective before and after."""
-
-    iterations: int = 0
-    improved: int = 0
-    start_objective: int = 0
-    final_objective: int = 0
-    deterministic_s: float = 0.0
-    wall_s: float = 0.0
-    stopped_by: str = "budget"  # or "wall_clock_safety_net" (then a rerun may differ)
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+from planner.budget import SearchStats, Stop
 
 
 def _touching(assignment: Assignment, n_hosts: int) -> list[set[int]]:
@@ -88,18 +72,18 @@ def subproblem(problem: PlacementProblem, assignment: Assignment, requests: list
 
 def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed: int = 0,
             hosts_per_neighbourhood: int = 16, max_requests: int = 60, sub_time_s: float = 0.5,
-            wall_limit_s: float | None = None, on_iteration=None) -> tuple[Assignment, LnsStats]:
+            wall_limit_s: float | None = None, on_iteration=None) -> tuple[Assignment, SearchStats]:
     """Destroy-and-repair until `budget_s` (deterministic units when the problem is deterministic, else
-    seconds) is spent, or the wall-clock safety net."""
+    seconds) is spent, or `wall_limit_s` (the search budget's wall-clock cap) ends it."""
     rng = np.random.default_rng(seed)
     current = Assignment(start.placed.copy(), [list(p) for p in start.parts], [list(s) for s in start.storage_hosts])
-    stats = LnsStats(start_objective=evaluate(problem, current).total)
+    stats = SearchStats(start_objective=evaluate(problem, current).total, start_placed=int(current.placed.sum()))
     began = time.perf_counter()
     racks = {int(k): np.flatnonzero(problem.rack == k) for k in np.unique(problem.rack)}
-    wall_limit_s = 3 * budget_s if wall_limit_s is None else wall_limit_s
+    wall_limit_s = float("inf") if wall_limit_s is None else wall_limit_s
     spent = lambda: stats.deterministic_s if problem.deterministic else time.perf_counter() - began  # noqa: E731
     while spent() < budget_s and time.perf_counter() - began < wall_limit_s:
-        stats.iterations += 1
+        stats.moves += 1
         on_host = _touching(current, problem.n_hosts)
         unplaced = np.flatnonzero(~current.placed)
         hosts: set[int] = set()
@@ -147,6 +131,10 @@ def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed:
         if not requests:
             continue
         sub, hint = subproblem(problem, current, requests, hosts, sub_time_s)
+        left = wall_limit_s - (time.perf_counter() - began)
+        if left <= 0:
+            break
+        sub = dataclasses.replace(sub, wall_limit_s=min(left, sub.wall_limit_s or left))
         before = evaluate(sub, hint).total
         solution = solve_placement(sub, hint=hint, complete=False)
         stats.deterministic_s += max(solution.deterministic_s, 0.01)
@@ -157,10 +145,12 @@ def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed:
             current.parts[r] = solution.assignment.parts[i]
             current.storage_hosts[r] = solution.assignment.storage_hosts[i]
         stats.improved += 1
+        stats.kept += 1
         if on_iteration is not None:
             on_iteration(stats)
     stats.final_objective = evaluate(problem, current).total
+    stats.final_placed = int(current.placed.sum())
     stats.wall_s = time.perf_counter() - began
-    if problem.deterministic and stats.deterministic_s < budget_s:
-        stats.stopped_by = "wall_clock_safety_net"
+    if stats.deterministic_s < budget_s if problem.deterministic else stats.wall_s < budget_s:
+        stats.stopped_by = Stop.WALL_CAP
     return current, stats

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from planner.budget import SearchBudget
 from planner.checker import Violation, check_plan
 from planner.inputs import load_history, load_hosts, load_requests
 from planner.options import PlanOptions
@@ -96,11 +97,16 @@ def load_inputs(folder: Path | None) -> NightlyInputs:
 
 
 def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_options: ReservationOptions,
-                forecaster: str = NIGHTLY_FORECASTER, note: Note | None = None) -> NightlyRun:
-    """forecast → sizing → plan → check on loaded inputs; `note(stage, detail)` hears each stage start."""
+                forecaster: str = NIGHTLY_FORECASTER, note: Note | None = None,
+                budget: SearchBudget | None = None) -> NightlyRun:
+    """forecast → sizing → plan → check on loaded inputs; `note(stage, detail)` hears each stage start.
+    Forecast and sizing run inside the budget's time limit (the command's, when given)."""
     from forecasting.export import forecast_demand
 
     tell = note or (lambda _stage, _detail: None)
+    if budget is not None:  # the sizing model's limit within the command's: a fifth of what is left at most
+        reservation_options = reservation_options.replace(
+            time_limit_s=max(min(reservation_options.time_limit_s, 0.2 * budget.wall_left()), 1.0))
     seconds: dict[str, float] = {}
     notes: list[str] = []
     forecast, sizing, blocks = None, None, empty_blocks()
@@ -125,7 +131,7 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
     started = time.perf_counter()
     tell("plan", None)
     planned = plan_with_reservations(inputs.hosts, inputs.requests, blocks, plan_options, sizing,
-                                     progress=lambda stage: tell("plan", stage))
+                                     progress=lambda stage: tell("plan", stage), budget=budget)
     seconds["plan"] = time.perf_counter() - started
     started = time.perf_counter()
     tell("check", None)
@@ -147,18 +153,20 @@ def export_nightly(run: NightlyRun, out: Path) -> None:
     planned = run.planned
     write_plan_dir(out, hosts=run.inputs.hosts, requests=planned.requests, shards=planned.shards,
                    requests_out=planned.requests_out, plan_json=planned.plan_json,
-                   reservations=planned.reservations if run.sizing is not None else None)
+                   reservations=planned.reservations if run.sizing is not None else None,
+                   keep=("forecast.parquet",) if run.forecast is not None else ())
     if run.forecast is not None:
         write_forecast(run.forecast, out, {"forecaster": run.forecaster, "history": run.inputs.history_source})
 
 
 def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reservation_options: ReservationOptions,
-                forecaster: str, console: Console, errors: Console) -> int:
-    """The `shardplan nightly` command body: progress bar per stage, summary tables; returns the exit code."""
-    from planner.cli_plan import print_summary, print_violations
+                forecaster: str, console: Console, errors: Console, force: bool = False, as_json: bool = False) -> int:
+    """The `shardplan nightly` command body: progress bar per stage, summary tables; returns the exit code.
+    `--time-limit` bounds the whole command: its budget starts with the command."""
+    from planner.cli_plan import print_summary, print_violations, start_command, warn_fallback
     from planner.inputs import InputError
 
-    begun = time.perf_counter()
+    budget = start_command(plan_options, out, force)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=errors,
                   transient=not errors.is_terminal) as bar:
@@ -166,18 +174,19 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
 
         def stage(name: str, detail: str | None = None) -> None:
             if name == "plan" and detail in ("search", "solve"):
-                detail = f"{detail}, part of the ≤ {plan_options.time_limit_s:g}s search"
+                detail = f"{detail}, part of the ≤ {plan_options.time_limit_s:g}s run"
             bar.update(task, completed=NIGHTLY_STAGES.index(name),
                        description=name if detail is None else f"{name}: {detail}")
 
         stage("history")
         try:
-            inputs = load_inputs(folder)
+            with budget.fixed("read_inputs"):
+                inputs = load_inputs(folder)
         except (InputError, FileNotFoundError) as exc:
             bar.stop()
             errors.print("bad input: " + str(exc), style="bold red", markup=False)
             return 2
-        run = run_nightly(inputs, plan_options, reservation_options, forecaster, note=stage)
+        run = run_nightly(inputs, plan_options, reservation_options, forecaster, note=stage, budget=budget)
         if run.violations:
             bar.stop()
             print_violations(run.violations)
@@ -185,19 +194,22 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
             return 1
         stage("export")
         started = time.perf_counter()
-        export_nightly(run, out)
+        with budget.fixed("export"):
+            run.planned.plan_json["budget"] = budget.to_dict()
+            export_nightly(run, out)
         run.stage_seconds["export"] = time.perf_counter() - started
         bar.update(task, completed=len(NIGHTLY_STAGES), description="done")
+    if run.planned.plan_json.get("checker_fallback"):
+        warn_fallback(run.planned.plan_json["checker_fallback"])
+    if as_json:
+        print_summary(run.planned.plan_json, out, as_json=True)
+        return 0
     for line in run.notes:
         console.print(f"[yellow]note[/]: {line}")
     print_summary(run.planned.plan_json, out)
-    plan_json = run.planned.plan_json
-    console.print(f"real requests: {plan_json['placed']} placed, "
-                  f"{plan_json['unplaced'] - plan_json['reservations']['blocks_unplaced']} unplaced; reservation "
-                  f"blocks: {plan_json['reserved']} held, {plan_json['reservations']['blocks_unplaced']} not held")
     if run.sizing is not None:
         console.print(reservation_table(run))
-    console.print(f"nightly: {time.perf_counter() - begun:.1f}s wall ("
+    console.print(f"nightly: {budget.elapsed():.1f}s wall ("
                   + ", ".join(f"{k} {v:.1f}s" for k, v in run.stage_seconds.items()) + ")")
     return 0
 

@@ -18,7 +18,7 @@ class PlanOptions:
     mode: str = "sharded"
     """sharded: a request may span up to max_shards hosts; whole: one host per VM (classic scheduler)."""
     time_limit_s: float = 30.0
-    """CP-SAT wall-clock limit."""
+    """The whole command's wall time (s): reading, search, bound, check and export (planner.budget)."""
     workers: int = 2
     """CP-SAT search workers (the plan is deterministic for a fixed seed and worker count)."""
     seed: int = 0
@@ -29,6 +29,17 @@ class PlanOptions:
     deterministic_units_per_s: float = 0.25
     """CP-SAT deterministic-time units granted per second of time_limit_s (measured ≈ 0.1–0.4 per wall
     second on a 2-core machine, depending on load)."""
+    wall_safety_factor: float = 3.0
+    """Deterministic mode: a search phase may run at most this many times its grant in wall seconds, and
+    never past the command's deadline (planner.budget); when that cap fires, plan.json says so."""
+    fixed_s_per_mpair: float = 1.5
+    """Seconds set aside, per million request × host pairs, for the phases that cannot be cut short (warm
+    start, candidates, assignment, check, export): measured ≈ 1.0 s at 2,000 hosts × 5,000 requests on an
+    idle 2-core machine (10 M pairs; 4 s warm start, 5 s candidates, 1 s after the search). A deterministic
+    estimate, so the searches' shares do not depend on the machine's speed."""
+    bound_share: float = 0.05
+    """Share of time_limit_s set aside for the LP bound after the search (at least 1 s, at most
+    lp_time_limit_s)."""
     warm_start_work: float = 2.5e7
     """Construction heuristics tried before CP-SAT: as many of the six as fit in this many
     request × host pairs in all (all six on the demo; two on 2,000 hosts × 5,000 requests)."""
@@ -120,27 +131,48 @@ class PlanOptions:
                 except ValueError as exc:
                     raise ValueError(f"environment variable SHARDPLAN_{f.name.upper()}={raw!r}: expected {kind.__name__}") from exc
         options = cls(**changes)
-        options.validate()
+        try:
+            options.validate()
+        except OptionError as exc:
+            raise (exc.named(f"SHARDPLAN_{exc.name.upper()}") if exc.name in changes else exc) from None
         return options
 
     def validate(self) -> None:
-        if self.mode not in ("sharded", "whole"):
-            raise ValueError(f"mode must be 'sharded' or 'whole', got {self.mode!r}")
-        if self.time_limit_s <= 0 or self.workers < 1 or self.top_k < 1 or self.search_pair_budget < 1:
-            raise ValueError("time_limit_s must be > 0, workers ≥ 1, top_k ≥ 1 and search_pair_budget ≥ 1")
-        if self.min_local_ram_gib_per_vcpu < 0 or self.remote_memory_gbps_per_gib < 0:
-            raise ValueError("min_local_ram_gib_per_vcpu and remote_memory_gbps_per_gib must be ≥ 0")
-        if not all(0 <= x < 1 for x in (self.consolidation_share, self.recreate_share)) \
-                or not 0 <= self.lns_share <= 1:
-            raise ValueError("consolidation_share and recreate_share must be in [0, 1), lns_share in [0, 1]")
-        if self.unplaced_weight <= 0:
-            raise ValueError(f"unplaced_weight must be > 0 (placing demand is the objective's first aim), "
-                             f"got {self.unplaced_weight}")
-        if self.recreate_moves_per_s < 1 or self.consolidation_moves_per_s < 1:
-            raise ValueError("recreate_moves_per_s and consolidation_moves_per_s must be ≥ 1 "
-                             "(a share of 0 disables a search)")
-        if not 0 <= self.reservation_weight <= 1:
-            raise ValueError(f"reservation_weight must be in [0, 1], got {self.reservation_weight}")
+        """Raise OptionError naming the first field out of its range, with its value."""
+        for name, ok, rule in (
+            ("mode", self.mode in ("sharded", "whole"), "'sharded' or 'whole'"),
+            ("time_limit_s", self.time_limit_s > 0, "> 0"),
+            ("workers", self.workers >= 1, "≥ 1"),
+            ("top_k", self.top_k >= 1, "≥ 1"),
+            ("search_pair_budget", self.search_pair_budget >= 1, "≥ 1"),
+            ("min_local_ram_gib_per_vcpu", self.min_local_ram_gib_per_vcpu >= 0, "≥ 0"),
+            ("remote_memory_gbps_per_gib", self.remote_memory_gbps_per_gib >= 0, "≥ 0"),
+            ("consolidation_share", 0 <= self.consolidation_share < 1, "in [0, 1)"),
+            ("recreate_share", 0 <= self.recreate_share < 1, "in [0, 1)"),
+            ("lns_share", 0 <= self.lns_share <= 1, "in [0, 1]"),
+            ("wall_safety_factor", self.wall_safety_factor >= 1, "≥ 1"),
+            ("fixed_s_per_mpair", self.fixed_s_per_mpair >= 0, "≥ 0"),
+            ("bound_share", 0 <= self.bound_share < 1, "in [0, 1)"),
+            ("unplaced_weight", self.unplaced_weight > 0, "> 0 (placing demand is the objective's first aim)"),
+            ("recreate_moves_per_s", self.recreate_moves_per_s >= 1, "≥ 1 (a share of 0 disables a search)"),
+            ("consolidation_moves_per_s", self.consolidation_moves_per_s >= 1, "≥ 1 (a share of 0 disables a search)"),
+            ("reservation_weight", 0 <= self.reservation_weight <= 1, "in [0, 1]"),
+            ("lp_time_limit_s", self.lp_time_limit_s > 0, "> 0"),
+        ):
+            if not ok:
+                raise OptionError(name, getattr(self, name), rule)
+
+
+class OptionError(ValueError):
+    """An option out of its range: which one, its value, and the rule (the CLI names the flag)."""
+
+    def __init__(self, name: str, value: object, rule: str, source: str | None = None) -> None:
+        self.name, self.value, self.rule, self.source = name, value, rule, source
+        super().__init__(f"{source or name} = {value!r}: must be {rule}")
+
+    def named(self, source: str) -> "OptionError":
+        """The same error, naming where the value came from (a flag or an environment variable)."""
+        return OptionError(self.name, self.value, self.rule, source)
 
 
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(PlanOptions))

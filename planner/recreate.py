@@ -28,13 +28,14 @@ end, so the CP-SAT symmetry rules accept the plan as a hint.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from models.problem import (GPU, STORAGE, VCPU, Assignment, PlacementProblem, canonical_groups, evaluate,
                             host_usage, remote_traffic, request_spread)
 from planner.baselines import place
+from planner.budget import SearchStats, Stop
 
 NOISE = 0.25
 """Recreate order: unplaced weight × a random factor in [1 − NOISE, 1 + NOISE] ..."""
@@ -45,24 +46,6 @@ MAX_REMOVED = 40
 """A ruin removes at most this many requests (a random subset when more touch its hosts)."""
 EXTRA_WAITING = 8
 """Other waiting requests that may use a ruined host, offered a place in the recreate."""
-
-
-@dataclass
-class RecreateStats:
-    """What the search did: moves tried, kept, improving; objective before and after."""
-
-    moves: int = 0
-    kept: int = 0
-    improved: int = 0
-    start_objective: int = 0
-    final_objective: int = 0
-    start_placed: int = 0
-    final_placed: int = 0
-    wall_s: float = 0.0
-    stopped_by: str = "budget"  # "budget" (moves), "nothing_waits" or "wall_clock_safety_net"
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -169,7 +152,7 @@ class _Inserter:
 
 
 def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_moves: int, seed: int = 0,
-                      wall_limit_s: float | None = None, relabel: bool = True) -> tuple[Assignment, RecreateStats]:
+                      wall_limit_s: float | None = None, relabel: bool = True) -> tuple[Assignment, SearchStats]:
     """Place more of the waiting demand while `max_moves` last; returns the plan (never worse than
     `assignment`; interchangeable empty hosts relabelled by first use unless not `relabel`, for a caller
     who relabels on another problem) and what was done."""
@@ -177,7 +160,7 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
     rng = np.random.default_rng(seed)
     state = _State(problem, assignment)
     inserter = _Inserter(problem)
-    stats = RecreateStats(start_objective=state.total, start_placed=int(state.placed.sum()))
+    stats = SearchStats(start_objective=state.total, start_placed=int(state.placed.sum()))
     has_candidates = np.array([len(c) > 0 for c in problem.compute_candidates], dtype=bool)
     weight = problem.unplaced_weight.astype(float)
     wanting: list[list[int]] = [[] for _ in range(problem.n_hosts)]  # requests that may use each host
@@ -186,11 +169,11 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
             wanting[h].append(r)
     while stats.moves < max_moves:
         if wall_limit_s is not None and time.perf_counter() - began > wall_limit_s:
-            stats.stopped_by = "wall_clock_safety_net"
+            stats.stopped_by = Stop.WALL_CAP
             break
         waiting = np.flatnonzero(~state.placed & has_candidates)
         if not len(waiting):
-            stats.stopped_by = "nothing_waits"
+            stats.stopped_by = Stop.DONE  # nothing waits
             break
         stats.moves += 1
         w = weight[waiting]

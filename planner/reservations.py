@@ -29,6 +29,7 @@ import polars as pl
 
 from models.problem import SolveResult
 from models.reservations import ReservationProblem, solve_reservations
+from planner.budget import SearchBudget
 from planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, plan
 from planner.options import PlanOptions
 from planner.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES
@@ -376,10 +377,11 @@ def with_blocks(requests: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
 
 def plan_with_reservations(hosts: pl.DataFrame, requests: pl.DataFrame, blocks: pl.DataFrame,
                            options: PlanOptions, sizing: ReservationSizing | None = None,
-                           progress: Callable[[str], None] | None = None) -> ReservedPlan:
+                           progress: Callable[[str], None] | None = None,
+                           budget: SearchBudget | None = None) -> ReservedPlan:
     """Plan the real requests and the blocks together, then split the blocks out (:func:`split_reservations`)."""
     combined = with_blocks(requests, blocks)
-    result = plan(hosts, combined, options, progress=progress)
+    result = plan(hosts, combined, options, progress=progress, budget=budget)
     return split_reservations(result, combined, sizing)
 
 
@@ -413,13 +415,14 @@ def split_reservations(result: Plan, requests: pl.DataFrame, sizing: Reservation
         pl.when(in_blocks & (pl.col("status") == "unplaced"))
         .then(pl.format("reservation block not held: {}", pl.col("reason")))
         .otherwise(pl.col("reason")).alias("reason"))
-    counts = requests_out.group_by("status").len()
-    count = dict(zip(counts["status"].to_list(), counts["len"].to_list()))
+    real = requests_out.filter(~in_blocks)["status"]
+    held = int((requests_out.filter(in_blocks)["status"] == "reserved").sum())
     plan_json = {
         **result.plan_json,
-        "placed": int(count.get("placed", 0)),
-        "unplaced": int(count.get("unplaced", 0)),
-        "reserved": int(count.get("reserved", 0)),
+        "placed": int((real == "placed").sum()),
+        "unplaced": int((real == "unplaced").sum()),
+        "reserved": held,
+        "reservation_blocks": {"held": held, "not_held": int(blocks.height - held)},
         "reservations": reservation_summary(sizing, blocks, requests_out, reservations),
     }
     return ReservedPlan(result, requests, result.shards.filter(~in_blocks), requests_out, reservations, plan_json)

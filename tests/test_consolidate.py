@@ -34,7 +34,7 @@ def test_first_fit_leaves_a_host_that_consolidation_empties():
     assert used_hosts(problem, ffd) == 4
     packed, stats = consolidate(problem, ffd, max_moves=2000, seed=0)
     assert used_hosts(problem, packed) == 3
-    assert stats.hosts_emptied == 1 and stats.final_objective < stats.start_objective
+    assert stats.detail["hosts_emptied"] == 1 and stats.final_objective < stats.start_objective
     assert evaluate(problem, packed).total == stats.final_objective
     assert packed.placed.all()
     assert (host_usage(problem, packed) <= problem.free).all()
@@ -60,7 +60,7 @@ def test_requests_only_move_to_their_own_candidates():
     gpu_requests = [r for r in range(problem.n_requests) if problem.demand[r][GPU] > 0]
     assert len(gpu_requests) == 1
     assert all(packed.parts[r][0][0] == 5 for r in gpu_requests)
-    assert stats.hosts_emptied >= 1
+    assert stats.detail["hosts_emptied"] >= 1
     assert (host_usage(problem, packed) <= problem.free).all()
 
 
@@ -105,6 +105,6 @@ def test_emptied_hosts_of_a_symmetry_group_leave_the_used_ones_first_in_line():
     assert len(problem.symmetry_groups) == 1
     group = [int(h) for h in problem.symmetry_groups[0]]
     packed, stats = consolidate(problem, ffd, max_moves=2000, seed=0)
-    assert stats.hosts_emptied == 1
+    assert stats.detail["hosts_emptied"] == 1
     used = sorted(int(h) for h in np.flatnonzero(host_usage(problem, packed).sum(axis=1) > 0))
     assert used == group[:3]
