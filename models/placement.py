@@ -92,10 +92,14 @@ def add_demand(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementV
 
 
 def add_part_links(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
-    """A part exists (use) iff it holds something; vcpu presence; invariants 4 and 5 per part."""
-    if problem.whole:
-        return
+    """A part exists (use) iff it holds something; vcpu presence; invariants 4 and 5 per part (whole mode:
+    sizes are the demand, so invariant 4 is the request's RAM per vcpu)."""
     num, den = problem.local_ram_per_vcpu
+    if problem.whole:
+        for r in range(problem.n_requests):  # invariant 4 on the one part: the VM's RAM per vcpu
+            if den * int(problem.demand[r][RAM]) < num * int(problem.demand[r][VCPU]):
+                model.Add(v.placed[r] == 0)
+        return
     for r in range(problem.n_requests):
         d = problem.demand[r]
         for i, h in enumerate(problem.compute_candidates[r]):

@@ -96,6 +96,7 @@ class ObjectiveTerms:
     unplaced: int
     active_cost: int
     spread: int
+    ruled_out: int = 0  # unplaced weight of requests no host passes the filters for: no plan changes it, not in total
 
     @property
     def total(self) -> int:
@@ -104,7 +105,8 @@ class ObjectiveTerms:
     def to_dict(self) -> dict[str, float]:
         scale = COST_UNITS_PER_DOLLAR
         return {"unplaced_penalty": self.unplaced / scale, "active_host_cost_per_hour": self.active_cost / scale,
-                "spread_penalty": self.spread / scale, "total": self.total / scale}
+                "spread_penalty": self.spread / scale, "total": self.total / scale,
+                "ruled_out_penalty_not_in_total": self.ruled_out / scale}
 
 
 def symmetry_views(problem: PlacementProblem, group: np.ndarray) -> list[tuple[int, list[int], list[int]]] | None:

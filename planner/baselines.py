@@ -75,11 +75,16 @@ def place(hosts: HostArrays, free: np.ndarray, compute: np.ndarray, storage: np.
     their order, or best fit), else split over up to `max_shards` of them; storage copies on `storage`
     hosts. `gpu_fit` is a mask over all hosts. Returns (parts, storage copy hosts) or None."""
     placed = _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, remote_mbps_per_gib, allow_remote,
-                          best_fit)
+                          best_fit) if local_ram_holds(d, ratio) else None
     if placed is None and max_shards > 1:
         placed = _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio,
                                 remote_mbps_per_gib, allow_remote)
     return placed
+
+
+def local_ram_holds(d: np.ndarray, ratio: float) -> bool:
+    """Invariant 4 for a request in one part: its RAM covers ratio × its vcpu."""
+    return d[VCPU] == 0 or d[RAM] >= ratio * d[VCPU] - 1e-9
 
 
 def _storage_copies(hosts: HostArrays, free: np.ndarray, storage: np.ndarray, d: np.ndarray,

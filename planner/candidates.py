@@ -16,6 +16,7 @@ Score of a host for a request (higher is better), on the class representative:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -24,10 +25,6 @@ from models.problem import GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU
 from planner.options import PlanOptions
 from planner.schema import tier_rank
 
-REASON_NOT_UP = "host not up (draining or down)"
-REASON_GPU = "no free GPU of the requested model"
-REASON_TIER = "storage tier below the requested one"
-REASON_RANKED_OUT = "ranked below the best top_k classes"
 
 
 @dataclass(frozen=True)
@@ -134,6 +131,114 @@ def _scores(fleet: Fleet, reps: np.ndarray, demand: np.ndarray) -> np.ndarray:
     return 2.0 * coverage + 1.0 * fleet.active[reps][None, :] + 0.5 * tightness - 0.5 * np.minimum(price, 4.0)[None, :]
 
 
+@dataclass(frozen=True)
+class FilterView:
+    """What the filters read for one chunk of requests against the class representatives."""
+
+    fleet: Fleet
+    reps: np.ndarray          # (C,) representative host of each class
+    free: np.ndarray          # (C, 5) the representatives' free capacity
+    demand: np.ndarray        # (n, 5) the chunk's demand
+    req: dict[str, np.ndarray]
+    ratio: float              # min_local_ram_gib_per_vcpu
+    zone_free: np.ndarray     # (Z, 5) free capacity of each zone's up hosts together
+
+    def gpu_fit(self) -> np.ndarray:
+        """(n, C) the class has a free GPU of the request's model (any model when none asked)."""
+        model = self.req["gpu_model"][:, None]
+        return (self.free[None, :, GPU] >= 1) & ((model == "") | (model == self.fleet.gpu_model[self.reps][None, :]))
+
+
+@dataclass(frozen=True)
+class HostFilter:
+    """A named candidate filter: which hosts pass it for each request; it counts what it drops."""
+
+    name: str
+    reason: str                                   # what explain and requests.parquet say of a drop
+    passes: Callable[[FilterView], np.ndarray]    # (n, C) bool
+    mode: str | None = None                       # only in this mode (None: both)
+
+
+def _zone_free(fleet: Fleet) -> np.ndarray:
+    zones = int(fleet.zone.max()) + 1 if fleet.n_hosts else 0
+    out = np.zeros((zones, 5), dtype=np.int64)
+    np.add.at(out, fleet.zone[fleet.up], fleet.free[fleet.up])
+    return out
+
+
+def _whole_fit(dim: int) -> Callable[[FilterView], np.ndarray]:
+    return lambda v: v.free[None, :, dim] >= v.demand[:, dim, None]
+
+
+def _zone_holds(v: FilterView) -> np.ndarray:
+    """The request's demand (storage once per copy) fits its zone's free capacity, all up hosts together."""
+    need = v.demand.copy()
+    need[:, STORAGE] *= np.maximum(v.req["replicas"], 1)
+    holds = np.all(v.zone_free[None, :, :] >= need[:, None, :], axis=2)   # (n, Z)
+    return holds[:, v.fleet.zone[v.reps]]
+
+
+def _zone_has_gpu_model(v: FilterView) -> np.ndarray:
+    """Sharded: a GPU request needs a free GPU of its model somewhere in the zone (its other parts need not)."""
+    fit = v.gpu_fit() & v.fleet.up[v.reps][None, :]
+    zones = v.fleet.zone[v.reps]
+    n_zones = int(v.fleet.zone.max()) + 1 if v.fleet.n_hosts else 0
+    has = np.zeros((fit.shape[0], n_zones), dtype=bool)
+    for z in range(n_zones):
+        has[:, z] = fit[:, zones == z].any(axis=1)
+    return (v.demand[:, GPU, None] == 0) | has[:, zones]
+
+
+def _part_room(v: FilterView) -> np.ndarray:
+    """Sharded: a part needs a vcpu with its local RAM, or (remote memory allowed) some RAM alone."""
+    d = v.demand
+    need_ram = np.maximum(np.ceil(v.ratio * np.minimum(d[:, VCPU], 1)), 1 if v.ratio > 0 else 0)
+    can_vcpu = (v.free[None, :, VCPU] >= 1) & (v.free[None, :, RAM] >= need_ram[:, None])
+    can_ram = (v.free[None, :, RAM] >= 1) & ~v.req["low_latency"][:, None] & (d[:, RAM, None] > 0)
+    can_gpu = (d[:, GPU] > 0)[:, None] & v.gpu_fit() & can_vcpu
+    takes = np.where(d[:, VCPU, None] > 0, can_vcpu | can_ram, can_ram | (v.free[None, :, NET] >= 1))
+    return takes | can_gpu
+
+
+def _stores(v: FilterView, ok: np.ndarray) -> np.ndarray:
+    return (v.demand[:, STORAGE, None] == 0) | ok
+
+
+COMPUTE_FILTERS: tuple[HostFilter, ...] = (
+    HostFilter("status", "host not up (draining or down)", lambda v: np.broadcast_to(v.fleet.up[v.reps][None, :],
+                                                                                      (v.demand.shape[0], len(v.reps)))),
+    HostFilter("local_ram_rule", "the request's RAM is below min_local_ram_gib_per_vcpu × its vcpu (invariant 4): "
+               "no part can hold its vcpu", lambda v: np.broadcast_to(
+                   ((v.demand[:, VCPU] == 0) | (v.demand[:, RAM] >= v.ratio * v.demand[:, VCPU] - 1e-9))[:, None],
+                   (v.demand.shape[0], len(v.reps)))),
+    HostFilter("zone_capacity", "the free capacity of the host's whole zone is short of the request", _zone_holds),
+    HostFilter("gpu_model", "no free GPU of the requested model on the host", lambda v: (v.demand[:, GPU, None] == 0)
+               | v.gpu_fit(), mode="whole"),
+    HostFilter("gpu_model", "no free GPU of the requested model anywhere in the host's zone", _zone_has_gpu_model,
+               mode="sharded"),
+    *(HostFilter(name, f"insufficient free {name}", _whole_fit(dim), mode="whole")
+      for dim, name in ((VCPU, "vcpu"), (RAM, "ram_gib"), (NET, "net_gbps"), (GPU, "gpu"))),
+    HostFilter("storage_tier", "storage tier below the requested one",
+               lambda v: _stores(v, v.fleet.tier[v.reps][None, :] >= v.req["tier"][:, None]), mode="whole"),
+    HostFilter("storage_gib", "insufficient free storage_gib",
+               lambda v: _stores(v, v.free[None, :, STORAGE] >= v.demand[:, STORAGE, None]), mode="whole"),
+    HostFilter("part_room", "no free vcpu with local RAM, nor RAM for remote memory", _part_room, mode="sharded"),
+)
+"""The compute-side filters in the order they run; the first a host fails is the reason counted for it."""
+
+FILTER_REASONS: dict[str, str] = {
+    "status": "not up (draining or down)",
+    "local_ram_rule": "fail the local-RAM rule (the request's RAM < min_local_ram_gib_per_vcpu × its vcpu)",
+    "zone_capacity": "lie in zones whose free capacity, all hosts together, is short of it",
+    "gpu_model": "lack a free GPU of its model (whole: on the host; sharded: in the host's zone)",
+    **{name: f"lack {name}" for name in ("vcpu", "ram_gib", "net_gbps", "gpu", "storage_gib")},
+    "storage_tier": "are below its storage tier",
+    "part_room": "lack room for any part (a vcpu with its local RAM, or RAM for remote memory)",
+    "ranked_out": "ranked below the best top_k classes",
+}
+"""Each filter's name → what a drop by it means (storage copies use storage_tier and storage_gib too)."""
+
+
 def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
                     must_include: list[set[int]] | None = None, chunk: int = 256) -> Candidates:
     """Filter, count reasons, rank and keep the best classes per zone for every request."""
@@ -149,39 +254,18 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
     storage_classes: list[np.ndarray] = []
     sizes = np.array([len(m) for m in members], dtype=np.int64)
     alive_hosts = np.zeros(n_req, dtype=np.int64)
+    zone_free = _zone_free(fleet)
     for lo in range(0, n_req, chunk):
         hi = min(lo + chunk, n_req)
         d = demand[lo:hi]
         weight = sizes[None, :]
-        alive = np.broadcast_to(fleet.up[reps][None, :], (hi - lo, len(reps))).copy()
-        _count(reason_rows, lo, "compute", REASON_NOT_UP, ~alive, weight)
-        wants_gpu = d[:, GPU] > 0
-        gpu_fit = (rep_free[None, :, GPU] >= 1) & ((req["gpu_model"][lo:hi, None] == "") |
-                                                    (req["gpu_model"][lo:hi, None] == fleet.gpu_model[reps][None, :]))
-        if whole:
-            drop = alive & wants_gpu[:, None] & ~gpu_fit
-            _count(reason_rows, lo, "compute", REASON_GPU, drop, weight)
-            alive &= ~drop
-            for dim, name in ((VCPU, "vcpu"), (RAM, "ram_gib"), (NET, "net_gbps"), (GPU, "gpu")):
-                drop = alive & (rep_free[None, :, dim] < d[:, dim, None])
-                _count(reason_rows, lo, "compute", f"insufficient free {name}", drop, weight)
-                alive &= ~drop
-            stores = d[:, STORAGE] > 0
-            drop = alive & stores[:, None] & (fleet.tier[reps][None, :] < req["tier"][lo:hi, None])
-            _count(reason_rows, lo, "compute", REASON_TIER, drop, weight)
-            alive &= ~drop
-            drop = alive & stores[:, None] & (rep_free[None, :, STORAGE] < d[:, STORAGE, None])
-            _count(reason_rows, lo, "compute", "insufficient free storage_gib", drop, weight)
-            alive &= ~drop
-        else:
-            # a part needs a vcpu with its local RAM, or (remote memory allowed) some RAM alone
-            need_ram = np.maximum(np.ceil(ratio * np.minimum(d[:, VCPU], 1)), 1 if ratio > 0 else 0)
-            can_vcpu = (rep_free[None, :, VCPU] >= 1) & (rep_free[None, :, RAM] >= need_ram[:, None])
-            can_ram = (rep_free[None, :, RAM] >= 1) & ~req["low_latency"][lo:hi, None] & (d[:, RAM, None] > 0)
-            can_gpu = wants_gpu[:, None] & gpu_fit & can_vcpu
-            takes = np.where(d[:, VCPU, None] > 0, can_vcpu | can_ram, can_ram | (rep_free[None, :, NET] >= 1))
-            drop = alive & ~takes & ~can_gpu
-            _count(reason_rows, lo, "compute", "no free vcpu with local RAM, nor RAM for remote memory", drop, weight)
+        view = FilterView(fleet, reps, rep_free, d, {k: v[lo:hi] for k, v in req.items()}, ratio, zone_free)
+        alive = np.ones((hi - lo, len(reps)), dtype=bool)
+        for host_filter in COMPUTE_FILTERS:
+            if host_filter.mode not in (None, options.mode):
+                continue
+            drop = alive & ~host_filter.passes(view)
+            _count(reason_rows, lo, "compute", host_filter.name, drop, weight)
             alive &= ~drop
         alive_hosts[lo:hi] = (alive * weight).sum(axis=1)
         score = np.where(alive, _scores(fleet, reps, d), -np.inf)
@@ -190,10 +274,10 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         s_alive = np.broadcast_to(fleet.up[reps][None, :], (hi - lo, len(reps))).copy()
         stores = d[:, STORAGE] > 0
         drop = s_alive & (fleet.tier[reps][None, :] < req["tier"][lo:hi, None]) & stores[:, None]
-        _count(reason_rows, lo, "storage", REASON_TIER, drop, weight)
+        _count(reason_rows, lo, "storage", "storage_tier", drop, weight)
         s_alive &= ~drop
         drop = s_alive & (rep_free[None, :, STORAGE] < d[:, STORAGE, None]) & stores[:, None]
-        _count(reason_rows, lo, "storage", "insufficient free storage_gib", drop, weight)
+        _count(reason_rows, lo, "storage", "storage_gib", drop, weight)
         s_alive &= ~drop & stores[:, None]
         s_score = np.where(s_alive, -np.abs(fleet.tier[reps][None, :] - req["tier"][lo:hi, None]) +
                            1.0 * fleet.active[reps][None, :] + rep_free[None, :, STORAGE] / max(rep_free[:, STORAGE].max(initial=1), 1),
@@ -226,12 +310,14 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         storage.append(s_hosts if demand[r, STORAGE] > 0 else np.empty(0, dtype=np.int64))
         ranked_out = int(alive_hosts[r]) - len(_members(compute_classes[r], members, cap))
         if ranked_out > 0:
-            reason_rows.append((r, "compute", REASON_RANKED_OUT, ranked_out))
-    reasons = pl.DataFrame(reason_rows, schema={"request": pl.Int64, "role": pl.Utf8, "reason": pl.Utf8,
+            reason_rows.append((r, "compute", "ranked_out", ranked_out))
+    reasons = pl.DataFrame(reason_rows, schema={"request": pl.Int64, "role": pl.Utf8, "filter": pl.Utf8,
                                                 "hosts": pl.Int64}, orient="row")
     ids = requests["request_id"]
     reasons = reasons.with_columns(pl.col("request").map_elements(lambda i: ids[i], return_dtype=pl.Utf8)
-                                   .alias("request_id")).select("request_id", "role", "reason", "hosts")
+                                   .alias("request_id"),
+                                   pl.col("filter").replace_strict(FILTER_REASONS, default=pl.col("filter"))
+                                   .alias("reason")).select("request_id", "role", "filter", "reason", "hosts")
     groups = [members[c][:cap] for c in range(len(members)) if grouped[c]]
     return Candidates(compute, gpu_ok, storage, reasons, groups, cap)
 

@@ -23,7 +23,7 @@ from models.problem import (COST_UNITS_PER_DOLLAR, GPU, NET, NET_UNITS_PER_GBPS,
                             PlacementProblem, SolveResult, canonical_groups, evaluate, relative_gap)
 from planner.baselines import SIZE_MEASURES, ffd_order, first_fit
 from planner.budget import SearchBudget, SearchStats, Stop
-from planner.candidates import Candidates, Fleet, build_fleet, find_candidates, request_arrays
+from planner.candidates import FILTER_REASONS, Candidates, Fleet, build_fleet, find_candidates, request_arrays
 from planner.checker import check_plan
 from planner.consolidate import consolidate
 from planner.lns import improve
@@ -72,6 +72,11 @@ class Plan:
     candidates: Candidates | None
     assignment: Assignment
 
+    @property
+    def filter_counts(self) -> pl.DataFrame | None:
+        """What each candidate filter dropped per request, as the solver saw it (filters.parquet)."""
+        return None if self.candidates is None else self.candidates.reasons
+
 
 def demand_units(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
     """vcpu + ram_gib / demand_ram_gib_per_unit + gpu_units_per_gpu × gpu (at least 1 per request)."""
@@ -89,13 +94,24 @@ def unplaced_priority(requests: pl.DataFrame, options: PlanOptions) -> np.ndarra
     return np.where(is_block, priority * options.reservation_weight, priority)
 
 
+def unplaced_weights(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
+    """Solver units charged per request left unplaced: priority × demand units × unplaced_weight."""
+    return np.rint(unplaced_priority(requests, options) * demand_units(requests, options) * options.unplaced_weight
+                   * COST_UNITS_PER_DOLLAR).astype(np.int64)
+
+
+def ruled_out(candidates: Candidates) -> np.ndarray:
+    """(R,) requests no host passed the compute filters for."""
+    return np.array([len(c) == 0 for c in candidates.compute], dtype=bool)
+
+
 def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates | None, options: PlanOptions,
                   order: np.ndarray) -> PlacementProblem:
     """Solver-unit arrays for the requests in `order` (the FFD order, which the symmetry rules rely on)."""
     req = request_arrays(requests)
-    priority = unplaced_priority(requests, options)
-    weight = np.rint(priority * demand_units(requests, options) * options.unplaced_weight
-                     * COST_UNITS_PER_DOLLAR).astype(np.int64)
+    weight = unplaced_weights(requests, options)
+    if candidates is not None:  # a request no host passes the filters for weighs nothing: no plan can place it
+        weight = np.where(ruled_out(candidates), 0, weight)
     spread = np.array([int(round(options.spread_weight(c) * COST_UNITS_PER_DOLLAR))
                        for c in requests["latency_class"].to_list()], dtype=np.int64)
     ratio = options.min_local_ram_gib_per_vcpu
@@ -431,7 +447,8 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
         "inputs_hash": inputs_hash(hosts, requests),
         "version": package_version(),
         "options": options.to_dict(),
-        "objective_terms": terms.to_dict(),
+        "objective_terms": dataclasses.replace(terms, ruled_out=int(
+            unplaced_weights(requests, options)[ruled_out(candidates)].sum())).to_dict(),
         "cp_sat": search.monolithic,
         "lns": search.lns,
         "consolidation": search.consolidation,
@@ -488,9 +505,10 @@ def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, optio
     demand = request_arrays(requests)["demand"]
     latency = requests["latency_class"].to_list()
     rate = options.remote_memory_gbps_per_gib
+    filtered = unplaced_reasons(candidates) if not assignment.placed.all() else {}
     for r, request_id in enumerate(ids):
         if not assignment.placed[r]:
-            out.append((request_id, "unplaced", 0, 0.0, 0.0, unplaced_reason(candidates, r)))
+            out.append((request_id, "unplaced", 0, 0.0, 0.0, unplaced_reason(candidates, r, filtered, request_id)))
             continue
         shard = 0
         hosts_used: set[int] = set()
@@ -527,11 +545,25 @@ def _dominant_share(fleet: Fleet, h: int, amounts: tuple[int, int, int, int, int
     return max(shares, default=0.0)
 
 
-def unplaced_reason(candidates: Candidates | None, r: int) -> str:
-    """Why a request stayed unplaced, from the filters' counts (see `shardplan explain` for all of them)."""
+def unplaced_reasons(candidates: Candidates | None) -> dict[str, str]:
+    """Per request that no host passed the filters for: which filters ruled the hosts out, with counts,
+    e.g. `no host: 212 lack ram_gib, 28 are below its storage tier` (the counts the solver saw)."""
+    if candidates is None or candidates.reasons.height == 0:
+        return {}
+    counts = (candidates.reasons.filter(pl.col("role") == "compute")
+              .group_by("request_id", "filter").agg(pl.col("hosts").sum())
+              .sort(["request_id", "hosts", "filter"], descending=[False, True, False]))
+    out: dict[str, list[str]] = {}
+    for request_id, name, hosts in counts.iter_rows():
+        out.setdefault(request_id, []).append(f"{hosts} {FILTER_REASONS.get(name, name)}")
+    return {request_id: "no host: " + ", ".join(parts) for request_id, parts in out.items()}
+
+
+def unplaced_reason(candidates: Candidates | None, r: int, filtered: dict[str, str], request_id: str) -> str:
+    """Why a request stayed unplaced: the filters' counts when no host passed them, else capacity."""
     if candidates is None:
         return "not placed"
     if len(candidates.compute[r]) == 0:
-        return "no host can take any part of it (see explain for the filter counts)"
+        return filtered.get(request_id, "no host: the fleet has no host")
     return (f"capacity: its {len(candidates.compute[r])} candidate hosts could not hold it beside "
             f"higher-value requests within max_shards, zone and replica-rack limits")

@@ -1,7 +1,7 @@
 """`shardplan explain`: where each part of a request went and why, or why it stayed unplaced.
 
-Works from a plan directory alone: the candidate filters are re-run on `inputs/` with the
-options recorded in `plan.json`, so the counts are the ones the solver saw.
+Works from a plan directory alone: the filter counts are those the solver saw (`filters.parquet`); the
+candidate hosts come from the filters re-run on `inputs/` with the options recorded in `plan.json`.
 """
 from __future__ import annotations
 
@@ -60,8 +60,12 @@ def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
     cand_hosts = np.union1d(candidates.compute[0], candidates.storage[0]).astype(int)
     candidate_hosts = host_tags.with_row_index("_h").filter(pl.col("_h").is_in(cand_hosts.tolist())).drop("_h")
     residual = _residual_shortfall(plan_dir, one.row(0, named=True), candidate_hosts["host_id"].to_list())
+    stored = plan_dir / "filters.parquet"
+    # the counts the solver saw; a plan directory of an older version has none: the filters' counts on this request
+    filters = (pl.read_parquet(stored).filter(pl.col("request_id") == request_id) if stored.exists()
+               else candidates.reasons)
     return Explanation(one.row(0, named=True), outcome.row(0, named=True), parts,
-                       candidates.reasons.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
+                       filters.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
                        len(candidates.compute[0]), candidate_hosts, residual)
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from planner.schema import (
+    FILTERS_SCHEMA,
     HOST_COLUMNS,
     REQUEST_COLUMNS,
     REQUEST_STATUSES,
@@ -40,6 +41,7 @@ REQUESTS_OUT_FILE = "requests.parquet"
 HOSTS_OUT_FILE = "hosts.parquet"
 RESERVATIONS_FILE = "reservations.parquet"
 PLAN_FILE = "plan.json"
+FILTERS_FILE = "filters.parquet"
 INPUT_HOSTS_FILE = "inputs/hosts.parquet"
 INPUT_REQUESTS_FILE = "inputs/requests.parquet"
 
@@ -55,6 +57,7 @@ class OutDirError(ValueError):
 
 
 PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "moves.parquet",
+              "filters.parquet",
               "forecast.parquet", "report.html", "plan.json", "inputs/hosts.parquet", "inputs/requests.parquet")
 """Every file a plan directory may hold: what --force replaces and what counts as stale."""
 
@@ -252,7 +255,7 @@ def _check_values(shards: pl.DataFrame, requests_out: pl.DataFrame, hosts: pl.Da
 
 def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame,
                    requests_out: pl.DataFrame, plan_json: dict, reservations: pl.DataFrame | None = None,
-                   keep: tuple[str, ...] = ()) -> None:
+                   keep: tuple[str, ...] = (), filters: pl.DataFrame | None = None) -> None:
     """Write the plan directory; every file is built first, then each lands atomically (plan.json last);
     plan files of an earlier run that this one did not write are removed, but for `keep` (written next)."""
     out_dir = Path(out_dir)
@@ -279,6 +282,8 @@ def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.Dat
     }
     if reservations is not None:
         contents[RESERVATIONS_FILE] = _parquet_bytes(reservations, plan_text)
+    if filters is not None:
+        contents[FILTERS_FILE] = _parquet_bytes(cast_to_schema(filters, FILTERS_SCHEMA, FILTERS_FILE), plan_text)
     contents[PLAN_FILE] = (plan_text + "\n").encode()
     _write_all_atomically(out_dir, contents)
     remove_stale(out_dir, set(contents) | set(keep))

@@ -154,7 +154,8 @@ def export_nightly(run: NightlyRun, out: Path) -> None:
     write_plan_dir(out, hosts=run.inputs.hosts, requests=planned.requests, shards=planned.shards,
                    requests_out=planned.requests_out, plan_json=planned.plan_json,
                    reservations=planned.reservations if run.sizing is not None else None,
-                   keep=("forecast.parquet",) if run.forecast is not None else ())
+                   keep=("forecast.parquet",) if run.forecast is not None else (),
+                   filters=planned.plan.filter_counts)
     if run.forecast is not None:
         write_forecast(run.forecast, out, {"forecaster": run.forecaster, "history": run.inputs.history_source})
 

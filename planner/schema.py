@@ -143,6 +143,15 @@ def hosts_out_schema() -> dict[str, pl.DataType]:
     return schema
 
 
+FILTERS_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.Utf8,
+    "role": pl.Utf8,       # compute or storage
+    "filter": pl.Utf8,     # the filter's name (planner.candidates.COMPUTE_FILTERS), or ranked_out
+    "reason": pl.Utf8,
+    "hosts": pl.Int64,     # hosts that filter dropped for the request (the first filter each failed)
+}
+"""filters.parquet: the candidate filters' drop counts the solver saw, per request."""
+
 RESERVATIONS_SCHEMA: dict[str, pl.DataType] = {
     "reservation_id": pl.Utf8,
     "host_id": pl.Utf8,

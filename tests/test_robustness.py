@@ -1,0 +1,103 @@
+"""Odd but valid inputs end in a valid plan: each request no host can hold is unplaced with its reason."""
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+import planner.engine as engine
+from models.problem import Assignment
+from planner.checker import check_plan
+from planner.engine import plan
+from planner.options import PlanOptions
+from tests.fleets import hosts_table, requests_table, three_hosts
+
+
+def _reason(result, request_id: str) -> str:
+    row = result.requests_out.filter(pl.col("request_id") == request_id)
+    assert row["status"][0] == "unplaced"
+    return row["reason"][0]
+
+
+def test_a_vcpu_only_request_in_whole_mode_is_unplaced_not_a_broken_plan():
+    # VMP_A103 has items like this one: 120 vcpu, no RAM; whole mode cannot give it local RAM (invariant 4)
+    hosts = hosts_table(*[{"host_id": f"h{i}", "rack": f"r{i}", "vcpu": 128, "ram_gib": 512} for i in range(3)])
+    requests = requests_table({"request_id": "cpu-only", "vcpu": 120, "ram_gib": 0},
+                              {"request_id": "normal", "vcpu": 8, "ram_gib": 32})
+    for mode in ("whole", "sharded"):
+        options = PlanOptions(mode=mode, time_limit_s=2, workers=1)
+        result = plan(hosts, requests, options)
+        assert check_plan(hosts, requests, result.shards, result.requests_out, options) == []
+        assert "local-RAM rule" in _reason(result, "cpu-only")
+        assert result.requests_out.filter(pl.col("request_id") == "normal")["status"][0] == "placed"
+    # with the rule off (0 GiB per vcpu) the same request is valid and placed
+    result = plan(hosts, requests, PlanOptions(mode="whole", time_limit_s=2, workers=1, min_local_ram_gib_per_vcpu=0))
+    assert result.requests_out.filter(pl.col("request_id") == "cpu-only")["status"][0] == "placed"
+
+
+@pytest.mark.parametrize("mode", ["whole", "sharded"])
+def test_a_gpu_model_no_host_has_is_named_not_called_capacity(mode):
+    hosts = three_hosts(h1={"gpu": 2, "gpu_model": "a100"})
+    requests = requests_table({"request_id": "wants-h100", "vcpu": 4, "ram_gib": 16, "gpu": 1, "gpu_model": "h100",
+                               "max_shards": 2})
+    result = plan(hosts, requests, PlanOptions(mode=mode, time_limit_s=2, workers=1))
+    reason = _reason(result, "wants-h100")
+    assert reason.startswith("no host:") and "GPU of its model" in reason and "capacity" not in reason
+
+
+def test_a_request_larger_than_every_zone_is_ruled_out_and_does_not_weigh_on_the_objective():
+    hosts = three_hosts()
+    small = requests_table({"request_id": "fits", "vcpu": 4, "ram_gib": 8})
+    giant = requests_table({"request_id": "fits", "vcpu": 4, "ram_gib": 8},
+                           {"request_id": "giant", "vcpu": 10_000, "ram_gib": 40_000, "max_shards": 3})
+    options = PlanOptions(time_limit_s=2, workers=1)
+    alone, with_giant = plan(hosts, small, options), plan(hosts, giant, options)
+    assert "zones whose free capacity" in _reason(with_giant, "giant")
+    assert with_giant.plan_json["objective"] == pytest.approx(alone.plan_json["objective"])
+    assert with_giant.plan_json["objective_terms"]["ruled_out_penalty_not_in_total"] > 1e6
+    assert with_giant.plan_json["gap"] is not None and with_giant.plan_json["gap"] < 0.5
+
+
+def test_a_checker_failure_falls_back_to_the_best_valid_plan(monkeypatch):
+    hosts = three_hosts()
+    requests = requests_table(*[{"request_id": f"r{i}", "vcpu": 8, "ram_gib": 8} for i in range(8)])  # 6 fit
+    real_solve = engine.solve
+
+    def broken_solve(problem, hint, *args, **kwargs):
+        found = real_solve(problem, hint, *args, **kwargs)
+        # a bug in a search: every request crammed onto host 0, past its capacity (and so "better")
+        parts = [[(0, int(d[0]), int(d[1]), int(d[3]), int(d[4]))] for d in problem.demand]
+        found.assignment = Assignment(problem.demand[:, 0] >= 0, parts, [[] for _ in parts])
+        found.label = "broken-search"
+        return found
+
+    monkeypatch.setattr(engine, "solve", broken_solve)
+    options = PlanOptions(time_limit_s=2, workers=1)
+    result = plan(hosts, requests, options)
+    fallback = result.plan_json["checker_fallback"]
+    assert fallback is not None and fallback["violation_count"] > 0 and fallback["plan"] == "warm start"
+    assert "checker fallback" in result.plan_json["solver"]
+    assert check_plan(hosts, requests, result.shards, result.requests_out, options) == []
+    assert result.plan_json["placed"] == 6
+
+
+def test_the_filter_counts_the_solver_saw_reach_requests_parquet_and_explain(tmp_path):
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    three_hosts(h1={"gpu": 2, "gpu_model": "a100"}, h3={"status": "down"}).write_parquet(tmp_path / "hosts.parquet")
+    requests_table({"request_id": "wants-h100", "vcpu": 4, "ram_gib": 16, "gpu": 1, "gpu_model": "h100"},
+                   {"request_id": "ok", "vcpu": 2, "ram_gib": 4}).write_parquet(tmp_path / "requests.parquet")
+    runner = CliRunner()
+    made = runner.invoke(app, ["plan", "--hosts", str(tmp_path / "hosts.parquet"), "--requests",
+                               str(tmp_path / "requests.parquet"), "--out", str(tmp_path / "p"), "--time-limit", "2",
+                               "--mode", "whole"])
+    assert made.exit_code == 0, made.output
+    counts = pl.read_parquet(tmp_path / "p" / "filters.parquet").filter(pl.col("request_id") == "wants-h100")
+    assert dict(zip(counts["filter"], counts["hosts"])) == {"status": 1, "gpu_model": 2}
+    reason = pl.read_parquet(tmp_path / "p" / "requests.parquet").filter(pl.col("request_id") == "wants-h100")["reason"][0]
+    assert reason == "no host: 2 lack a free GPU of its model (whole: on the host; sharded: in the host's zone), " \
+                     "1 not up (draining or down)"
+    explained = runner.invoke(app, ["explain", str(tmp_path / "p"), "wants-h100"])
+    assert explained.exit_code == 0 and "gpu_model" not in explained.output.split("unplaced")[0]
+    assert "GPU of its model" in explained.output
