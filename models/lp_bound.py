@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pulp
 
-from models.problem import GPU, NET, RAM, STORAGE, VCPU, PlacementProblem, SolveResult
+from models.problem import GPU, NET, RAM, STORAGE, VCPU, PlacementProblem, PlanStatus, SolveResult
 
 
 def _solver(time_limit_s: float):
@@ -143,10 +143,11 @@ def _as_bound(lp: pulp.LpProblem, wall: float, solver: str) -> SolveResult:
     'Optimal' with a merely feasible solution, so the solution status is checked too."""
     status = pulp.LpStatus.get(lp.status, "Undefined")
     if status != "Optimal" or getattr(lp, "sol_status", pulp.LpSolutionOptimal) != pulp.LpSolutionOptimal:
-        return SolveResult("timeout_no_solution" if status in ("Not Solved", "Optimal") else status.lower(),
-                           None, None, None, wall, solver)
+        # unbounded, undefined, not solved or time-limited: no bound proven (PlanStatus documents the mapping)
+        mapped = PlanStatus.INFEASIBLE if status == "Infeasible" else PlanStatus.TIMEOUT_NO_SOLUTION
+        return SolveResult(mapped, None, None, None, wall, solver)
     value = float(pulp.value(lp.objective) or 0.0)
-    return SolveResult("optimal", value, value, 0.0, wall, solver)
+    return SolveResult(PlanStatus.OPTIMAL, value, value, 0.0, wall, solver)
 
 
 def aggregate_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResult:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from ortools.sat.python import cp_model
 
 from models.problem import (GPU, NET, RAM, STORAGE, VCPU, Assignment, ObjectiveTerms, PlacementProblem,
-                            SolveResult, members_a_request_may_span, relative_gap, symmetry_views)
+                            PlanStatus, SolveResult, members_a_request_may_span, relative_gap, symmetry_views)
 
 
 @dataclass
@@ -261,7 +262,20 @@ def add_symmetry_breaking(model: cp_model.CpModel, problem: PlacementProblem, v:
                     model.Add(v.copy[r][i] == 0)
 
 
-def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> dict[str, object]:
+@dataclass
+class ObjectiveExprs:
+    """The objective's named terms as CP-SAT expressions (solver units); `extra` holds terms a caller adds."""
+
+    unplaced: object
+    active_cost: object
+    spread: object
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def total(self) -> object:
+        return self.unplaced + self.active_cost + self.spread + sum(self.extra.values())
+
+
+def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> ObjectiveExprs:
     """Unplaced priority-weighted demand, hourly cost of hosts that become active, spread penalty."""
     unplaced = sum(int(problem.unplaced_weight[r]) * (1 - v.placed[r]) for r in range(problem.n_requests))
     cost = sum(int(problem.cost[h]) * a for h, a in v.active.items())
@@ -284,7 +298,7 @@ def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: Place
         extra_racks = model.NewIntVar(0, len(rack_terms), f"extra_racks[{r}]")
         model.Add(extra_racks >= sum(rack_terms) - 1)
         spread.append(weight * (extra_hosts + extra_racks))
-    return {"unplaced": unplaced, "active_cost": cost, "spread": sum(spread)}
+    return ObjectiveExprs(unplaced, cost, sum(spread))
 
 
 def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars, hint: Assignment) -> None:
@@ -307,10 +321,7 @@ def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVar
             model.AddHint(v.copy[r][i], int(h) in copies)
     used = np.zeros(problem.n_hosts, dtype=bool)
     for r in np.flatnonzero(hint.placed):
-        for p in hint.parts[r]:
-            used[p[0]] = True
-        for h in hint.storage_hosts[r]:
-            used[h] = True
+        used[list(hint.hosts_of(r))] = True
     for h, a in v.active.items():
         model.AddHint(a, bool(used[h]))
 
@@ -325,27 +336,107 @@ class PlacementSolution:
     n_variables: int = 0
     n_constraints: int = 0
     deterministic_s: float = 0.0  # CP-SAT deterministic time spent, hint completion included
+    extra_terms: dict[str, int] = field(default_factory=dict)  # values of the terms a caller added
 
 
-def build_model(problem: PlacementProblem) -> tuple[cp_model.CpModel, PlacementVars, dict[str, object]]:
-    """All constraint families and the objective, ready to solve."""
-    model = cp_model.CpModel()
-    v = add_part_variables(model, problem)
-    add_demand(model, problem, v)
-    add_part_links(model, problem, v)
-    add_span_limit(model, problem, v)
-    add_zone(model, problem, v)
-    add_replica_racks(model, problem, v)
-    add_capacity(model, problem, v)
-    add_capacity_cover(model, problem, v)
-    add_symmetry_breaking(model, problem, v)
-    terms = objective_terms(model, problem, v)
-    model.Minimize(terms["unplaced"] + terms["active_cost"] + terms["spread"])
-    return model, v, terms
+ConstraintFamily = Callable[[cp_model.CpModel, PlacementProblem, PlacementVars], None]
+
+FAMILIES: tuple[tuple[str, ConstraintFamily], ...] = (
+    ("demand", add_demand), ("part_links", add_part_links), ("span_limit", add_span_limit), ("zone", add_zone),
+    ("replica_racks", add_replica_racks), ("capacity", add_capacity), ("capacity_cover", add_capacity_cover),
+    ("symmetry_breaking", add_symmetry_breaking),
+)
+"""The constraint families of the placement model, in the order they are added (capacity creates the
+hosts' `active` flags that the cover, the symmetry rules and the cost term read)."""
 
 
-_STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
-           cp_model.UNKNOWN: "timeout_no_solution", cp_model.MODEL_INVALID: "infeasible"}
+@dataclass
+class PlacementModel:
+    """A placement model you can build, edit, solve and read, like PyPSA's create_model / solve_model
+    (extra_functionality) / assign_solution: `build` adds the variables, the constraint families and the
+    objective's terms; `add_family` and `add_term` edit it; `solve` warm-starts and solves it; the
+    solution reads back the assignment and every term."""
+
+    problem: PlacementProblem
+    model: cp_model.CpModel
+    vars: PlacementVars
+    terms: ObjectiveExprs
+    families: list[str]
+
+    @classmethod
+    def build(cls, problem: PlacementProblem, families: tuple[tuple[str, ConstraintFamily], ...] = FAMILIES,
+              without: tuple[str, ...] = ()) -> "PlacementModel":
+        """Variables, the given constraint families (less `without`) and the objective's terms."""
+        unknown = set(without) - {name for name, _ in families}
+        if unknown:
+            raise ValueError(f"unknown constraint families {sorted(unknown)}; known: {[n for n, _ in families]}")
+        model = cp_model.CpModel()
+        v = add_part_variables(model, problem)
+        added = []
+        for name, family in families:
+            if name not in without:
+                family(model, problem, v)
+                added.append(name)
+        return cls(problem, model, v, objective_terms(model, problem, v), added)
+
+    def add_family(self, name: str, family: ConstraintFamily) -> None:
+        """Add a constraint family (a what-if's rule) to the built model."""
+        family(self.model, self.problem, self.vars)
+        self.families.append(name)
+
+    def add_term(self, name: str, expression: object) -> None:
+        """Add a named objective term (solver units); its value is read back in `extra_terms`."""
+        if name in self.terms.extra or name in ("unplaced", "active_cost", "spread"):
+            raise ValueError(f"objective term {name!r} exists already")
+        self.terms.extra[name] = expression
+
+    def solve(self, hint: Assignment | None = None, log_callback=None, complete: bool = True) -> PlacementSolution:
+        """Warm-start (completing the hint to a full solution first), solve within the problem's limits, and
+        read back the assignment and the terms."""
+        problem, model, v = self.problem, self.model, self.vars
+        start = time.perf_counter()
+        model.Minimize(self.terms.total())
+        used = 0.0
+        if hint is not None:
+            model.ClearHints()
+            add_hint(model, problem, v, hint)
+            if complete:
+                used = complete_hint(model, problem)
+        solver = cp_model.CpSolver()
+        spent = used / problem.deterministic_units_per_s if problem.deterministic else time.perf_counter() - start
+        wall = None if problem.wall_limit_s is None else problem.wall_limit_s - (time.perf_counter() - start)
+        set_limits(solver, problem, max(float(problem.time_limit_s) - spent, min(0.5, float(problem.time_limit_s))),
+                   wall)
+        solver.parameters.num_workers = int(problem.workers)
+        solver.parameters.random_seed = int(problem.seed)
+        # presolve probing can eat the whole budget of a large model; keep it cheap and spend the time searching
+        solver.parameters.cp_model_probing_level = 0
+        solver.parameters.max_presolve_iterations = 1
+        if log_callback is not None:
+            solver.parameters.log_search_progress = True
+            solver.log_callback = log_callback
+        code = solver.Solve(model)
+        elapsed = time.perf_counter() - start
+        status = _STATUS.get(code, PlanStatus.TIMEOUT_NO_SOLUTION)
+        proto = model.Proto()
+        n_vars, n_cons = len(proto.variables), len(proto.constraints)
+        dtime = solver.deterministic_time + (used if problem.deterministic else 0.0)
+        if not status.has_solution:
+            bound = float(solver.BestObjectiveBound()) if code == cp_model.UNKNOWN else None
+            result = SolveResult(status, None, bound, None, elapsed, "cp-sat")
+            return PlacementSolution(result, Assignment.empty(problem.n_requests), None, n_vars, n_cons, dtime)
+        objective = float(solver.ObjectiveValue())
+        bound = float(solver.BestObjectiveBound())
+        value = lambda x: int(x) if isinstance(x, int) else int(solver.Value(x))  # noqa: E731
+        terms = ObjectiveTerms(value(self.terms.unplaced), value(self.terms.active_cost), value(self.terms.spread))
+        result = SolveResult(status, objective, bound, relative_gap(objective, bound), elapsed, "cp-sat")
+        return PlacementSolution(result, read_assignment(problem, solver, v), terms, n_vars, n_cons, dtime,
+                                 {name: value(x) for name, x in self.terms.extra.items()})
+
+
+_STATUS = {cp_model.OPTIMAL: PlanStatus.OPTIMAL, cp_model.FEASIBLE: PlanStatus.FEASIBLE,
+           cp_model.INFEASIBLE: PlanStatus.INFEASIBLE, cp_model.UNKNOWN: PlanStatus.TIMEOUT_NO_SOLUTION,
+           cp_model.MODEL_INVALID: PlanStatus.INFEASIBLE}
 
 
 def set_limits(solver: cp_model.CpSolver, problem: PlacementProblem, budget_s: float,
@@ -387,42 +478,7 @@ def complete_hint(model: cp_model.CpModel, problem: PlacementProblem) -> float:
 def solve_placement(problem: PlacementProblem, hint: Assignment | None = None,
                     log_callback=None, complete: bool = True) -> PlacementSolution:
     """Build, warm-start and solve; read back the assignment and the objective terms."""
-    start = time.perf_counter()
-    model, v, terms = build_model(problem)
-    used = 0.0
-    if hint is not None:
-        add_hint(model, problem, v, hint)
-        if complete:
-            used = complete_hint(model, problem)
-    solver = cp_model.CpSolver()
-    spent = used / problem.deterministic_units_per_s if problem.deterministic else time.perf_counter() - start
-    wall = None if problem.wall_limit_s is None else problem.wall_limit_s - (time.perf_counter() - start)
-    set_limits(solver, problem, max(float(problem.time_limit_s) - spent, min(0.5, float(problem.time_limit_s))), wall)
-    solver.parameters.num_workers = int(problem.workers)
-    solver.parameters.random_seed = int(problem.seed)
-    # presolve probing can eat the whole budget of a large model; keep it cheap and spend the time searching
-    solver.parameters.cp_model_probing_level = 0
-    solver.parameters.max_presolve_iterations = 1
-    if log_callback is not None:
-        solver.parameters.log_search_progress = True
-        solver.log_callback = log_callback
-    code = solver.Solve(model)
-    wall = time.perf_counter() - start
-    status = _STATUS.get(code, "timeout_no_solution")
-    proto = model.Proto()
-    n_vars, n_cons = len(proto.variables), len(proto.constraints)
-    dtime = solver.deterministic_time + (used if problem.deterministic else 0.0)
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        result = SolveResult(status, None, float(solver.BestObjectiveBound()) if code == cp_model.UNKNOWN else None,
-                             None, wall, "cp-sat")
-        return PlacementSolution(result, Assignment.empty(problem.n_requests), None, n_vars, n_cons, dtime)
-    assignment = read_assignment(problem, solver, v)
-    objective = float(solver.ObjectiveValue())
-    bound = float(solver.BestObjectiveBound())
-    values = ObjectiveTerms(int(solver.Value(terms["unplaced"])), int(solver.Value(terms["active_cost"])),
-                            int(solver.Value(terms["spread"])))
-    result = SolveResult(status, objective, bound, relative_gap(objective, bound), wall, "cp-sat")
-    return PlacementSolution(result, assignment, values, n_vars, n_cons, dtime)
+    return PlacementModel.build(problem).solve(hint, log_callback, complete)
 
 
 def read_assignment(problem: PlacementProblem, solver: cp_model.CpSolver, v: PlacementVars) -> Assignment:

@@ -6,6 +6,7 @@ per hour) so CP-SAT, the LP bound and the baselines read the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -53,19 +54,42 @@ class PlacementProblem:
         return int(self.demand.shape[0])
 
 
+class PlanStatus(str, Enum):
+    """DESIGN.md's four statuses of a solver-facing result. How solvers map onto them: CP-SAT OPTIMAL →
+    optimal, FEASIBLE → feasible, INFEASIBLE and MODEL_INVALID → infeasible, UNKNOWN (time out) →
+    timeout_no_solution; an LP (PuLP/HiGHS) solved to optimality → optimal, proven infeasible →
+    infeasible, anything else (time limit, unbounded, undefined, not solved) → timeout_no_solution,
+    since only an optimal relaxation proves a bound."""
+
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"
+    INFEASIBLE = "infeasible"
+    TIMEOUT_NO_SOLUTION = "timeout_no_solution"
+
+    @property
+    def has_solution(self) -> bool:
+        return self in (PlanStatus.OPTIMAL, PlanStatus.FEASIBLE)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class SolveResult:
     """What every solver-facing result carries."""
 
-    status: str          # optimal | feasible | infeasible | timeout_no_solution
+    status: PlanStatus
     objective: float | None
     best_bound: float | None
     gap: float | None
     wall_s: float
     solver: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", PlanStatus(self.status))  # a plain string is checked and converted
+
     def to_dict(self) -> dict[str, object]:
-        return {"status": self.status, "objective": self.objective, "best_bound": self.best_bound,
+        return {"status": self.status.value, "objective": self.objective, "best_bound": self.best_bound,
                 "gap": self.gap, "wall_s": round(self.wall_s, 3), "solver": self.solver}
 
 
@@ -87,6 +111,37 @@ class Assignment:
     def empty(cls, n_requests: int) -> "Assignment":
         return cls(np.zeros(n_requests, dtype=bool), [[] for _ in range(n_requests)],
                    [[] for _ in range(n_requests)])
+
+    def hosts_of(self, r: int) -> set[int]:
+        """The hosts request `r`'s parts and storage copies sit on (empty when unplaced)."""
+        if not self.placed[r]:
+            return set()
+        return {p[0] for p in self.parts[r]} | set(self.storage_hosts[r])
+
+    def hosts_per_request(self) -> list[set[int]]:
+        return [self.hosts_of(r) for r in range(len(self.placed))]
+
+    def reordered(self, order: np.ndarray) -> "Assignment":
+        """Request index space → problem order (position i holds request order[i])."""
+        return Assignment(self.placed[order].copy(), [self.parts[r] for r in order],
+                          [self.storage_hosts[r] for r in order])
+
+    def restored(self, order: np.ndarray) -> "Assignment":
+        """Problem order → request index space (the inverse of `reordered`)."""
+        out = Assignment.empty(len(order))
+        for i, r in enumerate(order):
+            out.placed[r] = self.placed[i]
+            out.parts[r] = self.parts[i]
+            out.storage_hosts[r] = self.storage_hosts[i]
+        return out
+
+    def relabelled(self, mapping: dict[int, int]) -> "Assignment":
+        """The same plan with hosts renamed by `mapping` (interchangeable hosts of a symmetry group)."""
+        if not mapping:
+            return self
+        return Assignment(self.placed.copy(),
+                          [[(mapping.get(p[0], p[0]), *p[1:]) for p in parts] for parts in self.parts],
+                          [[mapping.get(h, h) for h in hosts] for hosts in self.storage_hosts])
 
 
 @dataclass(frozen=True)
@@ -141,11 +196,7 @@ def canonical_groups(problem: PlacementProblem, assignment: Assignment) -> Assig
                 if h in member and h not in mapping:
                     mapping[h] = int(group[taken])
                     taken += 1
-    if not mapping:
-        return assignment
-    return Assignment(assignment.placed.copy(),
-                      [[(mapping.get(p[0], p[0]), *p[1:]) for p in parts] for parts in assignment.parts],
-                      [[mapping.get(h, h) for h in hosts] for hosts in assignment.storage_hosts])
+    return assignment.relabelled(mapping)
 
 
 def members_a_request_may_span(problem: PlacementProblem, r: int, uses_storage: bool, group_size: int) -> int:
@@ -177,8 +228,7 @@ def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerm
     used = np.zeros(problem.n_hosts, dtype=bool)
     spread = 0
     for r in np.flatnonzero(assignment.placed):
-        for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
-            used[h] = True
+        used[list(assignment.hosts_of(r))] = True
         spread += request_spread(problem, r, assignment.parts[r])
     active_cost = int(problem.cost[used & ~problem.active].sum())
     return ObjectiveTerms(unplaced, active_cost, spread)

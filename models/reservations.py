@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.problem import SolveResult, relative_gap
+from models.problem import PlanStatus, SolveResult, relative_gap
 
 SOLVERS: tuple[str, ...] = ("appsi_highs", "highs")
 """Pyomo solver names tried in order (both drive the installed highspy)."""
@@ -160,7 +160,7 @@ def solve_reservations(problem: ReservationProblem) -> ReservationSolution:
     n_groups, n_resources, n_scenarios, n_classes = problem.shape
     zeros = np.zeros((n_groups, n_resources))
     if n_groups == 0:
-        return ReservationSolution(SolveResult("optimal", 0.0, 0.0, 0.0, time.perf_counter() - started, "none"),
+        return ReservationSolution(SolveResult(PlanStatus.OPTIMAL, 0.0, 0.0, 0.0, time.perf_counter() - started, "none"),
                                    zeros, np.zeros((0, n_classes, n_resources)), zeros, zeros)
     model = build_model(problem)
     name, solver = _solver(problem.time_limit_s)
@@ -168,13 +168,13 @@ def solve_reservations(problem: ReservationProblem) -> ReservationSolution:
     condition = str(outcome.solver.termination_condition)
     has_solution = condition in ("optimal", "maxTimeLimit", "feasible") and len(outcome.solution) > 0
     if condition == "optimal":
-        status = "optimal"
+        status = PlanStatus.OPTIMAL
     elif has_solution:
-        status = "feasible"
+        status = PlanStatus.FEASIBLE
     elif condition in ("infeasible", "infeasibleOrUnbounded"):
-        status = "infeasible"
+        status = PlanStatus.INFEASIBLE
     else:
-        status = "timeout_no_solution"
+        status = PlanStatus.TIMEOUT_NO_SOLUTION
     wall = time.perf_counter() - started
     if not has_solution:
         return ReservationSolution(SolveResult(status, None, None, None, wall, f"pyomo/{name}"),
@@ -182,7 +182,7 @@ def solve_reservations(problem: ReservationProblem) -> ReservationSolution:
     model.solutions.load_from(outcome)
     objective = float(pyo.value(model.expected_cost))
     bound = outcome.problem.lower_bound
-    bound = objective if status == "optimal" else (float(bound) if bound is not None and math.isfinite(bound) else None)
+    bound = objective if status == PlanStatus.OPTIMAL else (float(bound) if bound is not None and math.isfinite(bound) else None)
     reserved = np.array([[max(pyo.value(model.reserve[g, r]), 0.0) for r in range(n_resources)]
                          for g in range(n_groups)])
     by_class = np.zeros((n_groups, n_classes, n_resources))

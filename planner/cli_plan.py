@@ -88,7 +88,7 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
         warn_fallback(result.plan_json["checker_fallback"])
     with budget.fixed("export"):
         write_plan_dir(out, hosts=hosts, requests=requests, shards=result.shards, requests_out=result.requests_out,
-                       plan_json={**result.plan_json, "budget": budget.to_dict()}, filters=result.filter_counts)
+                       plan_json=result.plan_json, filters=result.filter_counts)
     print_summary(result.plan_json, out, as_json)
     return 0
 

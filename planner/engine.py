@@ -1,8 +1,18 @@
-"""The decomposition engine: validate → candidates → build → solve → assign → (check → export).
+"""The decomposition engine as stages you can call one by one; `plan()` is their composition.
 
-Each stage is a function of its own so a what-if or a test can stop after any of them.
-`plan()` runs them all and returns a :class:`Plan` with the shards, the per-request
-outcome, the typed solver result and the named objective terms.
+    fleet       = build_fleet(hosts)                                    host arrays in solver units
+    start       = warm_start(fleet, requests, options, budget)          best of six greedy constructions
+    searched    = wide_search(fleet, requests, options, start, budget)  ruin and recreate over wide candidates
+    stage       = build_model_input(fleet, requests, options, start, searched)
+                                                                        the model's candidates and problem
+    search      = solve(stage.problem, stage.hint, options, budget, …)  consolidation, CP-SAT, LNS
+    bound       = relax(stage.problem, search, options, budget)         LP (or zone-aggregate LP) bound
+    outcome     = assign_and_check(...)                                 tables, the nine invariants, fallback
+    report      = PlanReport(...)                                       plan.json, serialised once
+
+A caller (a test, a what-if) can stop after any stage, or take `stage.problem`, build a
+`models.placement.PlacementModel` from it, add a constraint family or an objective term and
+solve it again. Every stage runs under one `SearchBudget` (planner.budget).
 """
 from __future__ import annotations
 
@@ -10,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
@@ -19,8 +29,8 @@ import polars as pl
 
 from models.lp_bound import aggregate_bound, lp_bound
 from models.placement import solve_placement
-from models.problem import (COST_UNITS_PER_DOLLAR, GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU, Assignment,
-                            PlacementProblem, SolveResult, canonical_groups, evaluate, relative_gap)
+from models.problem import (COST_UNITS_PER_DOLLAR, NET_UNITS_PER_GBPS, STORAGE, Assignment, ObjectiveTerms,
+                            PlacementProblem, PlanStatus, SolveResult, canonical_groups, evaluate, relative_gap)
 from planner.baselines import SIZE_MEASURES, ffd_order, first_fit
 from planner.budget import SearchBudget, SearchStats, Stop
 from planner.candidates import FILTER_REASONS, Candidates, Fleet, build_fleet, find_candidates, request_arrays
@@ -57,6 +67,135 @@ def inputs_hash(hosts: pl.DataFrame, requests: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
+# --- typed reports ------------------------------------------------------------------------
+
+
+def in_dollars(result: SolveResult) -> dict[str, object]:
+    """A solver result with objective and bound converted from milli-$ to $ per hour."""
+    out = result.to_dict()
+    for key in ("objective", "best_bound"):
+        if out[key] is not None:
+            out[key] = out[key] / COST_UNITS_PER_DOLLAR
+    return out
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The construction heuristics' best plan (request index space) and the FFD baseline."""
+
+    assignment: Assignment
+    order: np.ndarray        # the FFD order: the problem's request order, which the symmetry rules rely on
+    heuristic: str
+    ffd: Assignment
+    variants: int            # construction heuristics that ran
+
+    def report(self, problem: PlacementProblem) -> dict[str, object]:
+        terms = evaluate(problem, self.assignment.reordered(self.order))
+        return {"heuristic": self.heuristic, "objective": terms.total / COST_UNITS_PER_DOLLAR,
+                "placed": int(self.assignment.placed.sum()), "variants": self.variants}
+
+
+@dataclass(frozen=True)
+class CpSatReport:
+    """What the monolithic CP-SAT solve did."""
+
+    result: SolveResult
+    variables: int
+    constraints: int
+    deterministic_s: float
+    stopped_by: Stop
+
+    def to_dict(self) -> dict[str, object]:
+        return {**in_dollars(self.result), "variables": self.variables, "constraints": self.constraints,
+                "deterministic_s": round(self.deterministic_s, 3), "stopped_by": self.stopped_by.value}
+
+
+@dataclass
+class WideSearch:
+    """Ruin and recreate run before the model is built, over wide candidate sets."""
+
+    assignment: Assignment  # request index space; the warm start when the search found nothing better
+    stats: SearchStats | None  # None: nothing waited, or the search is disabled
+    candidate_pairs: int = 0
+    top_k: int = 0
+
+    @property
+    def improved(self) -> bool:
+        return self.stats is not None and self.stats.gained
+
+    def to_dict(self) -> dict | None:
+        if self.stats is None:
+            return None
+        return {**self.stats.to_dict(), "candidate_pairs": self.candidate_pairs, "top_k": self.top_k}
+
+
+@dataclass
+class SearchResult:
+    """Best assignment found (problem order), a proven bound if any, and what each phase did."""
+
+    assignment: Assignment
+    bound: float | None
+    proved_optimal: bool
+    label: str
+    pairs: int
+    cp_sat: CpSatReport | None = None
+    lns: SearchStats | None = None
+    consolidation: SearchStats | None = None
+    recreate: WideSearch | None = None
+
+
+@dataclass
+class PlanReport:
+    """Everything plan.json holds, as one typed object serialised once (`to_dict`)."""
+
+    result: SolveResult
+    placed: int
+    unplaced: int
+    inputs_hash: str
+    options: PlanOptions
+    objective_terms: ObjectiveTerms
+    search: SearchResult
+    lp_relaxation: SolveResult | None
+    baseline_ffd: ObjectiveTerms
+    ffd_placed: int
+    warm_start: dict[str, object]
+    candidates: dict[str, int]
+    checker_fallback: dict | None
+    budget: SearchBudget
+    version: str = field(default_factory=package_version)
+    reserved: int | None = None                       # set by planner.reservations
+    reservation_blocks: dict[str, int] | None = None
+    reservations: dict | None = None
+    nightly: dict | None = None                       # set by planner.nightly
+
+    def to_dict(self) -> dict[str, object]:
+        search = self.search
+        out: dict[str, object] = {
+            **self.result.to_dict(),
+            "placed": self.placed,
+            "unplaced": self.unplaced,
+            "inputs_hash": self.inputs_hash,
+            "version": self.version,
+            "options": self.options.to_dict(),
+            "objective_terms": self.objective_terms.to_dict(),
+            "cp_sat": search.cp_sat.to_dict() if search.cp_sat else None,
+            "lns": search.lns.to_dict() if search.lns else None,
+            "consolidation": search.consolidation.to_dict() if search.consolidation else None,
+            "ruin_recreate": search.recreate.to_dict() if search.recreate else None,
+            "lp_relaxation": in_dollars(self.lp_relaxation) if self.lp_relaxation else None,
+            "baseline_ffd": {"objective": self.baseline_ffd.total / COST_UNITS_PER_DOLLAR, "placed": self.ffd_placed,
+                             **self.baseline_ffd.to_dict()},
+            "warm_start": self.warm_start,
+            "candidates": self.candidates,
+            "checker_fallback": self.checker_fallback,
+            "budget": self.budget.to_dict(),
+        }
+        for key in ("reserved", "reservation_blocks", "reservations", "nightly"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
 @dataclass
 class Plan:
     """A solved plan: exportable tables plus everything that explains it."""
@@ -66,16 +205,24 @@ class Plan:
     shards: pl.DataFrame
     requests_out: pl.DataFrame
     result: SolveResult
-    plan_json: dict
+    report: PlanReport | None
     options: PlanOptions
     fleet: Fleet
     candidates: Candidates | None
     assignment: Assignment
+    extra_json: dict | None = None   # plan.json of a plan made without the search (plan_ffd)
+
+    @property
+    def plan_json(self) -> dict:
+        return self.report.to_dict() if self.report is not None else dict(self.extra_json or {})
 
     @property
     def filter_counts(self) -> pl.DataFrame | None:
         """What each candidate filter dropped per request, as the solver saw it (filters.parquet)."""
         return None if self.candidates is None else self.candidates.reasons
+
+
+# --- the problem in solver units --------------------------------------------------------------
 
 
 def demand_units(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
@@ -133,6 +280,36 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates |
         deterministic=options.deterministic, deterministic_units_per_s=options.deterministic_units_per_s)
 
 
+def candidate_pairs(compute: list[np.ndarray], storage: list[np.ndarray]) -> int:
+    """(request, candidate host) pairs over compute and storage candidate lists."""
+    return int(sum(len(c) for c in compute) + sum(len(s) for s in storage))
+
+
+def waits(problem: PlacementProblem, assignment: Assignment) -> bool:
+    """Some request that has a compute candidate is unplaced (more demand than room)."""
+    return any(len(c) and not placed for c, placed in zip(problem.compute_candidates, assignment.placed))
+
+
+# --- stage: budget ----------------------------------------------------------------------------
+
+
+def new_budget(options: PlanOptions, started: float | None = None) -> SearchBudget:
+    """The search budget of a run of `options` (started now unless the command started it earlier)."""
+    return SearchBudget(options.time_limit_s, deterministic=options.deterministic,
+                        units_per_s=options.deterministic_units_per_s, safety_factor=options.wall_safety_factor,
+                        started=started)
+
+
+def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_requests: int) -> None:
+    """What the fixed phases and the bound are expected to take, from the problem's size."""
+    fixed = 0.5 + options.fixed_s_per_mpair * n_hosts * n_requests / 1e6
+    bound = min(options.lp_time_limit_s, max(1.0, options.bound_share * options.time_limit_s)) if options.lp_bound else 0.0
+    budget.set_aside(0.8 * fixed, 0.2 * fixed + bound)
+
+
+# --- stage: warm start ------------------------------------------------------------------------
+
+
 def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool, measure: str = "sum",
             best_fit: bool = False) -> tuple[Assignment, np.ndarray]:
     """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used."""
@@ -146,29 +323,31 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
 
 
 def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
-               budget: SearchBudget | None = None) -> tuple[Assignment, np.ndarray, str, Assignment]:
+               budget: SearchBudget | None = None) -> WarmStart:
     """Best of the construction heuristics (three size measures × first fit / best fit), by objective;
-    interchangeable empty hosts are relabelled by first use so the symmetry rules accept it. Also returns
-    the first variant's plain answer, the FFD baseline. A variant after the first runs only while the
-    budget's wall clock has room for one more."""
+    interchangeable empty hosts are relabelled by first use so the symmetry rules accept it. The first
+    variant's plain answer is the FFD baseline. A variant after the first runs only while the budget's
+    wall clock has room for one more."""
     scorer = build_problem(fleet, requests, None, options, np.arange(requests.height))
     best = None
     variants = [(m, b) for b in (False, True) for m in SIZE_MEASURES]
     # how many variants run is fixed by the problem's size, not by the clock, so plans stay reproducible
     affordable = max(1, int(options.warm_start_work // max(requests.height * fleet.n_hosts, 1)))
     began = time.perf_counter()
-    for ran, (measure, best_fit) in enumerate(variants[:affordable]):
+    ran = 0
+    for measure, best_fit in variants[:affordable]:
         if ran and budget is not None and budget.wall_left() < (time.perf_counter() - began) / ran:
             budget.note_cap("warm_start")
             break
         assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit)
+        ran += 1
         if best is None:
             first = assignment  # the classic baseline: first fit, decreasing by summed size
         total = evaluate(scorer, assignment).total
         if best is None or total < best[0]:
             best = (total, assignment, order, f"{'best' if best_fit else 'first'}-fit decreasing by {measure}")
     _, assignment, order, label = best
-    return canonical(fleet, assignment, order), order, label, first
+    return WarmStart(canonical(fleet, assignment, order), order, label, first, ran)
 
 
 def canonical(fleet: Fleet, assignment: Assignment, order: np.ndarray) -> Assignment:
@@ -187,56 +366,10 @@ def canonical(fleet: Fleet, assignment: Assignment, order: np.ndarray) -> Assign
                 continue
             mapping[h] = members[c][taken[c]]
             taken[c] += 1
-    out = Assignment(assignment.placed.copy(), [[(mapping.get(p[0], p[0]), *p[1:]) for p in parts]
-                                                 for parts in assignment.parts],
-                     [[mapping.get(h, h) for h in hosts] for hosts in assignment.storage_hosts])
-    return out
+    return assignment.relabelled(mapping)
 
 
-def _reorder(assignment: Assignment, order: np.ndarray) -> Assignment:
-    """Assignment in request index space → problem order (position i holds request order[i])."""
-    return Assignment(assignment.placed[order].copy(), [assignment.parts[r] for r in order],
-                      [assignment.storage_hosts[r] for r in order])
-
-
-def _restore(assignment: Assignment, order: np.ndarray) -> Assignment:
-    out = Assignment.empty(len(order))
-    for i, r in enumerate(order):
-        out.placed[r] = assignment.placed[i]
-        out.parts[r] = assignment.parts[i]
-        out.storage_hosts[r] = assignment.storage_hosts[i]
-    return out
-
-
-@dataclass
-class SearchResult:
-    """Best assignment found (problem order), a proven bound if any, and what each phase did."""
-
-    assignment: Assignment
-    bound: float | None
-    proved_optimal: bool
-    label: str
-    pairs: int
-    monolithic: dict | None
-    lns: dict | None
-    consolidation: dict | None = None
-    recreate: dict | None = None
-
-
-def _pairs(compute: list[np.ndarray], storage: list[np.ndarray]) -> int:
-    """(request, candidate host) pairs over compute and storage candidate lists."""
-    return int(sum(len(c) for c in compute) + sum(len(s) for s in storage))
-
-
-def _waits(problem: PlacementProblem, assignment: Assignment) -> bool:
-    """Some request that has a compute candidate is unplaced (more demand than room)."""
-    return any(len(c) and not placed for c, placed in zip(problem.compute_candidates, assignment.placed))
-
-
-def _hosts_of(assignment: Assignment) -> list[set[int]]:
-    """Per request (index space), the hosts its parts and storage copies sit on."""
-    return [({p[0] for p in assignment.parts[r]} | set(assignment.storage_hosts[r])) if assignment.placed[r] else set()
-            for r in range(len(assignment.placed))]
+# --- stage: wide search ---------------------------------------------------------------------
 
 
 def search_options(options: PlanOptions, fleet: Fleet, n_requests: int) -> PlanOptions:
@@ -248,56 +381,23 @@ def search_options(options: PlanOptions, fleet: Fleet, n_requests: int) -> PlanO
                            pair_budget=max(options.pair_budget, options.search_pair_budget))
 
 
-def new_budget(options: PlanOptions, started: float | None = None) -> SearchBudget:
-    """The search budget of a run of `options` (started now unless the command started it earlier)."""
-    return SearchBudget(options.time_limit_s, deterministic=options.deterministic,
-                        units_per_s=options.deterministic_units_per_s, safety_factor=options.wall_safety_factor,
-                        started=started)
-
-
-def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_requests: int) -> None:
-    """What the fixed phases and the bound are expected to take, from the problem's size."""
-    fixed = 0.5 + options.fixed_s_per_mpair * n_hosts * n_requests / 1e6
-    bound = min(options.lp_time_limit_s, max(1.0, options.bound_share * options.time_limit_s)) if options.lp_bound else 0.0
-    budget.set_aside(0.8 * fixed, 0.2 * fixed + bound)
-
-
-@dataclass
-class WideSearch:
-    """Ruin and recreate run before the model is built, over wide candidate sets."""
-
-    assignment: Assignment  # request index space; the warm start when the search found nothing better
-    stats: SearchStats | None  # None: nothing waited, or the search is disabled
-    candidate_pairs: int = 0
-    top_k: int = 0
-
-    @property
-    def improved(self) -> bool:
-        return self.stats is not None and self.stats.gained
-
-    def to_dict(self) -> dict | None:
-        if self.stats is None:
-            return None
-        return {**self.stats.to_dict(), "candidate_pairs": self.candidate_pairs, "top_k": self.top_k}
-
-
-def recreate_wide(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, start: Assignment,
-                  order: np.ndarray, budget: SearchBudget) -> WideSearch:
+def wide_search(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, start: WarmStart,
+                budget: SearchBudget) -> WideSearch:
     """When the warm start leaves a request with somewhere to go unplaced, ruin and recreate for
     recreate_share of the search budget over wide candidate sets (`search_options`). The model's top_k
     keeps CP-SAT and the LP small; a local search need not be, and on the demo fleet the best-12 classes
     left it 5% short of the objective that every host gave (dev runs, 4,000 moves, 4 seeds)."""
-    if options.recreate_share <= 0 or start.placed.all():
+    if options.recreate_share <= 0 or start.assignment.placed.all():
         budget.skip("ruin_recreate")
-        return WideSearch(start, None)
+        return WideSearch(start.assignment, None)
     wide_options = search_options(options, fleet, requests.height)
     with budget.fixed("search_candidates"):
-        wide = find_candidates(fleet, requests, wide_options, must_include=_hosts_of(start))
-        problem = build_problem(fleet, requests, wide, options, order)
-        hint = _reorder(start, order)
-    if not _waits(problem, hint):
+        wide = find_candidates(fleet, requests, wide_options, must_include=start.assignment.hosts_per_request())
+        problem = build_problem(fleet, requests, wide, options, start.order)
+        hint = start.assignment.reordered(start.order)
+    if not waits(problem, hint):
         budget.skip("ruin_recreate")
-        return WideSearch(start, None)
+        return WideSearch(start.assignment, None)
     grant = budget.grant("ruin_recreate", options.recreate_share)
     moves = grant.moves(options.recreate_moves_per_s)
     found, stats = ruin_and_recreate(problem, hint, moves, seed=options.seed, relabel=False,
@@ -305,8 +405,36 @@ def recreate_wide(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, st
     # deterministic time: the moves made, in their share (stopping early because nothing waits hands the rest on)
     budget.charge(grant, grant.seconds * min(stats.moves / moves, 1.0) if grant.deterministic else stats.wall_s,
                   stats.wall_s, stats.stopped_by)
-    return WideSearch(_restore(found, order) if stats.gained else start, stats,
-                      _pairs(wide.compute, wide.storage), wide_options.top_k)
+    return WideSearch(found.restored(start.order) if stats.gained else start.assignment, stats,
+                      candidate_pairs(wide.compute, wide.storage), wide_options.top_k)
+
+
+# --- stage: the model's candidates and problem ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """The model's candidates, its placement problem and the hints in problem order."""
+
+    candidates: Candidates
+    problem: PlacementProblem
+    hint: Assignment         # the best plan so far, relabelled for the symmetry rules
+    start_hint: Assignment   # the warm start
+    ffd_hint: Assignment     # the FFD baseline
+
+
+def build_model_input(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, start: WarmStart,
+                      searched: WideSearch) -> ModelInput:
+    """The best top_k classes per request, plus every host the warm start and the search used (so their
+    plans are valid hints), and the placement problem over them."""
+    must = [a | b for a, b in zip(start.assignment.hosts_per_request(), searched.assignment.hosts_per_request())]
+    candidates = find_candidates(fleet, requests, options, must_include=must)
+    problem = build_problem(fleet, requests, candidates, options, start.order)
+    return ModelInput(candidates, problem, canonical_groups(problem, searched.assignment.reordered(start.order)),
+                      start.assignment.reordered(start.order), start.ffd.reordered(start.order))
+
+
+# --- stage: solve -----------------------------------------------------------------------------
 
 
 def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions, budget: SearchBudget,
@@ -314,190 +442,215 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions, bud
     """Consolidation first when every request with a candidate is placed (its share of what is left of
     the search budget); then monolithic CP-SAT on models up to `monolithic_pair_limit` pairs (its share),
     then large-neighbourhood search with CP-SAT on the rest of the budget from the best plan so far."""
-    pairs = _pairs(problem.compute_candidates, problem.storage_candidates)
-    best, bound, proved, label, monolithic, lns_stats = hint, None, False, "warm-start", None, None
-    consolidation = recreate = None
+    out = SearchResult(hint, None, False, "warm-start", candidate_pairs(problem.compute_candidates,
+                                                                         problem.storage_candidates))
+    labels: list[str] = []
     if searched is not None and searched.stats is not None:
-        recreate = searched.to_dict()
+        out.recreate = searched
         if searched.improved:
-            label = "ruin-recreate"
-    if options.consolidation_share > 0 and not _waits(problem, hint):
+            labels.append("ruin-recreate")
+    if options.consolidation_share > 0 and not waits(problem, hint):
         # emptying paid-for hosts when everything that can be placed is; its result is the hint from then on
         grant = budget.grant("consolidation", options.consolidation_share)
         moves = grant.moves(options.consolidation_moves_per_s)
         found, stats = consolidate(problem, hint, moves, seed=options.seed, wall_limit_s=grant.wall_cap_s)
-        consolidation = stats.to_dict()
+        out.consolidation = stats
         if stats.gained:
-            best = hint = found
-            label = "consolidation" if label == "warm-start" else f"{label}+consolidation"
+            out.assignment = hint = found
+            labels.append("consolidation")
         budget.charge(grant, grant.seconds if grant.deterministic else stats.wall_s, stats.wall_s, stats.stopped_by)
     else:
         budget.skip("consolidation")
-    if pairs <= options.monolithic_pair_limit:
+    if out.pairs <= options.monolithic_pair_limit:
         grant = budget.grant("cp_sat", 1.0 if options.lns_share <= 0 else 1.0 - options.lns_share)
         solution = solve_placement(dataclasses.replace(problem, time_limit_s=grant.seconds,
                                                        wall_limit_s=grant.wall_cap_s),
                                    hint=hint, log_callback=solver_log)
-        proved = solution.result.status == "optimal"
+        out.proved_optimal = solution.result.status == PlanStatus.OPTIMAL
         used = solution.deterministic_s / grant.units_per_s if grant.deterministic else solution.result.wall_s
-        charged = budget.charge(grant, used, solution.result.wall_s, Stop.DONE if proved else Stop.BUDGET)
-        monolithic = {**_in_dollars(solution.result), "variables": solution.n_variables,
-                      "constraints": solution.n_constraints, "deterministic_s": round(solution.deterministic_s, 3),
-                      "stopped_by": charged.stopped_by.value}
-        bound = solution.result.best_bound
+        charged = budget.charge(grant, used, solution.result.wall_s, Stop.DONE if out.proved_optimal else Stop.BUDGET)
+        out.cp_sat = CpSatReport(solution.result, solution.n_variables, solution.n_constraints,
+                                 solution.deterministic_s, charged.stopped_by)
+        out.bound = solution.result.best_bound
         if solution.terms is not None and solution.terms.total <= evaluate(problem, hint).total:
-            best, label = solution.assignment, ("cp-sat" if label == "warm-start" else f"{label}+cp-sat")
+            out.assignment = solution.assignment
+            labels.append("cp-sat")
     else:
         budget.skip("cp_sat")
     grant = budget.grant("lns")
-    if grant.seconds > 0 and not proved and options.lns_share > 0:
-        best, stats = improve(problem, best, grant.solver_limit, seed=options.seed, wall_limit_s=grant.wall_cap_s,
-                              sub_time_s=options.lns_neighbourhood_s)
-        lns_stats = stats.to_dict()
+    if grant.seconds > 0 and not out.proved_optimal and options.lns_share > 0:
+        out.assignment, stats = improve(problem, out.assignment, grant.solver_limit, seed=options.seed,
+                                        wall_limit_s=grant.wall_cap_s, sub_time_s=options.lns_neighbourhood_s)
+        out.lns = stats
         used = stats.deterministic_s / grant.units_per_s if grant.deterministic else stats.wall_s
         budget.charge(grant, used, stats.wall_s, stats.stopped_by)
         if stats.gained:
-            label = "cp-sat-lns" if label == "warm-start" else f"{label}+lns"
+            labels.append("lns" if labels else "cp-sat-lns")
     else:
         budget.skip("lns")
-    return SearchResult(best, bound, proved, label, pairs, monolithic, lns_stats, consolidation, recreate)
+    out.label = "+".join(labels) or "warm-start"
+    return out
+
+
+# --- stage: bound -----------------------------------------------------------------------------
+
+
+def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
+          budget: SearchBudget) -> SolveResult | None:
+    """The LP relaxation (or, above lp_pair_limit pairs, the zone-aggregate LP) within what the budget
+    leaves after the search; only an LP solved to optimality counts as a bound."""
+    if not options.lp_bound:
+        budget.skip("bound")
+        return None
+    grant = budget.tail_grant("bound", options.lp_time_limit_s)
+    solver = lp_bound if search.pairs <= options.lp_pair_limit else aggregate_bound
+    result = solver(problem, max(grant.seconds, 0.1))
+    budget.charge(grant, result.wall_s, result.wall_s, Stop.DONE if result.status == PlanStatus.OPTIMAL else Stop.BUDGET)
+    return result
+
+
+def best_bound(search: SearchResult, lp: SolveResult | None) -> float | None:
+    """The tighter of CP-SAT's bound and the LP's (solver units)."""
+    bound = search.bound
+    if lp is not None and lp.status == PlanStatus.OPTIMAL and (bound is None or lp.objective > bound):
+        bound = lp.objective
+    return bound
+
+
+# --- stage: assign and check ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The chosen plan (problem order) as tables, checked; `fallback` when the search's plan broke an invariant."""
+
+    assignment: Assignment
+    terms: ObjectiveTerms
+    shards: pl.DataFrame
+    requests_out: pl.DataFrame
+    improved: bool               # better than the warm start
+    fallback: dict | None
+
+
+def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, options: PlanOptions,
+                     stage: ModelInput, order: np.ndarray, search: SearchResult, budget: SearchBudget,
+                     checker=check_plan) -> Outcome:
+    """The better of the search's plan and the warm start as tables, checked against the nine invariants;
+    if the check fails (a bug, never a plan) the best valid plan of the warm start, the FFD baseline and
+    nothing placed is taken instead, and the violations are recorded."""
+    problem = stage.problem
+    chosen, terms = search.assignment, evaluate(problem, search.assignment)
+    start_terms = evaluate(problem, stage.start_hint)
+    improved = terms.total < start_terms.total
+    if not improved:
+        chosen, terms = stage.start_hint, start_terms
+    with budget.fixed("assign"):
+        shards, requests_out = assemble(fleet, requests, chosen.restored(order), options, stage.candidates)
+    with budget.fixed("check"):
+        violations = checker(hosts, requests, shards, requests_out, options)
+    if not violations:
+        return Outcome(chosen, terms, shards, requests_out, improved, None)
+    fallback: dict = {"violations": [str(v) for v in violations[:20]], "violation_count": len(violations),
+                      "broken": search.label}
+    for name, alternative in (("warm start", stage.start_hint), ("first-fit decreasing", stage.ffd_hint),
+                              ("nothing placed", Assignment.empty(len(order)))):
+        with budget.fixed(f"fallback: {name}"):
+            shards, requests_out = assemble(fleet, requests, alternative.restored(order), options, stage.candidates)
+            if not checker(hosts, requests, shards, requests_out, options):
+                fallback["plan"] = name
+                return Outcome(alternative, evaluate(problem, alternative), shards, requests_out, False, fallback)
+    raise AssertionError("an empty plan failed the checker")  # unreachable: nothing placed breaks no invariant
+
+
+def solver_label(search: SearchResult, outcome: Outcome, lp: SolveResult | None, bound: float | None,
+                 status: PlanStatus, heuristic: str) -> str:
+    """Which phases made the plan (and proved its bound), or why the warm start stands."""
+    if outcome.fallback is not None:
+        return (f"checker fallback: {outcome.fallback['plan']} ({search.label} broke "
+                f"{outcome.fallback['violation_count']} invariant checks)")
+    if outcome.improved or status == PlanStatus.OPTIMAL:
+        proved_by_lp = lp is not None and bound is not None and bound == lp.objective
+        return "+".join([search.label] + ([lp.solver] if proved_by_lp else []))
+    return f"warm-start fallback: {heuristic} ({search.label}: no better plan in time)"
+
+
+# --- the pipeline -----------------------------------------------------------------------------
 
 
 def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
          progress: Progress | None = None, solver_log: Callable[[str], None] | None = None,
          budget: SearchBudget | None = None) -> Plan:
-    """Warm start, wide search, candidates, CP-SAT and LNS, LP bound, all under one search budget (the
-    command's, when given); the better of the search and the warm start is returned, labelled."""
+    """The stages in order under one search budget (the command's, when given); see the module docstring."""
     note = progress or (lambda _stage: None)
     options.validate()
     budget = budget or new_budget(options)
-    started = time.perf_counter()
     set_aside(budget, options, hosts.height, requests.height)
     note("fleet")
     with budget.fixed("fleet"):
         fleet = build_fleet(hosts)
     note("baseline")
     with budget.fixed("warm_start"):
-        start, order, start_label, ffd = warm_start(fleet, requests, options, budget)
+        start = warm_start(fleet, requests, options, budget)
     note("search")
-    searched = recreate_wide(fleet, requests, options, start, order, budget)
+    searched = wide_search(fleet, requests, options, start, budget)
     note("candidates")
     with budget.fixed("candidates"):
-        # the model's candidates: the best top_k classes, plus every host the warm start and the search used
-        must = [a | b for a, b in zip(_hosts_of(start), _hosts_of(searched.assignment))]
-        candidates = find_candidates(fleet, requests, options, must_include=must)
-        problem = build_problem(fleet, requests, candidates, options, order)
-        hint = canonical_groups(problem, _reorder(searched.assignment, order))
-        ffd_terms = evaluate(problem, _reorder(ffd, order))
-        start_hint = _reorder(start, order)
-        start_terms = evaluate(problem, start_hint)
+        stage = build_model_input(fleet, requests, options, start, searched)
     note("solve")
-    search = solve(problem, hint, options, budget, solver_log, searched)
-    chosen, terms = search.assignment, evaluate(problem, search.assignment)
-    improved = terms.total < start_terms.total
-    if not improved:
-        chosen, terms = start_hint, start_terms
-    bound_units = search.bound
-    lp_result = None
-    if options.lp_bound:
-        note("bound")
-        grant = budget.tail_grant("bound", options.lp_time_limit_s)
-        relax = lp_bound if search.pairs <= options.lp_pair_limit else aggregate_bound
-        lp_result = relax(problem, max(grant.seconds, 0.1))
-        budget.charge(grant, lp_result.wall_s, lp_result.wall_s,
-                      Stop.DONE if lp_result.status == "optimal" else Stop.BUDGET)
-        if lp_result.status == "optimal" and (bound_units is None or lp_result.objective > bound_units):
-            bound_units = lp_result.objective
+    search = solve(stage.problem, stage.hint, options, budget, solver_log, searched)
+    note("bound")
+    lp = relax(stage.problem, search, options, budget)
     note("assign")
-    with budget.fixed("assign"):
-        shards, requests_out = assemble(fleet, requests, _restore(chosen, order), options, candidates, problem, order)
-    note("check")
-    with budget.fixed("check"):
-        violations = check_plan(hosts, requests, shards, requests_out, options)
-    fallback = None
-    if violations:
-        # a bug, never a plan: fall back to the best valid plan found (warm start, FFD, nothing placed)
-        fallback = {"violations": [str(v) for v in violations[:20]], "violation_count": len(violations)}
-        for name, alternative in (("warm start", start_hint), ("first-fit decreasing", _reorder(ffd, order)),
-                                  ("nothing placed", Assignment.empty(len(order)))):
-            with budget.fixed(f"fallback: {name}"):
-                shards, requests_out = assemble(fleet, requests, _restore(alternative, order), options, candidates,
-                                                problem, order)
-                if not check_plan(hosts, requests, shards, requests_out, options):
-                    chosen, terms, improved = alternative, evaluate(problem, alternative), False
-                    fallback["plan"] = name
-                    break
-    objective = terms.total / COST_UNITS_PER_DOLLAR
-    bound = None if bound_units is None else min(bound_units, terms.total) / COST_UNITS_PER_DOLLAR
+    outcome = assign_and_check(hosts, requests, fleet, options, stage, start.order, search, budget)
+    bound_units = best_bound(search, lp)
+    objective = outcome.terms.total / COST_UNITS_PER_DOLLAR
+    bound = None if bound_units is None else min(bound_units, outcome.terms.total) / COST_UNITS_PER_DOLLAR
     gap = relative_gap(objective, bound)
-    status = "optimal" if search.proved_optimal and fallback is None or (gap is not None and gap < 1e-9) else "feasible"
-    if fallback is not None:
-        solver = f"checker fallback: {fallback['plan']} ({search.label} broke {len(violations)} invariant checks)"
-    elif improved or status == "optimal":
-        solver = search.label + (f"+{lp_result.solver}" if lp_result is not None and bound_units == lp_result.objective else "")
-    else:
-        solver = f"warm-start fallback: {start_label} ({search.label}: no better plan in time)"
-    final = SolveResult(status, objective, bound, gap, budget.elapsed(), solver)
-    assignment = _restore(chosen, order)
+    proved = search.proved_optimal and outcome.fallback is None or (gap is not None and gap < 1e-9)
+    status = PlanStatus.OPTIMAL if proved else PlanStatus.FEASIBLE
+    final = SolveResult(status, objective, bound, gap, budget.elapsed(),
+                        solver_label(search, outcome, lp, bound_units, status, start.heuristic))
+    assignment = outcome.assignment.restored(start.order)
     placed = int(assignment.placed.sum())
-    plan_json = {
-        **final.to_dict(),
-        "placed": placed,
-        "unplaced": int(requests.height - placed),
-        "inputs_hash": inputs_hash(hosts, requests),
-        "version": package_version(),
-        "options": options.to_dict(),
-        "objective_terms": dataclasses.replace(terms, ruled_out=int(
-            unplaced_weights(requests, options)[ruled_out(candidates)].sum())).to_dict(),
-        "cp_sat": search.monolithic,
-        "lns": search.lns,
-        "consolidation": search.consolidation,
-        "ruin_recreate": search.recreate,
-        "lp_relaxation": _in_dollars(lp_result) if lp_result else None,
-        "baseline_ffd": {"objective": ffd_terms.total / COST_UNITS_PER_DOLLAR, "placed": int(ffd.placed.sum()),
-                         **ffd_terms.to_dict()},
-        "warm_start": {"heuristic": start_label, "objective": start_terms.total / COST_UNITS_PER_DOLLAR,
-                       "placed": int(start.placed.sum())},
-        "candidates": {"pairs": _pairs(candidates.compute, candidates.storage),
-                       "member_cap": candidates.member_cap, "symmetry_groups": len(candidates.symmetry_groups)},
-        "checker_fallback": fallback,
-        "budget": budget.to_dict(),
-    }
-    return Plan(hosts, requests, shards, requests_out, final, plan_json, options, fleet, candidates, assignment)
+    report = PlanReport(
+        result=final, placed=placed, unplaced=int(requests.height - placed), inputs_hash=inputs_hash(hosts, requests),
+        options=options,
+        objective_terms=dataclasses.replace(outcome.terms, ruled_out=int(
+            unplaced_weights(requests, options)[ruled_out(stage.candidates)].sum())),
+        search=search, lp_relaxation=lp, baseline_ffd=evaluate(stage.problem, stage.ffd_hint),
+        ffd_placed=int(start.ffd.placed.sum()), warm_start=start.report(stage.problem),
+        candidates={"pairs": candidate_pairs(stage.candidates.compute, stage.candidates.storage),
+                    "member_cap": stage.candidates.member_cap,
+                    "symmetry_groups": len(stage.candidates.symmetry_groups)},
+        checker_fallback=outcome.fallback, budget=budget)
+    return Plan(hosts, requests, outcome.shards, outcome.requests_out, final, report, options, fleet,
+                stage.candidates, assignment)
 
 
 def plan_ffd(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions, sharded: bool) -> Plan:
     """The first-fit-decreasing baseline alone, as a full plan (whole-VM, or greedy sharded)."""
-    import time
-
     start = time.perf_counter()
     fleet = build_fleet(hosts)
     ffd, order = run_ffd(fleet, requests, options, sharded=sharded)
     candidates = find_candidates(fleet, requests, options.replace(mode="sharded" if sharded else "whole"))
     problem = build_problem(fleet, requests, candidates, options, order)
-    terms = evaluate(problem, _reorder(ffd, order))
+    terms = evaluate(problem, ffd.reordered(order))
     wall = time.perf_counter() - start
-    result = SolveResult("feasible", terms.total / COST_UNITS_PER_DOLLAR, None, None, wall,
+    result = SolveResult(PlanStatus.FEASIBLE, terms.total / COST_UNITS_PER_DOLLAR, None, None, wall,
                          "ffd-sharded" if sharded else "ffd-whole")
-    shards, requests_out = assemble(fleet, requests, ffd, options, candidates, problem, order)
+    shards, requests_out = assemble(fleet, requests, ffd, options, candidates)
     placed = int(ffd.placed.sum())
     plan_json = {**result.to_dict(), "placed": placed, "unplaced": int(requests.height - placed),
                  "inputs_hash": inputs_hash(hosts, requests), "version": package_version(),
                  "options": options.to_dict(), "objective_terms": terms.to_dict()}
-    return Plan(hosts, requests, shards, requests_out, result, plan_json, options, fleet, candidates, ffd)
+    return Plan(hosts, requests, shards, requests_out, result, None, options, fleet, candidates, ffd, plan_json)
 
 
-def _in_dollars(result: SolveResult) -> dict[str, object]:
-    """A solver result with objective and bound converted from milli-$ to $ per hour."""
-    out = result.to_dict()
-    for key in ("objective", "best_bound"):
-        if out[key] is not None:
-            out[key] = out[key] / COST_UNITS_PER_DOLLAR
-    return out
+# --- tables -----------------------------------------------------------------------------------
 
 
 def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, options: PlanOptions,
-             candidates: Candidates | None, problem: PlacementProblem, order: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+             candidates: Candidates | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """shards.parquet and requests.parquet rows from an assignment (request index space)."""
     rows: list[tuple] = []
     out: list[tuple] = []

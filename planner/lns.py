@@ -29,10 +29,6 @@ def _touching(assignment: Assignment, n_hosts: int) -> list[set[int]]:
     return on_host
 
 
-def _hosts_of(assignment: Assignment, r: int) -> set[int]:
-    return {p[0] for p in assignment.parts[r]} | set(assignment.storage_hosts[r])
-
-
 def subproblem(problem: PlacementProblem, assignment: Assignment, requests: list[int], hosts: set[int],
                time_limit_s: float) -> tuple[PlacementProblem, Assignment]:
     """The requests re-placed on `hosts` with everything else fixed; and their current placement as hint."""
@@ -120,7 +116,7 @@ def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed:
         if len(touching) > max_requests:
             touching = sorted(int(r) for r in rng.choice(touching, size=max_requests, replace=False))
         for r in touching:
-            hosts |= _hosts_of(current, r)
+            hosts |= current.hosts_of(r)
         room = max(max_requests - len(touching), 1)
         wanting = [int(r) for r in unplaced if np.isin(problem.compute_candidates[r], list(hosts)).any()
                    or (problem.demand[r][STORAGE] > 0 and np.isin(problem.storage_candidates[r], list(hosts)).any())]

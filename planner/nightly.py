@@ -123,7 +123,7 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
         sizing = size_reservations(forecast, inputs.hosts, reservation_options, inputs.history)
         if sizing.note:
             notes.append(sizing.note)
-        if sizing.result.status in ("optimal", "feasible"):
+        if sizing.result.status.has_solution:
             blocks = reservation_blocks(sizing, inputs.hosts, inputs.requests, plan_options, reservation_options)
         else:
             notes.append(f"reservation sizing {sizing.result.status}: planned without reservations")
@@ -138,7 +138,7 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
     violations = check_plan(inputs.hosts, planned.requests, planned.shards, planned.requests_out, plan_options,
                             planned.reservations)
     seconds["check"] = time.perf_counter() - started
-    planned.plan_json["nightly"] = {"forecaster": forecaster if forecast is not None else None,
+    planned.report.nightly = {"forecaster": forecaster if forecast is not None else None,
                                     "history": inputs.history_source, "inputs": inputs.source,
                                     "reservation_options": reservation_options.to_dict(), "notes": notes,
                                     "stage_seconds": {k: round(v, 3) for k, v in seconds.items()}}
@@ -196,7 +196,6 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
         stage("export")
         started = time.perf_counter()
         with budget.fixed("export"):
-            run.planned.plan_json["budget"] = budget.to_dict()
             export_nightly(run, out)
         run.stage_seconds["export"] = time.perf_counter() - started
         bar.update(task, completed=len(NIGHTLY_STAGES), description="done")

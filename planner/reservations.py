@@ -27,10 +27,10 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from models.problem import SolveResult
+from models.problem import PlanStatus, SolveResult
 from models.reservations import ReservationProblem, solve_reservations
 from planner.budget import SearchBudget
-from planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, plan
+from planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, PlanReport, plan
 from planner.options import PlanOptions
 from planner.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES
 
@@ -118,7 +118,11 @@ class ReservedPlan:
     shards: pl.DataFrame
     requests_out: pl.DataFrame
     reservations: pl.DataFrame
-    plan_json: dict
+    report: PlanReport
+
+    @property
+    def plan_json(self) -> dict:
+        return self.report.to_dict()
 
 
 # --- forecast → scenarios ---------------------------------------------------------------
@@ -234,7 +238,7 @@ def size_reservations(forecast: pl.DataFrame, hosts: pl.DataFrame | None, option
     problem = sizing_problem(groups, classes, options, hours)
     solution = solve_reservations(problem)
     note = None
-    if solution.result.status == "infeasible" and problem.floor.any():
+    if solution.result.status == PlanStatus.INFEASIBLE and problem.floor.any():
         solution = solve_reservations(dataclasses.replace(problem, floor=np.zeros_like(problem.floor)))
         note = (f"the {options.quantile_floor:g}-quantile floors exceed the free capacity of the host classes; "
                 "sized without them")
@@ -417,15 +421,11 @@ def split_reservations(result: Plan, requests: pl.DataFrame, sizing: Reservation
         .otherwise(pl.col("reason")).alias("reason"))
     real = requests_out.filter(~in_blocks)["status"]
     held = int((requests_out.filter(in_blocks)["status"] == "reserved").sum())
-    plan_json = {
-        **result.plan_json,
-        "placed": int((real == "placed").sum()),
-        "unplaced": int((real == "unplaced").sum()),
-        "reserved": held,
-        "reservation_blocks": {"held": held, "not_held": int(blocks.height - held)},
-        "reservations": reservation_summary(sizing, blocks, requests_out, reservations),
-    }
-    return ReservedPlan(result, requests, result.shards.filter(~in_blocks), requests_out, reservations, plan_json)
+    report = dataclasses.replace(
+        result.report, placed=int((real == "placed").sum()), unplaced=int((real == "unplaced").sum()), reserved=held,
+        reservation_blocks={"held": held, "not_held": int(blocks.height - held)},
+        reservations=reservation_summary(sizing, blocks, requests_out, reservations))
+    return ReservedPlan(result, requests, result.shards.filter(~in_blocks), requests_out, reservations, report)
 
 
 def reservation_summary(sizing: ReservationSizing | None, blocks: pl.DataFrame, requests_out: pl.DataFrame,

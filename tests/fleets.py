@@ -4,7 +4,7 @@ from __future__ import annotations
 import polars as pl
 
 from planner.candidates import build_fleet, find_candidates
-from planner.engine import _reorder, build_problem, run_ffd
+from planner.engine import build_problem, run_ffd
 from planner.inputs import check_hosts, validate_table
 from planner.schema import HOST_COLUMNS, REQUEST_COLUMNS
 
@@ -41,7 +41,5 @@ def problem_and_ffd(hosts, requests, options):
     `plan`) and the first-fit-decreasing assignment in problem order (sharded FFD in sharded mode)."""
     fleet = build_fleet(hosts)
     ffd, order = run_ffd(fleet, requests, options, sharded=options.mode == "sharded")
-    must = [({p[0] for p in ffd.parts[r]} | set(ffd.storage_hosts[r])) if ffd.placed[r] else set()
-            for r in range(requests.height)]
-    candidates = find_candidates(fleet, requests, options, must_include=must)
-    return build_problem(fleet, requests, candidates, options, order), _reorder(ffd, order)
+    candidates = find_candidates(fleet, requests, options, must_include=ffd.hosts_per_request())
+    return build_problem(fleet, requests, candidates, options, order), ffd.reordered(order)
