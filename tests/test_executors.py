@@ -8,7 +8,7 @@ import time
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -184,8 +184,7 @@ def test_planned_orders_always_pass_the_static_checker(data):
     current, wanted = placement(), placement()
     model_ok = all(sum(p.vcpu for p in ps if p.host_id == h) <= 8 and sum(p.storage_gib for p in ps if p.host_id == h) <= 60
                    for ps in (current, wanted) for h in hosts)
-    if not model_ok:
-        return
+    assume(model_ok)
     target = TargetPlan(plan_dir=None, parts=tuple(wanted), hosts=hosts, replicas={f"q{r}": 2 for r in range(n_requests)},
                         plan_hash="x")
     plan = plan_actions(current, target)
