@@ -19,7 +19,7 @@ bench:
 
 # regenerate the embedded demo from the seeded generator
 regen-demo:
-    python -m planner.fleet --demo
+    python -m shardplan.data.generator --demo
 
 # syntax and import check of every module
 lint:

@@ -2,13 +2,13 @@
 
 Accuracy: rolling-origin backtest (14 days of training, 24-hour horizon, origins a day
 apart) on Bitbrains Rnd hourly (500 VMs, ~91 days) and the Azure V1 CPU sample (177 VMs,
-~28 days), each VM one (user_id, app_type) series (forecasting.traces). Scores per
+~28 days), each VM one (user_id, app_type) series (shardplan.forecasting.traces). Scores per
 forecaster and resource: WAPE per series (median over series) and on the fleet total
 (sum over series), MASE, 10–90 coverage. Target (issue 3): the shipped Prophet ≥ 15 %
 lower fleet WAPE and ≥ 10 % lower median series WAPE than the best baseline, coverage
 in [75 %, 85 %].
 
-Honest measurement: the shipped settings (forecasting.prophet_model.SHIPPED_SETTINGS)
+Honest measurement: the shipped settings (shardplan.forecasting.prophet_model.SHIPPED_SETTINGS)
 were chosen on the tuning windows only (Bitbrains origins before 2013-08-15, Azure
 origins before 2016-12-04, on samples of VMs); every figure here comes from origins on
 or after those dates.
@@ -36,10 +36,10 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, require_shared_dir, results_path, write_json_atomic  # noqa: E402
-from forecasting.backtest import BacktestSettings, load_adjustment, run_backtest  # noqa: E402
-from forecasting.forecasters import BASELINES, get_forecaster  # noqa: E402
-from forecasting.history import demand_long, hourly_demand, system_load  # noqa: E402
-from forecasting.traces import load_azure_cpu, load_bitbrains  # noqa: E402
+from shardplan.forecasting.backtest import BacktestSettings, load_adjustment, run_backtest  # noqa: E402
+from shardplan.forecasting.forecasters import BASELINES, get_forecaster  # noqa: E402
+from shardplan.forecasting.history import demand_long, hourly_demand, system_load  # noqa: E402
+from shardplan.forecasting.traces import load_azure_cpu, load_bitbrains  # noqa: E402
 
 SHIPPED = "prophet"
 REFERENCE = "prophet_plain"
@@ -47,7 +47,7 @@ TRAIN_DAYS = 14
 HORIZON_HOURS = 24
 TUNING_END = {"bitbrains": datetime(2013, 8, 15, tzinfo=timezone.utc),
               "azure": datetime(2016, 12, 4, tzinfo=timezone.utc)}
-"""Origins before these dates chose the shipped settings (forecasting.prophet_model); they are never scored."""
+"""Origins before these dates chose the shipped settings (shardplan.forecasting.prophet_model); they are never scored."""
 TARGET_FLEET_GAIN = 0.15
 TARGET_SERIES_GAIN = 0.10
 TARGET_COVERAGE = (0.75, 0.85)
@@ -57,7 +57,7 @@ console = Console(width=150)
 
 
 def load_trace(name: str, shared: Path) -> pl.DataFrame:
-    """The history table of a trace (one user per VM; see forecasting.traces)."""
+    """The history table of a trace (one user per VM; see shardplan.forecasting.traces)."""
     usage = shared / "datasets" / "vm-usage"
     if name == "bitbrains":
         return load_bitbrains(usage / "bitbrains-rnd")

@@ -1,13 +1,13 @@
 """Pre-allocation replay: reserve for the next window from the forecast, then replay the demand that came.
 
-On the public traces (Bitbrains Rnd hourly, Azure V1 CPU sample; forecasting.traces loaders),
+On the public traces (Bitbrains Rnd hourly, Azure V1 CPU sample; shardplan.forecasting.traces loaders),
 at rolling daily origins each method reserves per (user_id, app_type) group and resource
 (vcpu = cores used, ram_gib) for the next 24 hours, seeing only the hours before the origin:
 
 - reactive: no reservation (hit rate 0, slack 0: every demand-hour is placed on arrival);
 - static headroom: last week's peak × 1.2;
 - forecast + sizing: the forecaster's 24-hour forecast → P10/P50/P90 peak scenarios →
-  models.reservations with the nightly's ReservationOptions (planner.reservations.size_reservations,
+  shardplan.models.reservations with the nightly's ReservationOptions (shardplan.planner.reservations.size_reservations,
   no capacity limit), for each forecaster compared;
 - forecast + sizing, 4-h slots: the same, one reservation per 4-hour slot of the window (what the
   sizing would give if reservations could change within the night; the plan contract holds one
@@ -39,12 +39,12 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, require_shared_dir, results_path, write_json_atomic  # noqa: E402
-from forecasting.backtest import BacktestSettings, rolling_origins  # noqa: E402
-from forecasting.forecasters import Forecaster, get_forecaster  # noqa: E402
-from forecasting.history import SERIES_KEYS, demand_long, demand_wide, hourly_demand  # noqa: E402
-from forecasting.traces import load_azure_cpu, load_bitbrains  # noqa: E402
-from planner.nightly import NIGHTLY_FORECASTER  # noqa: E402
-from planner.reservations import SIZED_RESOURCES, ReservationOptions, size_reservations  # noqa: E402
+from shardplan.forecasting.backtest import BacktestSettings, rolling_origins  # noqa: E402
+from shardplan.forecasting.forecasters import Forecaster, get_forecaster  # noqa: E402
+from shardplan.forecasting.history import SERIES_KEYS, demand_long, demand_wide, hourly_demand  # noqa: E402
+from shardplan.forecasting.traces import load_azure_cpu, load_bitbrains  # noqa: E402
+from shardplan.planner.nightly import NIGHTLY_FORECASTER  # noqa: E402
+from shardplan.planner.reservations import SIZED_RESOURCES, ReservationOptions, size_reservations  # noqa: E402
 
 HORIZON_HOURS = 24
 TRAIN_DAYS = 14

@@ -31,13 +31,13 @@ if __package__ in (None, ""):  # `python benchmarks/replication.py` from the rep
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import results_path, write_json_atomic
-from executors.actions import ActionKind, plan_actions
-from executors.apply import apply_plan, matches_target
-from executors.base import load_target
-from executors.kill_drill import KillDrillResult, differs_from_shards_file, kill_drill
-from executors.repl_checker import check_action_sequence
-from executors.replication import ReplicationOptions, run_schedules
-from executors.sim import SimExecutor
+from shardplan.executors.actions import ActionKind, plan_actions
+from shardplan.executors.apply import apply_plan, matches_target
+from shardplan.executors.base import load_target
+from shardplan.executors.kill_drill import KillDrillResult, differs_from_shards_file, kill_drill
+from shardplan.executors.repl_checker import check_action_sequence
+from shardplan.executors.replication import ReplicationOptions, run_schedules
+from shardplan.executors.sim import SimExecutor
 
 RESULTS = results_path("replication")
 console = Console(width=200)  # wide tables also when the output is a log file
@@ -54,10 +54,10 @@ class DemoPlans:
 
 def _plan_dir(out: Path, hosts: pl.DataFrame, requests: pl.DataFrame, time_limit_s: float) -> dict[str, object]:
     """Plan with the public path, write the plan directory, run the plan checker on it."""
-    from planner.checker import check_plan_dir
-    from planner.engine import plan
-    from planner.export import write_plan_dir
-    from planner.options import PlanOptions
+    from shardplan.planner.report.checker import check_plan_dir
+    from shardplan.planner.engine import plan
+    from shardplan.planner.report.export import write_plan_dir
+    from shardplan.planner.validate.options import PlanOptions
 
     started = time.perf_counter()
     result = plan(hosts, requests, PlanOptions(time_limit_s=time_limit_s, workers=2, lp_bound=False))
@@ -77,7 +77,7 @@ def _plan_dir(out: Path, hosts: pl.DataFrame, requests: pl.DataFrame, time_limit
 
 def demo_plans(workdir: Path, time_limit_s: float, seed: int, drain: int, new_requests: int) -> DemoPlans:
     """Plan A for the embedded demo fleet; plan B after draining ``drain`` busy hosts and adding new requests."""
-    from planner.fleet import demo_fleet
+    from shardplan.data.generator import demo_fleet
 
     hosts, requests = demo_fleet()
     a = workdir / "demo-plan-a"
@@ -249,7 +249,7 @@ def libvirt_readback(plans: DemoPlans, workdir: Path) -> dict[str, object]:
         import libvirt
     except ImportError:
         return {"skipped": "libvirt-python not installed"}
-    from executors.libvirt_exec import KIB_PER_GIB, METADATA_NS, volume_name
+    from shardplan.executors.libvirt_exec import KIB_PER_GIB, METADATA_NS, volume_name
 
     uri = "test:///default"
     keeper = libvirt.open(uri)  # the test driver forgets its state when the last connection closes

@@ -2,7 +2,7 @@
 
 Each instance of ``shared/benchmarks/vbp`` (see its SOURCE.md) becomes a fleet of cost-1 hosts in one
 zone and one rack (VMP set C: two host types) and one request per item; dimensions map to vcpu,
-ram_gib, storage_gib, net_gbps, gpu in that order. ``planner.engine.plan`` solves it, the checker
+ram_gib, storage_gib, net_gbps, gpu in that order. ``shardplan.planner.engine.plan`` solves it, the checker
 verifies the plan, and the bins used are compared with the known optimum and with the first-fit
 decreasing baseline of the same run. Only Vectorpack d ∈ {3, 5} and VMP sets A, B, C, and only
 instances with a known optimum.
@@ -33,12 +33,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks.common import print_table, require_shared_dir, results_path, write_json_atomic
-from planner.candidates import build_fleet
-from planner.checker import check_plan
-from planner.engine import plan, run_ffd
-from planner.inputs import check_hosts, validate_table
-from planner.options import PlanOptions
-from planner.schema import HOST_COLUMNS, REQUEST_COLUMNS, RESOURCES
+from shardplan.planner.search.candidates import build_fleet
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.engine import plan, run_ffd
+from shardplan.planner.validate.inputs import check_hosts, validate_table
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS, RESOURCES
 
 OPTIMA_FILE = Path("benchmarks/vbp/optima.csv")
 CCILS_RESULTS_FILE = Path("benchmarks/vbp/vmp_paco/tables/ResultsForEachInstance.csv")

@@ -12,57 +12,11 @@ the wait-for cycle when there is one.
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from executors.base import CAPACITY_SLACK, HostSpec, Part, TargetPlan
-from planner.schema import RESOURCES, tier_rank
-
-
-class ActionKind(StrEnum):
-    CREATE = "create_part"
-    RESIZE = "resize_part"
-    COPY = "copy_replica"
-    DELETE = "delete_part"
-
-
-@dataclass(frozen=True)
-class Action:
-    """One idempotent step. ``part`` is the part as the action leaves it (for a delete, the part removed)."""
-
-    seq: int
-    kind: ActionKind
-    part: Part
-    reason: str
-    previous: Part | None = None
-    """resize: the part before the change."""
-    move_from: str | None = None
-    """create/copy/delete that belong to a move: the host the part leaves."""
-
-    def describe(self) -> str:
-        return f"{self.kind.value:<13} {self.part.label:<24} {self.reason}"
-
-    def to_json(self) -> str:
-        return json.dumps({"seq": self.seq, "kind": self.kind.value, "part": self.part.to_record(),
-                           "reason": self.reason, "move_from": self.move_from,
-                           "previous": None if self.previous is None else self.previous.to_record()})
-
-    @classmethod
-    def from_json(cls, text: str) -> "Action":
-        record = json.loads(text)
-        return cls(seq=record["seq"], kind=ActionKind(record["kind"]), part=Part.from_record(record["part"]),
-                   reason=record["reason"], move_from=record["move_from"],
-                   previous=None if record["previous"] is None else Part.from_record(record["previous"]))
-
-    def frees(self) -> bool:
-        """Deletes and shrinking resizes only give capacity back."""
-        if self.kind is ActionKind.DELETE:
-            return True
-        if self.kind is ActionKind.RESIZE and self.previous is not None:
-            return all(getattr(self.part, r) <= getattr(self.previous, r) for r in RESOURCES)
-        return False
+from shardplan.executors.base import CAPACITY_SLACK, Action, ActionKind, HostSpec, Part, TargetPlan  # noqa: F401
+from shardplan.schema import RESOURCES, tier_rank
 
 
 @dataclass(frozen=True)

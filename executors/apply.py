@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from executors.actions import Action, ActionPlan, plan_actions
-from executors.base import Executor, ExecutorError, HostSpec, Part, TargetPlan, executor_class, load_target
-from executors.journal import Journal
+from shardplan.executors.actions import Action, ActionPlan, plan_actions
+from shardplan.executors.base import Executor, ExecutorError, HostSpec, Part, TargetPlan, executor_class, load_target
+from shardplan.executors.journal import Journal
 
 
 class ApplyError(RuntimeError):

@@ -7,18 +7,18 @@ instead of testing its name.
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import polars as pl
 
-from planner.schema import RESOURCES, SHARDS_SCHEMA
+from shardplan.schema import RESOURCES, SHARDS_SCHEMA
 
-if TYPE_CHECKING:
-    from executors.actions import Action
 
 ENTRY_POINT_GROUP = "shardplan.executors"
 PART_COLUMNS: tuple[str, ...] = tuple(SHARDS_SCHEMA)
@@ -216,6 +216,50 @@ def load_target(plan_dir: str | Path) -> TargetPlan:
     return TargetPlan(plan_dir=plan_dir, parts=parts, hosts=hosts, replicas=replicas, plan_hash=digest)
 
 
+class ActionKind(StrEnum):
+    CREATE = "create_part"
+    RESIZE = "resize_part"
+    COPY = "copy_replica"
+    DELETE = "delete_part"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One idempotent step. ``part`` is the part as the action leaves it (for a delete, the part removed)."""
+
+    seq: int
+    kind: ActionKind
+    part: Part
+    reason: str
+    previous: Part | None = None
+    """resize: the part before the change."""
+    move_from: str | None = None
+    """create/copy/delete that belong to a move: the host the part leaves."""
+
+    def describe(self) -> str:
+        return f"{self.kind.value:<13} {self.part.label:<24} {self.reason}"
+
+    def to_json(self) -> str:
+        return json.dumps({"seq": self.seq, "kind": self.kind.value, "part": self.part.to_record(),
+                           "reason": self.reason, "move_from": self.move_from,
+                           "previous": None if self.previous is None else self.previous.to_record()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Action":
+        record = json.loads(text)
+        return cls(seq=record["seq"], kind=ActionKind(record["kind"]), part=Part.from_record(record["part"]),
+                   reason=record["reason"], move_from=record["move_from"],
+                   previous=None if record["previous"] is None else Part.from_record(record["previous"]))
+
+    def frees(self) -> bool:
+        """Deletes and shrinking resizes only give capacity back."""
+        if self.kind is ActionKind.DELETE:
+            return True
+        if self.kind is ActionKind.RESIZE and self.previous is not None:
+            return all(getattr(self.part, r) <= getattr(self.previous, r) for r in RESOURCES)
+        return False
+
+
 class Executor(ABC):
     """Applies actions to a cluster; every action is idempotent (re-running a done action is a no-op)."""
 
@@ -232,7 +276,7 @@ class Executor(ABC):
         """Every part the cluster holds now, complete or still being filled."""
 
     @abstractmethod
-    def apply(self, action: "Action") -> None:
+    def apply(self, action: Action) -> None:
         """Carry out one action; a no-op when its effect is already there."""
 
     def close(self) -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import polars as pl
 
-from executors.apply import apply_plan, matches_target
-from executors.base import load_target, parts_frame
-from executors.repl_checker import check_event_log
-from executors.sim import SimExecutor
-from planner.schema import SHARDS_SCHEMA
+from shardplan.executors.apply import apply_plan, matches_target
+from shardplan.executors.base import load_target, parts_frame
+from shardplan.executors.repl_checker import check_event_log
+from shardplan.executors.sim import SimExecutor
+from shardplan.schema import SHARDS_SCHEMA
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _progress(state: Path) -> tuple[int, int]:
 
 
 def _child(after: Path, state: Path, action_delay_ms: float) -> subprocess.Popen:
-    command = [sys.executable, "-m", "planner.cli_executors", "apply", str(after), "--executor", "sim",
+    command = [sys.executable, "-m", "shardplan", "apply", str(after), "--executor", "sim",
                "--state", str(state), "--action-delay-ms", str(action_delay_ms)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
 

@@ -22,9 +22,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, ClassVar, TypeVar
 
-from executors.actions import Action, ActionKind
-from executors.base import Executor, ExecutorError, HostSpec, HostUnavailable, Part
-from executors.journal import connect
+from shardplan.executors.actions import Action, ActionKind
+from shardplan.executors.base import Executor, ExecutorError, HostSpec, HostUnavailable, Part
+from shardplan.executors.journal import connect
 
 try:
     import libvirt

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from executors.actions import Action, ActionKind, ClusterModel, copy_floors
-from executors.base import CAPACITY_SLACK, HostSpec, Part, TargetPlan
+from shardplan.executors.actions import Action, ActionKind, ClusterModel, copy_floors
+from shardplan.executors.base import CAPACITY_SLACK, HostSpec, Part, TargetPlan
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from executors.repl_checker import HistoryVerdict, Op, check_history
+from shardplan.executors.repl_checker import HistoryVerdict, Op, check_history
 
 
 @dataclass(frozen=True, order=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
+from shardplan.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
 
 @dataclass(frozen=True)

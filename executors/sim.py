@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from executors.actions import Action, ActionKind, kept_complete
-from executors.base import CAPACITY_SLACK, Executor, ExecutorError, HostSpec, HostUnavailable, Part
-from executors.journal import connect
-from planner.schema import RESOURCES
+from shardplan.executors.actions import Action, ActionKind, kept_complete
+from shardplan.executors.base import CAPACITY_SLACK, Executor, ExecutorError, HostSpec, HostUnavailable, Part
+from shardplan.executors.journal import connect
+from shardplan.schema import RESOURCES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sim_hosts (

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from forecasting.forecasters import Forecaster, get_forecaster, series_keys
+from shardplan.forecasting.forecasters import Forecaster, get_forecaster, series_keys
 
 FLEET_KEYS: tuple[str, ...] = ("resource",)
 MASE_SEASON_HOURS = 24  # MASE scales by the in-sample error of same-hour-yesterday
@@ -194,7 +194,7 @@ def score(scored: pl.DataFrame, keys: list[str],
 def load_adjustment(result: BacktestResult, load: pl.DataFrame) -> pl.DataFrame:
     """Scores of every forecaster with and without × (1 + load), load = fleet load of the hour before the origin.
 
-    `load` has columns ts, load (see forecasting.history.system_load). Columns: forecaster,
+    `load` has columns ts, load (see shardplan.forecasting.history.system_load). Columns: forecaster,
     resource, adjusted (bool), wape_series_median, wape_fleet, coverage.
     """
     keys = [c for c in result.per_series.columns if c not in ("forecaster", "wape", "mase", "coverage", "hours")]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
-from forecasting.forecasters import DEFAULT_FORECASTER, Forecaster, get_forecaster
-from forecasting.history import SERIES_KEYS, demand_long, demand_wide, hourly_demand
+from shardplan.forecasting.forecasters import DEFAULT_FORECASTER, Forecaster, get_forecaster
+from shardplan.forecasting.history import SERIES_KEYS, demand_long, demand_wide, hourly_demand
 
 FORECAST_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.Utf8,

@@ -13,8 +13,8 @@ from datetime import datetime, time, timedelta, timezone
 
 import polars as pl
 
-from forecasting.forecasters import DEFAULT_FORECASTER, get_forecaster
-from forecasting.history import demand_long, demand_wide, hourly_demand, system_load
+from shardplan.forecasting.forecasters import DEFAULT_FORECASTER, get_forecaster
+from shardplan.forecasting.history import demand_long, demand_wide, hourly_demand, system_load
 
 
 @dataclass(frozen=True)

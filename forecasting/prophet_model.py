@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import polars as pl
 
-from forecasting.forecasters import QUANTILES, Forecaster, last_hour, series_keys
+from shardplan.forecasting.base import QUANTILES, Forecaster, last_hour, series_keys
 
 QUIET_LOGGERS = ("cmdstanpy", "prophet", "prophet.plot", "prophet.models")
 MIN_FIT_HOURS = 48

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pulp
 
-from models.problem import GPU, NET, RAM, STORAGE, VCPU, PlacementProblem, PlanStatus, SolveResult
+from shardplan.models.problem import GPU, NET, RAM, STORAGE, VCPU, PlacementProblem, PlanStatus, SolveResult
 
 
 def _solver(time_limit_s: float):

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from ortools.sat.python import cp_model
 
-from models.problem import (GPU, NET, RAM, STORAGE, VCPU, Assignment, ObjectiveTerms, PlacementProblem,
+from shardplan.models.problem import (GPU, NET, RAM, STORAGE, VCPU, Assignment, ObjectiveTerms, PlacementProblem,
                             PlanStatus, SolveResult, members_a_request_may_span, relative_gap, symmetry_views)
 
 

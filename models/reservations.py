@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.problem import PlanStatus, SolveResult, relative_gap
+from shardplan.models.problem import PlanStatus, SolveResult, relative_gap
 
 SOLVERS: tuple[str, ...] = ("appsi_highs", "highs")
 """Pyomo solver names tried in order (both drive the installed highspy)."""

@@ -11,8 +11,8 @@
     report      = PlanReport(...)                                       plan.json, serialised once
 
 A caller (a test, a what-if) can stop after any stage, or take `stage.problem`, build a
-`models.placement.PlacementModel` from it, add a constraint family or an objective term and
-solve it again. Every stage runs under one `SearchBudget` (planner.budget).
+`shardplan.models.placement.PlacementModel` from it, add a constraint family or an objective term and
+solve it again. Every stage runs under one `SearchBudget` (shardplan.planner.search.budget).
 """
 from __future__ import annotations
 
@@ -27,19 +27,19 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from models.lp_bound import aggregate_bound, lp_bound
-from models.placement import solve_placement
-from models.problem import (COST_UNITS_PER_DOLLAR, NET_UNITS_PER_GBPS, STORAGE, Assignment, ObjectiveTerms,
+from shardplan.models.lp_bound import aggregate_bound, lp_bound
+from shardplan.models.placement import solve_placement
+from shardplan.models.problem import (COST_UNITS_PER_DOLLAR, NET_UNITS_PER_GBPS, STORAGE, Assignment, ObjectiveTerms,
                             PlacementProblem, PlanStatus, SolveResult, canonical_groups, evaluate, relative_gap)
-from planner.baselines import SIZE_MEASURES, ffd_order, first_fit
-from planner.budget import SearchBudget, SearchStats, Stop
-from planner.candidates import FILTER_REASONS, Candidates, Fleet, build_fleet, find_candidates, request_arrays
-from planner.checker import check_plan
-from planner.consolidate import consolidate
-from planner.lns import improve
-from planner.options import PlanOptions
-from planner.recreate import ruin_and_recreate
-from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
+from shardplan.planner.search.baselines import SIZE_MEASURES, ffd_order, first_fit
+from shardplan.planner.search.budget import SearchBudget, SearchStats, Stop
+from shardplan.planner.search.candidates import FILTER_REASONS, Candidates, Fleet, build_fleet, find_candidates, request_arrays
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.search.consolidate import consolidate
+from shardplan.planner.search.lns import improve
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.planner.search.recreate import ruin_and_recreate
+from shardplan.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
 Progress = Callable[[str], None]
 
@@ -163,10 +163,10 @@ class PlanReport:
     checker_fallback: dict | None
     budget: SearchBudget
     version: str = field(default_factory=package_version)
-    reserved: int | None = None                       # set by planner.reservations
+    reserved: int | None = None                       # set by shardplan.planner.reservations
     reservation_blocks: dict[str, int] | None = None
     reservations: dict | None = None
-    nightly: dict | None = None                       # set by planner.nightly
+    nightly: dict | None = None                       # set by shardplan.planner.nightly
 
     def to_dict(self) -> dict[str, object]:
         search = self.search

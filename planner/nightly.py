@@ -1,7 +1,7 @@
 """The nightly job: history → forecast → reservation sizing → plan (requests + blocks) → check → export.
 
-:func:`run_nightly` does the work without printing, stage by stage; :func:`nightly_cli`
-wraps it with a rich progress bar and the summary tables. Without a history the plan is
+:func:`run_nightly` does the work without printing, stage by stage; the command
+(`shardplan.planner.cli.nightly`) wraps it with a progress bar and the summary tables. Without a history the plan is
 made without reservations, and the run says so.
 """
 from __future__ import annotations
@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 import polars as pl
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from planner.budget import SearchBudget
-from planner.checker import Violation, check_plan
-from planner.inputs import load_history, load_hosts, load_requests
-from planner.options import PlanOptions
-from planner.reservations import (ReservationOptions, ReservationSizing, ReservedPlan, empty_blocks, group_outcome,
+from shardplan.planner.search.budget import SearchBudget
+from shardplan.planner.report.checker import Violation, check_plan
+from shardplan.planner.validate.inputs import load_history, load_hosts, load_requests
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.planner.reservations import (ReservationOptions, ReservationSizing, ReservedPlan, empty_blocks,
                                   plan_with_reservations, reservation_blocks, size_reservations)
 
 NIGHTLY_STAGES: tuple[str, ...] = ("history", "forecast", "sizing", "plan", "check", "export")
@@ -75,9 +72,9 @@ def load_inputs(folder: Path | None) -> NightlyInputs:
     """Hosts, requests and history from `folder` (the embedded demo when None); raises InputError on bad files.
 
     The demo history is data/demo/history.parquet when installed, else the same seeded history
-    generated in memory (forecasting.demo_history).
+    generated in memory (shardplan.forecasting.demo_history).
     """
-    from planner.fleet import demo_dir
+    from shardplan.data.generator import demo_dir
 
     root = Path(folder) if folder is not None else demo_dir()
     hosts_file, requests_file = find_table(root, "hosts"), find_table(root, "requests")
@@ -89,7 +86,7 @@ def load_inputs(folder: Path | None) -> NightlyInputs:
     if history_file is not None:
         history, history_source = load_history(history_file), str(history_file)
     elif folder is None:
-        from forecasting.demo_history import demo_history
+        from shardplan.forecasting.demo_history import demo_history
 
         history, history_source = demo_history(), "demo history (generated in memory: data/demo/history.parquet absent)"
     return NightlyInputs(load_hosts(hosts_file), load_requests(requests_file), history,
@@ -101,7 +98,7 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
                 budget: SearchBudget | None = None) -> NightlyRun:
     """forecast → sizing → plan → check on loaded inputs; `note(stage, detail)` hears each stage start.
     Forecast and sizing run inside the budget's time limit (the command's, when given)."""
-    from forecasting.export import forecast_demand
+    from shardplan.forecasting.export import forecast_demand
 
     tell = note or (lambda _stage, _detail: None)
     if budget is not None:  # the sizing model's limit within the command's: a fifth of what is left at most
@@ -147,8 +144,8 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
 
 def export_nightly(run: NightlyRun, out: Path) -> None:
     """Write the plan directory (with reservations.parquet when pre-allocation ran) and forecast.parquet."""
-    from forecasting.export import write_forecast
-    from planner.export import write_plan_dir
+    from shardplan.forecasting.export import write_forecast
+    from shardplan.planner.report.export import write_plan_dir
 
     planned = run.planned
     write_plan_dir(out, hosts=run.inputs.hosts, requests=planned.requests, shards=planned.shards,
@@ -158,86 +155,3 @@ def export_nightly(run: NightlyRun, out: Path) -> None:
                    filters=planned.plan.filter_counts)
     if run.forecast is not None:
         write_forecast(run.forecast, out, {"forecaster": run.forecaster, "history": run.inputs.history_source})
-
-
-def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reservation_options: ReservationOptions,
-                forecaster: str, console: Console, errors: Console, force: bool = False, as_json: bool = False) -> int:
-    """The `shardplan nightly` command body: progress bar per stage, summary tables; returns the exit code.
-    `--time-limit` bounds the whole command: its budget starts with the command."""
-    from planner.cli_plan import print_summary, print_violations, start_command, warn_fallback
-    from planner.inputs import InputError
-
-    budget = start_command(plan_options, out, force)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=errors,
-                  transient=not errors.is_terminal) as bar:
-        task = bar.add_task("history", total=len(NIGHTLY_STAGES))
-
-        def stage(name: str, detail: str | None = None) -> None:
-            if name == "plan" and detail in ("search", "solve"):
-                detail = f"{detail}, part of the ≤ {plan_options.time_limit_s:g}s run"
-            bar.update(task, completed=NIGHTLY_STAGES.index(name),
-                       description=name if detail is None else f"{name}: {detail}")
-
-        stage("history")
-        try:
-            with budget.fixed("read_inputs"):
-                inputs = load_inputs(folder)
-        except (InputError, FileNotFoundError) as exc:
-            bar.stop()
-            errors.print("bad input: " + str(exc), style="bold red", markup=False)
-            return 2
-        run = run_nightly(inputs, plan_options, reservation_options, forecaster, note=stage, budget=budget)
-        if run.violations:
-            bar.stop()
-            print_violations(run.violations)
-            errors.print("[bold red]the plan breaks the invariants above; nothing was written[/]")
-            return 1
-        stage("export")
-        started = time.perf_counter()
-        with budget.fixed("export"):
-            export_nightly(run, out)
-        run.stage_seconds["export"] = time.perf_counter() - started
-        bar.update(task, completed=len(NIGHTLY_STAGES), description="done")
-    if run.planned.plan_json.get("checker_fallback"):
-        warn_fallback(run.planned.plan_json["checker_fallback"])
-    if as_json:
-        print_summary(run.planned.plan_json, out, as_json=True)
-        return 0
-    for line in run.notes:
-        console.print(f"[yellow]note[/]: {line}")
-    print_summary(run.planned.plan_json, out)
-    if run.sizing is not None:
-        console.print(reservation_table(run))
-    console.print(f"nightly: {budget.elapsed():.1f}s wall ("
-                  + ", ".join(f"{k} {v:.1f}s" for k, v in run.stage_seconds.items()) + ")")
-    return 0
-
-
-def reservation_table(run: NightlyRun) -> Table:
-    """Reserved per group (largest first), the blocks the plan held, and the totals."""
-    outcome = group_outcome(run.sizing, run.blocks, run.planned.requests_out)
-    sizing = run.sizing
-    window = ("" if sizing.window_start is None
-              else f" {sizing.window_start:%Y-%m-%d %H:%M} → {sizing.window_end:%Y-%m-%d %H:%M} UTC")
-    table = Table(title=f"reservations{window}: {run.forecaster}, sizing {sizing.result.status} "
-                        f"in {sizing.result.wall_s:.2f}s, expected cost ${sizing.result.objective or 0:,.2f}")
-    columns = ("user", "app", "vcpu peak P50–P90", "vcpu rsv", "GiB peak P50–P90", "GiB rsv", "blocks held",
-               "held vcpu/GiB")
-    for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i < 2 else "right")
-
-    def add(row: dict, user: str, app: str, **style: str) -> None:
-        table.add_row(user, app, f"{row['peak_p50_vcpu']:.1f}–{row['peak_p90_vcpu']:.1f}",
-                      f"{row['reserved_vcpu']:.1f}", f"{row['peak_p50_ram_gib']:.0f}–{row['peak_p90_ram_gib']:.0f}",
-                      f"{row['reserved_ram_gib']:.0f}",
-                      f"{row['held']}/{row['blocks']}", f"{row['held_vcpu']}/{row['held_ram_gib']}", **style)
-
-    shown = outcome.head(SUMMARY_GROUPS)
-    for row in shown.iter_rows(named=True):
-        add(row, row["user_id"], row["app_type"])
-    if outcome.height > shown.height:
-        table.add_row(f"… {outcome.height - shown.height} more", *[""] * (len(columns) - 1))
-    totals = outcome.drop("user_id", "app_type").sum().row(0, named=True)
-    add(totals, "all", f"{outcome.height} groups", style="bold")
-    return table

@@ -2,7 +2,7 @@
 
 A forecast (one row per (user_id, app_type, hour), point and 10th/90th percentiles) becomes
 three scenarios of each group's peak demand in the window (Swanson's 0.3/0.4/0.3 on the
-10th/50th/90th percentiles). :mod:`models.reservations` sizes what to reserve per group
+10th/50th/90th percentiles). :mod:`shardplan.models.reservations` sizes what to reserve per group
 and resource within the free capacity of the host classes that suit the group. The
 amounts are cut into blocks one host can hold, planned as requests of their own kind
 beside the real requests (which win: ``PlanOptions.reservation_weight``), and the placed
@@ -27,12 +27,12 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from models.problem import PlanStatus, SolveResult
-from models.reservations import ReservationProblem, solve_reservations
-from planner.budget import SearchBudget
-from planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, PlanReport, plan
-from planner.options import PlanOptions
-from planner.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES
+from shardplan.models.problem import PlanStatus, SolveResult
+from shardplan.models.reservations import ReservationProblem, solve_reservations
+from shardplan.planner.search.budget import SearchBudget
+from shardplan.planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, PlanReport, plan
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES
 
 SIZED_RESOURCES: tuple[str, ...] = ("vcpu", "ram_gib")
 """Resources the forecast covers and the sizing reserves (GPUs follow vcpu in GPU groups)."""
@@ -267,7 +267,7 @@ def group_peaks(forecast: pl.DataFrame, history: pl.DataFrame | None) -> pl.Data
 
 def sizing_problem(groups: pl.DataFrame, classes: pl.DataFrame, options: ReservationOptions,
                    hours: float) -> ReservationProblem:
-    """The plain arrays models.reservations solves; RAM is priced per ram_gib_per_unit GiB."""
+    """The plain arrays shardplan.models.reservations solves; RAM is priced per ram_gib_per_unit GiB."""
     class_names = classes["host_class"].to_list()
     index = {name: i for i, name in enumerate(class_names)}
     suits = np.zeros((groups.height, len(class_names)), dtype=bool)

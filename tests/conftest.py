@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import polars as pl
 import pytest
 
-from planner.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
+from shardplan.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
 
 @dataclass(frozen=True)

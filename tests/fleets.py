@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from planner.candidates import build_fleet, find_candidates
-from planner.engine import build_problem, run_ffd
-from planner.inputs import check_hosts, validate_table
-from planner.schema import HOST_COLUMNS, REQUEST_COLUMNS
+from shardplan.planner.search.candidates import build_fleet, find_candidates
+from shardplan.planner.engine import build_problem, run_ffd
+from shardplan.planner.validate.inputs import check_hosts, validate_table
+from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS
 
 HOST_DEFAULTS = {"host_class": "general", "zone": "z1", "storage_gib": 1000, "storage_type": "ssd",
                  "net_gbps": 10.0, "gpu": 0, "gpu_model": None, "cost_per_hour": 1.0}

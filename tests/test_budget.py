@@ -7,11 +7,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from planner.budget import SearchBudget, Stop
-from planner.cli import app
-from planner.engine import plan
-from planner.fleet import generate_fleet
-from planner.options import OptionError, PlanOptions
+from shardplan.planner.search.budget import SearchBudget, Stop
+from shardplan.planner.cli import app
+from shardplan.planner.engine import plan
+from shardplan.data.generator import generate_fleet
+from shardplan.planner.validate.options import OptionError, PlanOptions
 
 
 class FakeClock:

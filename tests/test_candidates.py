@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.candidates import _top_per_zone
+from shardplan.planner.search.candidates import _top_per_zone
 
 
 def reference_top_per_zone(score, zone, k, by_rack=None, extra=None):
@@ -53,10 +53,10 @@ def test_vectorised_selection_matches_the_reference(seed, racks):
 def test_a_kept_host_of_a_symmetry_group_brings_the_group_so_the_model_still_breaks_its_symmetry():
     # six identical empty hosts on one rack form a symmetry group; top_k 1 ranks them below the active
     # host, so a request whose earlier plan used one of them (must_include) sees that group whole
-    from models.problem import symmetry_views
-    from planner.candidates import build_fleet, find_candidates
-    from planner.engine import build_problem
-    from planner.options import PlanOptions
+    from shardplan.models.problem import symmetry_views
+    from shardplan.planner.search.candidates import build_fleet, find_candidates
+    from shardplan.planner.engine import build_problem
+    from shardplan.planner.validate.options import PlanOptions
     from tests.fleets import hosts_table, requests_table
 
     hosts = hosts_table({"host_id": "busy", "rack": "r0", "vcpu": 64, "ram_gib": 256, "used_vcpu": 1, "used_ram_gib": 1},

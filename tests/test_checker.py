@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.checker import Violation, check_plan, check_plan_dir
-from planner.export import write_plan_dir
-from planner.schema import REQUESTS_OUT_SCHEMA, RESERVATIONS_SCHEMA, SHARDS_SCHEMA, STORAGE_TIERS, tier_rank
+from shardplan.planner.report.checker import Violation, check_plan, check_plan_dir
+from shardplan.planner.report.export import write_plan_dir
+from shardplan.schema import REQUESTS_OUT_SCHEMA, RESERVATIONS_SCHEMA, SHARDS_SCHEMA, STORAGE_TIERS, tier_rank
 
 OPTIONS = {"min_local_ram_gib_per_vcpu": 0.5, "remote_memory_gbps_per_gib": 0.05}
 

@@ -1,14 +1,14 @@
-"""Consolidation (planner.consolidate): empties paid-for hosts that first fit left half used, never
+"""Consolidation (shardplan.planner.search.consolidate): empties paid-for hosts that first fit left half used, never
 breaks an invariant, leaves what cannot move where it is, and is reproducible for a seed."""
 from __future__ import annotations
 
 import numpy as np
 
-from models.problem import GPU, evaluate, host_usage
-from planner.checker import check_plan
-from planner.consolidate import consolidate
-from planner.engine import plan
-from planner.options import PlanOptions
+from shardplan.models.problem import GPU, evaluate, host_usage
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.search.consolidate import consolidate
+from shardplan.planner.engine import plan
+from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, problem_and_ffd, requests_table
 
 # First fit decreasing packs 5,5 | 4,4 | 3,3,3 | 3 on 10-vcpu hosts: four hosts where three do (5,5 | 4,3,3 | 4,3,3).

@@ -7,13 +7,13 @@ import numpy as np
 import polars as pl
 from typer.testing import CliRunner
 
-from models.problem import evaluate
-from planner.checker import check_plan
-from planner.cli import app
-from planner.engine import plan, plan_ffd
-from planner.fleet import generate_fleet
-from planner.lns import improve, subproblem
-from planner.options import PlanOptions
+from shardplan.models.problem import evaluate
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.cli import app
+from shardplan.planner.engine import plan, plan_ffd
+from shardplan.data.generator import generate_fleet
+from shardplan.planner.search.lns import improve, subproblem
+from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import problem_and_ffd
 
 

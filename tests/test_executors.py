@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from executors.actions import Action, ActionKind, plan_actions
-from executors.apply import ApplyError, UnsafePlan, apply_plan, dry_run, matches_target
-from executors.base import HostSpec, Part, TargetPlan, executor_class, load_target, registered_executors
-from executors.journal import Journal
-from executors.repl_checker import check_action_sequence, check_event_log
-from executors.sample_plans import demo_plans, write_plan_dir
-from executors.sim import SimExecutor, SimulatedCrash
+from shardplan.executors.actions import Action, ActionKind, plan_actions
+from shardplan.executors.apply import ApplyError, UnsafePlan, apply_plan, dry_run, matches_target
+from shardplan.executors.base import HostSpec, Part, TargetPlan, executor_class, load_target, registered_executors
+from shardplan.executors.journal import Journal
+from shardplan.executors.repl_checker import check_action_sequence, check_event_log
+from shardplan.executors.sample_plans import demo_plans, write_plan_dir
+from shardplan.executors.sim import SimExecutor, SimulatedCrash
 
 
 def host_rows(n_racks: int = 3, per_rack: int = 1, vcpu: int = 16, ram_gib: int = 64, storage_gib: int = 100) -> pl.DataFrame:
@@ -64,7 +64,7 @@ def test_an_executor_from_outside_the_package_registers_through_entry_points(tmp
     (tmp_path / "toy_executor.py").write_text(textwrap.dedent('''
         import json
         from pathlib import Path
-        from executors.base import Executor, Part
+        from shardplan.executors.base import Executor, Part
 
         class ToyExecutor(Executor):
             """Keeps parts in a JSON file next to the state."""
@@ -316,7 +316,7 @@ def test_the_demo_plans_apply_with_the_copy_floor_held(tmp_path):
 def test_cli_dry_run_apply_and_status(tmp_path, two_plans):
     import typer
 
-    from planner import cli_executors
+    from shardplan.planner.cli import executors as cli_executors
 
     app = typer.Typer()
     cli_executors.register(app)
@@ -343,7 +343,7 @@ def test_cli_dry_run_apply_and_status(tmp_path, two_plans):
 def test_cli_runs_as_a_module():
     import subprocess
 
-    shown = subprocess.run([sys.executable, "-m", "planner.cli_executors", "--help"], capture_output=True, text=True, timeout=60)
+    shown = subprocess.run([sys.executable, "-m", "shardplan.planner.cli.executors", "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "apply" in shown.stdout and "faults" in shown.stdout
 
 
@@ -468,11 +468,11 @@ def test_existing_load_overcommit_and_hardware_tags_come_from_the_hosts_table(tm
 
 def test_two_nightly_plans_of_the_planner_apply_in_turn(tmp_path):
     """Plans from the real planner (existing load, memory parts, GPUs, copies, hosts not up), then a what-if."""
-    from planner.checker import check_plan_dir
-    from planner.engine import plan
-    from planner.export import write_plan_dir as export_plan_dir
-    from planner.fleet import generate_fleet
-    from planner.options import PlanOptions
+    from shardplan.planner.report.checker import check_plan_dir
+    from shardplan.planner.engine import plan
+    from shardplan.planner.report.export import write_plan_dir as export_plan_dir
+    from shardplan.data.generator import generate_fleet
+    from shardplan.planner.validate.options import PlanOptions
 
     hosts, requests = generate_fleet(16, 24, seed=3, zones=1)
     options = PlanOptions(time_limit_s=1, workers=1, lp_bound=False)
@@ -500,7 +500,7 @@ def test_two_nightly_plans_of_the_planner_apply_in_turn(tmp_path):
 
 def test_libvirt_role_changes_and_volumes_larger_than_the_test_pool(tmp_path):
     libvirt = pytest.importorskip("libvirt")
-    from executors.libvirt_exec import KIB_PER_GIB, volume_name
+    from shardplan.executors.libvirt_exec import KIB_PER_GIB, volume_name
 
     keeper = libvirt.open("test:///default")  # the test driver forgets its state when the last connection closes
     try:

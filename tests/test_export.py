@@ -10,10 +10,10 @@ import pytest
 from polars.testing import assert_frame_equal
 from rich.console import Console
 
-import planner.export as export
-from planner.checker import check_plan_dir
-from planner.diff import diff_plans, render_diff, render_summary
-from planner.export import (
+import shardplan.planner.report.export as export
+from shardplan.planner.report.checker import check_plan_dir
+from shardplan.planner.report.diff import diff_plans, render_diff, render_summary
+from shardplan.planner.report.export import (
     PLAN_METADATA_KEY,
     PlanDirError,
     PlanExportError,
@@ -21,7 +21,7 @@ from planner.export import (
     read_plan_metadata,
     write_plan_dir,
 )
-from planner.schema import RESERVATIONS_SCHEMA, REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA, hosts_out_schema
+from shardplan.schema import RESERVATIONS_SCHEMA, REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA, hosts_out_schema
 
 PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "plan.json",
               "inputs/hosts.parquet", "inputs/requests.parquet")

@@ -8,12 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from models.placement import (FAMILIES, PlacementModel, add_capacity, add_capacity_cover, add_demand, add_part_links,
-                              add_replica_racks, add_span_limit, add_symmetry_breaking, add_zone)
-from models.problem import PlanStatus
-from planner.candidates import build_fleet, find_candidates
-from planner.engine import build_problem
-from planner.options import PlanOptions
+from shardplan.models.placement import (FAMILIES, PlacementModel, add_capacity, add_capacity_cover, add_demand, add_part_links,
+                              add_replica_racks, add_span_limit, add_zone)
+from shardplan.models.problem import PlanStatus
+from shardplan.planner.search.candidates import build_fleet, find_candidates
+from shardplan.planner.engine import build_problem
+from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, requests_table, three_hosts
 
 OPTIONS = PlanOptions(workers=1, time_limit_s=5)
@@ -147,7 +147,7 @@ def test_an_objective_term_added_by_a_caller_is_minimised_and_read_back():
 def test_a_complete_hint_makes_cp_sat_report_a_solution_within_any_budget():
     requests = requests_table(*[{"request_id": f"r{i}", "vcpu": 4, "ram_gib": 8} for i in range(6)])
     problem = dataclasses.replace(problem_for(three_hosts(), requests), time_limit_s=0.001, wall_limit_s=0.5)
-    from models.problem import Assignment
+    from shardplan.models.problem import Assignment
     hint = Assignment(np.ones(6, dtype=bool), [[(int(problem.compute_candidates[r][0]), 4, 8, 0, 0)] for r in range(6)],
                       [[] for _ in range(6)])
     solution = PlacementModel.build(dataclasses.replace(problem, symmetry_groups=[])).solve(hint)
@@ -155,8 +155,8 @@ def test_a_complete_hint_makes_cp_sat_report_a_solution_within_any_budget():
 
 
 def test_the_engines_cp_sat_phase_always_holds_the_warm_start():
-    from planner.engine import plan
-    from planner.fleet import generate_fleet
+    from shardplan.planner.engine import plan
+    from shardplan.data.generator import generate_fleet
 
     hosts, requests = generate_fleet(40, 100, seed=5)
     result = plan(hosts, requests, PlanOptions(time_limit_s=2, workers=1, lp_bound=False))

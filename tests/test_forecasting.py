@@ -10,13 +10,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from forecasting.backtest import BacktestSettings, error_scores, load_adjustment, rolling_origins, run_backtest
-from forecasting.export import FORECAST_SCHEMA, forecast_demand
-from forecasting.forecasters import BASELINES, FORECASTERS, SeasonalNaive, get_forecaster
-from forecasting.history import demand_long, demand_wide, hourly_demand, system_load
-from forecasting.predict import DEFAULT_ALLOCATIONS, LOAD_ADJUSTMENT_DEFAULT, predict_resource_needs
-from forecasting.prophet_model import SHIPPED_SETTINGS, fit_chunk
-from forecasting.traces import load_bitbrains
+from shardplan.forecasting.backtest import BacktestSettings, error_scores, load_adjustment, rolling_origins, run_backtest
+from shardplan.forecasting.export import FORECAST_SCHEMA, forecast_demand
+from shardplan.forecasting.forecasters import BASELINES, FORECASTERS, SeasonalNaive, get_forecaster
+from shardplan.forecasting.history import demand_long, demand_wide, hourly_demand, system_load
+from shardplan.forecasting.predict import DEFAULT_ALLOCATIONS, LOAD_ADJUSTMENT_DEFAULT, predict_resource_needs
+from shardplan.forecasting.prophet_model import SHIPPED_SETTINGS, fit_chunk
+from shardplan.forecasting.traces import load_bitbrains
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)  # a Monday
 
@@ -248,7 +248,7 @@ def test_forecast_demand_has_the_export_columns():
 
 @pytest.fixture()
 def cli_app() -> typer.Typer:
-    from planner import cli_forecast
+    from shardplan.planner.cli import forecast as cli_forecast
 
     app = typer.Typer()
     cli_forecast.register(app)

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from planner.cli import app
-from planner.inputs import InputError, load_hosts, load_requests
+from shardplan.planner.cli import app
+from shardplan.planner.validate.inputs import InputError, load_hosts, load_requests
 from tests.fleets import hosts_table, requests_table
 
 GOOD_HOSTS = "host_id,zone,rack,vcpu,ram_gib,storage_gib,storage_type,net_gbps,gpu,cost_per_hour\n" \

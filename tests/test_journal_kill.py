@@ -1,8 +1,8 @@
 """kill -9 of a real `apply` subprocess at random moments; every resumed run must end in the plan."""
 from __future__ import annotations
 
-from executors.kill_drill import kill_drill
-from executors.sample_plans import demo_plans, write_plan_dir
+from shardplan.executors.kill_drill import kill_drill
+from shardplan.executors.sample_plans import demo_plans, write_plan_dir
 
 
 def test_kill_9_at_random_moments_then_resume_ends_in_the_plan(tmp_path):
@@ -20,8 +20,8 @@ def test_kill_9_at_random_moments_then_resume_ends_in_the_plan(tmp_path):
 
 
 def test_kill_9_from_an_empty_cluster_ends_in_the_shards_file(tmp_path):
-    from executors.kill_drill import differs_from_shards_file
-    from executors.sim import SimExecutor
+    from shardplan.executors.kill_drill import differs_from_shards_file
+    from shardplan.executors.sim import SimExecutor
 
     fleet = demo_plans(2, n_requests=8)
     after = write_plan_dir(tmp_path / "after", fleet.hosts, fleet.requests, fleet.after)

@@ -8,11 +8,11 @@ import pytest
 
 libvirt = pytest.importorskip("libvirt")
 
-from executors.apply import ApplyError, apply_plan, matches_target  # noqa: E402
-from executors.base import load_target  # noqa: E402
-from executors.journal import Journal  # noqa: E402
-from executors.libvirt_exec import KIB_PER_GIB, LibvirtExecutor, volume_name  # noqa: E402
-from executors.sample_plans import write_plan_dir  # noqa: E402
+from shardplan.executors.apply import ApplyError, apply_plan, matches_target  # noqa: E402
+from shardplan.executors.base import load_target  # noqa: E402
+from shardplan.executors.journal import Journal  # noqa: E402
+from shardplan.executors.libvirt_exec import KIB_PER_GIB, LibvirtExecutor, volume_name  # noqa: E402
+from shardplan.executors.sample_plans import write_plan_dir  # noqa: E402
 
 URI = "test:///default"
 

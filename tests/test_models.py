@@ -7,9 +7,9 @@ import pathlib
 import polars as pl
 import pytest
 
-from planner.checker import check_plan
-from planner.engine import plan
-from planner.options import PlanOptions
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.engine import plan
+from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, requests_table, three_hosts
 
 FAST = PlanOptions(time_limit_s=5, workers=1, lp_bound=False)
@@ -155,7 +155,7 @@ def test_objective_terms_and_solver_fields_are_reported():
 
 
 def test_deterministic_for_seed_and_workers():
-    from planner.fleet import generate_fleet
+    from shardplan.data.generator import generate_fleet
 
     hosts, requests = generate_fleet(40, 80, seed=3)
     # small deterministic budgets, so the wall-clock safety net stays far away even on a loaded machine
@@ -175,7 +175,7 @@ def test_only_models_imports_solvers():
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(n.split(".")[0] in ("ortools", "pulp", "pyomo") for n in names):
+            if any(n.split(".")[0] in ("ortools", "pulp", "pyomo", "highspy") for n in names):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
 
@@ -183,7 +183,7 @@ def test_only_models_imports_solvers():
 def test_symmetry_rule_lets_a_split_request_span_interchangeable_hosts():
     # three identical empty hosts on one rack form a symmetry group; the first request that sees it is
     # split over two of them, so the rule "request k uses members 0..k" would wrongly leave it out
-    from models.placement import solve_placement
+    from shardplan.models.placement import solve_placement
     from tests.fleets import problem_and_ffd
 
     hosts = hosts_table(*[{"host_id": f"h{i}", "rack": "r1", "vcpu": 10, "ram_gib": 40} for i in range(3)])

@@ -1,4 +1,4 @@
-"""Ruin and recreate (planner.recreate): places more priority-weighted demand than first fit where the
+"""Ruin and recreate (shardplan.planner.search.recreate): places more priority-weighted demand than first fit where the
 fleet cannot hold everything, keeps every invariant and each request on its own candidates, is never
 worse than its start and is reproducible for a seed."""
 from __future__ import annotations
@@ -10,13 +10,13 @@ import polars as pl
 import pytest
 import typer
 
-from models.problem import GPU, Assignment, canonical_groups, evaluate, host_usage
-from planner.checker import check_plan
-from planner.cli_plan import resolve_options
-from planner.engine import plan
-from planner.fleet import generate_fleet
-from planner.options import PlanOptions
-from planner.recreate import ruin_and_recreate
+from shardplan.models.problem import GPU, Assignment, canonical_groups, evaluate, host_usage
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.cli.common import resolve_options
+from shardplan.planner.engine import plan
+from shardplan.data.generator import generate_fleet
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.planner.search.recreate import ruin_and_recreate
 from tests.fleets import hosts_table, problem_and_ffd, requests_table
 
 
@@ -141,8 +141,8 @@ def test_the_search_reaches_hosts_the_models_top_k_ranks_out_and_the_model_keeps
 
 
 def test_explain_lists_the_hosts_a_request_sits_on_among_its_candidates_even_when_ranked_out(tmp_path):
-    from planner.explain import explain_request
-    from planner.export import write_plan_dir
+    from shardplan.planner.report.explain import explain_request
+    from shardplan.planner.report.export import write_plan_dir
 
     hosts, requests = two_host_fleet()
     hosts = hosts.with_columns(cost_per_hour=pl.Series([2.0, 1.0]))  # top_k 1 ranks h0 out for everyone

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from executors.repl_checker import Op, check_history
-from executors.replication import (FaultEvent, ReplicatedStore, ReplicationOptions, Stamp, Version, resolve,
+from shardplan.executors.repl_checker import Op, check_history
+from shardplan.executors.replication import (FaultEvent, ReplicatedStore, ReplicationOptions, Stamp, Version, resolve,
                                    run_schedule, run_schedules, vv_concurrent)
 
 SCHEDULES = 50
@@ -136,7 +136,7 @@ def test_checker_flags_a_read_of_nothing_after_an_acknowledged_write():
 def test_faults_command_writes_integer_totals(tmp_path):
     import typer
 
-    from planner import cli_executors
+    from shardplan.planner.cli import executors as cli_executors
 
     app = typer.Typer()
     cli_executors.register(app)

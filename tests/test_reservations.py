@@ -9,13 +9,13 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from models.problem import SolveResult
-from models.reservations import ReservationProblem, solve_reservations
-from planner.checker import check_plan, check_plan_dir
-from planner.cli import app
-from planner.export import read_plan_dir, write_plan_dir
-from planner.options import PlanOptions
-from planner.reservations import (ReservationOptions, ReservationSizing, class_capacity, peak_scenarios,
+from shardplan.models.problem import SolveResult
+from shardplan.models.reservations import ReservationProblem, solve_reservations
+from shardplan.planner.report.checker import check_plan, check_plan_dir
+from shardplan.planner.cli import app
+from shardplan.planner.report.export import read_plan_dir, write_plan_dir
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.planner.reservations import (ReservationOptions, ReservationSizing, class_capacity, peak_scenarios,
                                   plan_with_reservations, reservation_blocks, size_reservations, suitable_classes)
 from tests.fleets import hosts_table, requests_table, three_hosts
 

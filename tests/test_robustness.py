@@ -4,11 +4,11 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-import planner.engine as engine
-from models.problem import Assignment
-from planner.checker import check_plan
-from planner.engine import plan
-from planner.options import PlanOptions
+import shardplan.planner.engine as engine
+from shardplan.models.problem import Assignment
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.engine import plan
+from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, requests_table, three_hosts
 
 
@@ -83,7 +83,7 @@ def test_a_checker_failure_falls_back_to_the_best_valid_plan(monkeypatch):
 def test_the_filter_counts_the_solver_saw_reach_requests_parquet_and_explain(tmp_path):
     from typer.testing import CliRunner
 
-    from planner.cli import app
+    from shardplan.planner.cli import app
 
     three_hosts(h1={"gpu": 2, "gpu_model": "a100"}, h3={"status": "down"}).write_parquet(tmp_path / "hosts.parquet")
     requests_table({"request_id": "wants-h100", "vcpu": 4, "ram_gib": 16, "gpu": 1, "gpu_model": "h100"},

@@ -17,8 +17,8 @@ from benchmarks.common import shared_dir, write_json_atomic  # noqa: E402
 from benchmarks.vbp import (BinType, PackingInstance, encode, first_fit_bins, host_table,  # noqa: E402
                             largest_first, load_catalogue, parse_vbp, parse_vmp, read_instance, request_table,
                             select_instances, solve_instance, solve_options, unusable_reason)
-from planner.checker import check_plan  # noqa: E402
-from planner.engine import plan  # noqa: E402
+from shardplan.planner.report.checker import check_plan  # noqa: E402
+from shardplan.planner.engine import plan  # noqa: E402
 
 TINY_VBP = """3
 10 10 10

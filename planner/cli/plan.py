@@ -1,80 +1,23 @@
 """`shardplan plan | nightly | check | explain | diff`: the placement side of the CLI."""
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from planner.inputs import InputError, load_hosts, load_requests
-from planner.options import OptionError, PlanOptions
-
-COMMAND_STARTED = time.perf_counter()
-"""When the command started (this module is imported first thing): `--time-limit` counts from here."""
-
-
-def _console(stderr: bool = False) -> Console:
-    """A console that never cuts ids: piped output gets 240 columns instead of rich's default 80."""
-    made = Console(stderr=stderr, soft_wrap=stderr)
-    return made if made.is_terminal else Console(stderr=stderr, soft_wrap=stderr, width=240)
-
-
-console = _console()
-errors = _console(stderr=True)
-
-
-
-def fail_input(exc: InputError) -> None:
-    errors.print("bad input: " + str(exc), style="bold red", markup=False)
-    raise typer.Exit(2)
-
-
-FLAGS = {"mode": "--mode", "time_limit_s": "--time-limit", "workers": "--workers", "seed": "--seed",
-         "top_k": "--top-k", "min_local_ram_gib_per_vcpu": "--min-local-ram-gib-per-vcpu",
-         "lp_bound": "--lp-bound", "reservation_weight": "--reservation-weight"}
-"""The flag that sets each option, so an error names what the user typed."""
-
-
-def resolve_options(**flags: object) -> PlanOptions:
-    """Defaults ← SHARDPLAN_* environment ← CLI flags; a bad value exits 2 naming its flag or variable."""
-    try:
-        options = PlanOptions.from_env().replace(**flags)
-        options.validate()
-    except OptionError as exc:
-        source = FLAGS.get(exc.name, exc.name) if flags.get(exc.name) is not None else None
-        errors.print(f"bad option: {exc.named(source) if source else exc}", style="bold red", markup=False)
-        raise typer.Exit(2) from exc
-    except ValueError as exc:
-        errors.print(f"bad option: {exc}", style="bold red", markup=False)
-        raise typer.Exit(2) from exc
-    return options
-
-
-def start_command(options: PlanOptions, out: Path, force: bool):
-    """The command's search budget (counted from its start) once `--out` is known to take a plan; exits 2
-    before any work when it cannot."""
-    from planner.engine import new_budget
-    from planner.export import OutDirError, prepare_out_dir
-
-    try:
-        prepare_out_dir(out, force)
-    except OutDirError as exc:
-        errors.print(f"bad option: {exc}", style="bold red", markup=False)
-        raise typer.Exit(2) from exc
-    return new_budget(options, started=COMMAND_STARTED)
-
+from shardplan.planner.cli.common import (console, errors, fail_input, print_summary, print_violations, resolve_options,
+                                          start_command, warn_fallback)
+from shardplan.planner.validate.inputs import InputError, load_hosts, load_requests
+from shardplan.planner.validate.options import PlanOptions
 
 def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOptions, force: bool = False,
              as_json: bool = False) -> int:
     """validate → plan (search, bound, assign, check) → export under one search budget that started with the
     command; returns the exit code."""
-    from planner.export import write_plan_dir
+    from shardplan.planner.report.export import write_plan_dir
 
     budget = start_command(options, out, force)
     try:
@@ -95,7 +38,7 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
 
 def plan_with_progress(hosts, requests, options: PlanOptions, budget):
     """The engine's plan() under a progress bar on stderr."""
-    from planner.engine import STAGES, plan
+    from shardplan.planner.engine import STAGES, plan
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=errors, transient=not errors.is_terminal) as bar:
@@ -108,54 +51,6 @@ def plan_with_progress(hosts, requests, options: PlanOptions, budget):
         result = plan(hosts, requests, options, progress=stage, budget=budget)
         bar.update(task, completed=len(STAGES), description="done")
     return result
-
-
-def warn_fallback(fallback: dict) -> None:
-    errors.print(f"warning: the search's plan broke {fallback['violation_count']} invariant checks (a bug; "
-                 f"first: {fallback['violations'][0]}); wrote the best valid plan instead: {fallback.get('plan')}",
-                 style="bold yellow", markup=False)
-
-
-def summary(plan_json: dict) -> dict[str, object]:
-    """The run in figures: one shape for plan and nightly (real requests and reservation blocks apart)."""
-    blocks = plan_json.get("reservation_blocks") or {"held": 0, "not_held": 0}
-    ffd = plan_json.get("baseline_ffd") or {}
-    return {"status": plan_json.get("status"), "solver": plan_json.get("solver"),
-            "objective": plan_json.get("objective"), "best_bound": plan_json.get("best_bound"),
-            "gap": plan_json.get("gap"), "wall_s": plan_json.get("wall_s"),
-            "requests_placed": plan_json.get("placed"), "requests_unplaced": plan_json.get("unplaced"),
-            "reservation_blocks_held": blocks["held"], "reservation_blocks_not_held": blocks["not_held"],
-            "objective_terms": plan_json.get("objective_terms", {}),
-            "ffd_objective": ffd.get("objective"), "ffd_placed": ffd.get("placed"),
-            "wall_clock_cap_fired": (plan_json.get("budget") or {}).get("wall_clock_cap_fired"),
-            "checker_fallback": (plan_json.get("checker_fallback") or {}).get("plan")}
-
-
-def print_summary(plan_json: dict, out: Path, as_json: bool = False) -> None:
-    figures = {"plan_dir": str(out), **summary(plan_json)}
-    if as_json:
-        sys.stdout.write(json.dumps(figures, default=str) + "\n")
-        return
-    table = Table(title=f"plan → {out}", show_header=True)
-    table.add_column("figure", no_wrap=True)
-    table.add_column("value", justify="right", overflow="fold")
-    fmt = lambda x: "—" if x is None else (f"{x:,.3f}" if isinstance(x, float) else str(x))  # noqa: E731
-    for key, value in figures.items():
-        if key == "objective_terms":
-            for term, amount in value.items():
-                table.add_row(f"  {term}", fmt(amount))
-        elif key != "plan_dir":
-            table.add_row(key.replace("_", " "), fmt(value))
-    console.print(table)
-
-
-def print_violations(violations) -> None:
-    table = Table(title=f"{len(violations)} invariant violations", show_header=True)
-    for col in ("invariant", "request", "host", "what"):
-        table.add_column(col)
-    for v in violations:
-        table.add_row(str(v.invariant), v.request_id or "", v.host_id or "", v.message)
-    errors.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -206,9 +101,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     ) -> None:
         """The nightly job: history → forecast → reservation sizing → plan (requests + reservation blocks) → check → export."""
-        from forecasting.forecasters import FORECASTERS
-        from planner.nightly import NIGHTLY_FORECASTER, nightly_cli
-        from planner.reservations import ReservationOptions
+        from shardplan.forecasting.forecasters import FORECASTERS
+        from shardplan.planner.cli.nightly import nightly_cli
+        from shardplan.planner.nightly import NIGHTLY_FORECASTER
+        from shardplan.planner.reservations import ReservationOptions
 
         options = resolve_options(time_limit_s=time_limit, workers=workers, seed=seed,
                                   reservation_weight=reservation_weight)
@@ -229,7 +125,7 @@ def register(app: typer.Typer) -> None:
     @app.command("check")
     def check_command(plan_dir: Path = typer.Argument(..., help="plan directory")) -> None:
         """Verify the nine invariants from a plan directory alone; exit 1 on any violation."""
-        from planner.checker import check_plan_dir
+        from shardplan.planner.report.checker import check_plan_dir
 
         try:
             violations = check_plan_dir(plan_dir)
@@ -244,7 +140,7 @@ def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain_command(plan_dir: Path = typer.Argument(...), request_id: str = typer.Argument(...)) -> None:
         """Where each part of a request went and why, or why it stayed unplaced."""
-        from planner.explain import explain_request, render_explanation
+        from shardplan.planner.report.explain import explain_request, render_explanation
 
         try:
             explanation = explain_request(plan_dir, request_id)
@@ -260,11 +156,11 @@ def register(app: typer.Typer) -> None:
         parquet: Optional[Path] = typer.Option(None, "--parquet", help="also write the part changes as Parquet"),
     ) -> None:
         """Moved, added, removed and newly unplaced parts between two plans, with cost and utilisation deltas."""
-        from planner.diff import diff_plans, render_diff
+        from shardplan.planner.report.diff import diff_plans, render_diff
 
         diff = diff_plans(plan_a, plan_b)
         if parquet is not None:
-            from planner.export import write_parquet_atomic
+            from shardplan.planner.report.export import write_parquet_atomic
 
             write_parquet_atomic(diff.to_frame(), parquet)
         if as_json:

@@ -14,8 +14,8 @@ from pathlib import Path
 import polars as pl
 from rich.table import Table
 
-from planner.export import PlanDir, read_plan_dir
-from planner.schema import RESOURCES
+from shardplan.planner.report.export import PlanDir, read_plan_dir
+from shardplan.schema import RESOURCES
 
 PART_KEY = ("request_id", "role", "replica")
 """What identifies a part across plans, besides the host it sits on."""

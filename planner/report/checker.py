@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from planner.export import (
+from shardplan.planner.report.export import (
     PLAN_FILE,
     REQUESTS_OUT_FILE,
     SHARDS_FILE,
@@ -22,8 +22,8 @@ from planner.export import (
     empty_reservations,
     read_plan_dir,
 )
-from planner.options import PlanOptions
-from planner.schema import (
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.schema import (
     HOST_COLUMNS,
     REQUEST_COLUMNS,
     REQUEST_STATUSES,

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from planner.options import PlanOptions
-from planner.schema import HOST_COLUMNS, REQUEST_COLUMNS, tier_rank
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS, tier_rank
 
 # --- host hardware -------------------------------------------------------------------
 
@@ -717,12 +717,12 @@ def write_demo(directory: str | Path) -> tuple[Path, Path]:
 
 def demo_dir() -> Path:
     """Where the installed demo Parquet files live (package data of `data.demo`)."""
-    return Path(str(importlib.resources.files("data.demo")))
+    return Path(str(importlib.resources.files("shardplan.data.demo")))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m planner.fleet --demo` rewrites the embedded demo; other flags write any seeded fleet."""
-    parser = argparse.ArgumentParser(prog="python -m planner.fleet", description=__doc__.splitlines()[0])
+    """`python -m shardplan.data.generator --demo` rewrites the embedded demo; other flags write any seeded fleet."""
+    parser = argparse.ArgumentParser(prog="python -m shardplan.data.generator", description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true",
                         help="write the embedded demo fleet (default folder: the installed data/demo)")
     parser.add_argument("--out", type=Path, help="folder to write hosts.parquet and requests.parquet into")

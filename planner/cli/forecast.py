@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forecasting.backtest import BacktestResult, BacktestSettings, run_backtest
-from forecasting.export import forecast_demand, write_forecast
-from forecasting.forecasters import BASELINES, DEFAULT_FORECASTER, FORECASTERS
-from forecasting.history import demand_long, hourly_demand
-from planner.inputs import InputError, load_history
+from shardplan.forecasting.backtest import BacktestResult, BacktestSettings, run_backtest
+from shardplan.forecasting.export import forecast_demand, write_forecast
+from shardplan.forecasting.forecasters import BASELINES, DEFAULT_FORECASTER, FORECASTERS
+from shardplan.forecasting.history import demand_long, hourly_demand
+from shardplan.planner.validate.inputs import InputError, load_history
 
 DEMO_HISTORY = Path(__file__).resolve().parents[1] / "data" / "demo" / "history.parquet"
 DEFAULT_BACKTEST_FORECASTERS = (DEFAULT_FORECASTER, *BASELINES)

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from planner import fleet
-from planner.inputs import check_hosts, load_hosts, load_requests, validate_table
-from planner.options import PlanOptions
-from planner.schema import HOST_COLUMNS, REQUEST_COLUMNS
+from shardplan.data import generator as fleet
+from shardplan.planner.validate.inputs import check_hosts, load_hosts, load_requests, validate_table
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ Vanden Berghe 2020, "Slack induction by string removals"):
    plateaus; the current plan is therefore always the best one seen.
 
 The budget is counted in moves, so a fixed seed gives the same plan; a wall-clock
-limit is a safety net. The engine runs it on wide candidate sets (`planner.engine.wide_search`):
+limit is a safety net. The engine runs it on wide candidate sets (`shardplan.planner.engine.wide_search`):
 every host that passes the filters, not only the model's best top_k classes. Interchangeable empty hosts are relabelled by first use at the
 end, so the CP-SAT symmetry rules accept the plan as a hint.
 """
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.problem import (GPU, STORAGE, VCPU, Assignment, PlacementProblem, canonical_groups, evaluate,
+from shardplan.models.problem import (GPU, STORAGE, VCPU, Assignment, PlacementProblem, canonical_groups, evaluate,
                             host_usage, remote_traffic, request_spread)
-from planner.baselines import place
-from planner.budget import SearchStats, Stop
+from shardplan.planner.search.baselines import place
+from shardplan.planner.search.budget import SearchStats, Stop
 
 NOISE = 0.25
 """Recreate order: unplaced weight × a random factor in [1 − NOISE, 1 + NOISE] ..."""

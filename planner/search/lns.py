@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from models.placement import solve_placement
-from models.problem import STORAGE, Assignment, PlacementProblem, evaluate, host_usage
-from planner.budget import SearchStats, Stop
+from shardplan.models.placement import solve_placement
+from shardplan.models.problem import STORAGE, Assignment, PlacementProblem, evaluate, host_usage
+from shardplan.planner.search.budget import SearchStats, Stop
 
 
 def _touching(assignment: Assignment, n_hosts: int) -> list[set[int]]:

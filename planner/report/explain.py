@@ -15,8 +15,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from planner.candidates import build_fleet, find_candidates
-from planner.options import PlanOptions
+from shardplan.planner.search.candidates import build_fleet, find_candidates
+from shardplan.planner.validate.options import PlanOptions
 
 
 @dataclass(frozen=True)

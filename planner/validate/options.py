@@ -18,7 +18,7 @@ class PlanOptions:
     mode: str = "sharded"
     """sharded: a request may span up to max_shards hosts; whole: one host per VM (classic scheduler)."""
     time_limit_s: float = 30.0
-    """The whole command's wall time (s): reading, search, bound, check and export (planner.budget)."""
+    """The whole command's wall time (s): reading, search, bound, check and export (shardplan.planner.search.budget)."""
     workers: int = 2
     """CP-SAT search workers (the plan is deterministic for a fixed seed and worker count)."""
     seed: int = 0
@@ -31,7 +31,7 @@ class PlanOptions:
     second on a 2-core machine, depending on load)."""
     wall_safety_factor: float = 3.0
     """Deterministic mode: a search phase may run at most this many times its grant in wall seconds, and
-    never past the command's deadline (planner.budget); when that cap fires, plan.json says so."""
+    never past the command's deadline (shardplan.planner.search.budget); when that cap fires, plan.json says so."""
     fixed_s_per_mpair: float = 1.5
     """Seconds set aside, per million request × host pairs, for the phases that cannot be cut short (warm
     start, candidates, assignment, check, export): measured ≈ 1.0 s at 2,000 hosts × 5,000 requests on an
@@ -52,13 +52,13 @@ class PlanOptions:
     """Time limit of one LNS neighbourhood solve."""
     consolidation_share: float = 0.3
     """Share of the time spent, before CP-SAT, emptying paid-for hosts by consistent neighbourhood search
-    (planner.consolidate) when the warm start places every request that has a candidate; 0 disables it."""
+    (shardplan.planner.search.consolidate) when the warm start places every request that has a candidate; 0 disables it."""
     consolidation_moves_per_s: int = 3000
     """Moves of that search granted per second of its share (its budget is counted in moves, so the plan
     does not depend on the machine's speed; about 1,000–5,000 moves run per wall second)."""
     recreate_share: float = 0.85
     """Share of the time spent, before CP-SAT, placing more of the waiting demand by ruin and recreate
-    (planner.recreate) when the warm start leaves a request with candidates unplaced; 0 disables it.
+    (shardplan.planner.search.recreate) when the warm start leaves a request with candidates unplaced; 0 disables it.
     Most of it: over wide candidates the search still gains at 10,000 moves on the demo, while CP-SAT
     and LNS after it gain about 0.1%."""
     recreate_moves_per_s: int = 200

@@ -1,6 +1,6 @@
 """CLI commands that drive executors: ``apply``, ``status`` and ``faults``.
 
-``register(app)`` adds them to the main typer app; ``python -m planner.cli_executors``
+``register(app)`` adds them to the main typer app; ``python -m shardplan.planner.cli.executors``
 runs them on their own (the kill -9 test starts it as a subprocess).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from executors.base import PART_COLUMNS, UnknownExecutor, parts_frame
+from shardplan.executors.base import PART_COLUMNS, UnknownExecutor, parts_frame
 
 console = Console()
 errors = Console(stderr=True)
@@ -27,8 +27,8 @@ def apply(
     action_delay_ms: float = typer.Option(0.0, "--action-delay-ms", help="Pause before each action (lets an interruption land mid-apply)."),
 ) -> None:
     """Bring the cluster to the plan; resumes an interrupted apply of the same plan."""
-    from executors.apply import ApplyError, UnsafePlan, apply_plan
-    from executors.apply import dry_run as plan_dry_run
+    from shardplan.executors.apply import ApplyError, UnsafePlan, apply_plan
+    from shardplan.executors.apply import dry_run as plan_dry_run
 
     try:
         if dry_run:
@@ -69,7 +69,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of parts in the shards.parquet columns."),
 ) -> None:
     """Current parts per host."""
-    from executors.apply import current_status
+    from shardplan.executors.apply import current_status
 
     try:
         name, parts = current_status(state)
@@ -99,7 +99,7 @@ def faults(
     json_path: Path = typer.Option(..., "--json", help="Write per-schedule results and totals here."),
 ) -> None:
     """Run fault schedules against the replication layer; report lost writes, stale reads, divergence."""
-    from executors.replication import ReplicationOptions, run_schedules
+    from shardplan.executors.replication import ReplicationOptions, run_schedules
 
     for name, quorum in (("--write-quorum", write_quorum), ("--read-quorum", read_quorum)):
         if quorum is not None and quorum > copies:

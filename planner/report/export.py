@@ -1,6 +1,6 @@
 """Write and read a plan directory (DESIGN.md "Plan export").
 
-Every table is cast to its schema in :mod:`planner.schema` and serialised in memory
+Every table is cast to its schema in :mod:`shardplan.schema` and serialised in memory
 before the first file is written; each file then lands under a temporary name in
 the same folder and is renamed into place, so a failure leaves no partial plan.
 """
@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from planner.schema import (
+from shardplan.schema import (
     FILTERS_SCHEMA,
     HOST_COLUMNS,
     REQUEST_COLUMNS,

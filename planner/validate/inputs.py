@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from planner.schema import HISTORY_COLUMNS, HOST_COLUMNS, REQUEST_COLUMNS, Column
+from shardplan.schema import HISTORY_COLUMNS, HOST_COLUMNS, REQUEST_COLUMNS, Column
 
 
 class InputError(ValueError):

@@ -21,9 +21,9 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from models.problem import GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU
-from planner.options import PlanOptions
-from planner.schema import tier_rank
+from shardplan.models.problem import GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU
+from shardplan.planner.validate.options import PlanOptions
+from shardplan.schema import tier_rank
 
 
 

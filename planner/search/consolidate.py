@@ -38,9 +38,9 @@ import time
 
 import numpy as np
 
-from models.problem import (GPU, STORAGE, Assignment, PlacementProblem, canonical_groups, evaluate, host_usage,
+from shardplan.models.problem import (GPU, STORAGE, Assignment, PlacementProblem, canonical_groups, evaluate, host_usage,
                             remote_traffic)
-from planner.budget import SearchStats, Stop
+from shardplan.planner.search.budget import SearchStats, Stop
 
 MOVE_HOSTS = 64
 """A move looks at every host a waiting request may use, or at a random sample of this many."""

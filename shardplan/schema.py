@@ -1,7 +1,7 @@
 """Table schemas of DESIGN.md: the input tables and the plan export.
 
 Every input column is described once (type, default, range, allowed values) and
-the loader in :mod:`planner.inputs` validates against these descriptions, so an
+the loader in :mod:`shardplan.planner.validate.inputs` validates against these descriptions, so an
 error always names the file, the row and the column.
 """
 from __future__ import annotations
@@ -146,7 +146,7 @@ def hosts_out_schema() -> dict[str, pl.DataType]:
 FILTERS_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.Utf8,
     "role": pl.Utf8,       # compute or storage
-    "filter": pl.Utf8,     # the filter's name (planner.candidates.COMPUTE_FILTERS), or ranked_out
+    "filter": pl.Utf8,     # the filter's name (shardplan.planner.search.candidates.COMPUTE_FILTERS), or ranked_out
     "reason": pl.Utf8,
     "hosts": pl.Int64,     # hosts that filter dropped for the request (the first filter each failed)
 }

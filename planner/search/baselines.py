@@ -12,8 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
-from models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment
-from planner.candidates import Fleet
+from shardplan.models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment
+from shardplan.planner.search.candidates import Fleet
 
 
 class HostArrays(Protocol):

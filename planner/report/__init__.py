@@ -1,0 +1,1 @@
+"""Plans out: export and reading of a plan directory, the invariant checker, explain and diff."""

@@ -1,0 +1,1 @@
+"""The search: candidate filters, construction heuristics, local searches, LNS and the budget."""

@@ -1,0 +1,1 @@
+"""Inputs in: table validation and the options object."""

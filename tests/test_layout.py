@@ -1,0 +1,122 @@
+"""The architecture holds: no import cycles among our modules, executors see only the table schemas,
+one import name for the whole distribution."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("shardplan", "planner", "models", "forecasting", "executors", "data")
+
+
+def module_name(path: Path) -> str:
+    """The import name of a file of ours: the folders are subpackages of shardplan."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts if parts[0] == "shardplan" else ["shardplan", *parts])
+
+
+def imports_of(path: Path, name: str) -> set[str]:
+    """Every module a file imports, wherever the import stands (top level, in a function, under
+    TYPE_CHECKING), relative imports resolved."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for folder in FOLDERS for p in (ROOT / folder).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets = set()
+        for imported in imports_of(path, name):
+            while imported and imported not in files:  # `from pkg import module` and `from module import name`
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_among_our_modules():
+    graph = import_graph()
+    assert len(graph) > 50 and "shardplan.planner.engine" in graph
+    assert cycles(graph) == []
+
+
+def test_executors_depend_on_the_table_schemas_only():
+    graph = import_graph()
+    for name, targets in graph.items():
+        if name.startswith("shardplan.executors"):
+            ours = {t for t in targets if t.startswith("shardplan.") and not t.startswith("shardplan.executors")}
+            assert ours <= {"shardplan.schema"}, f"{name} imports {sorted(ours)}"
+
+
+def test_one_import_name_and_python_dash_m():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = config["tool"]["setuptools"]["packages"]
+    assert all(p == "shardplan" or p.startswith("shardplan.") for p in packages)
+    shown = subprocess.run([sys.executable, "-m", "shardplan", "--version"], capture_output=True, text=True,
+                           timeout=120, cwd=ROOT)
+    assert shown.returncode == 0 and shown.stdout.startswith("shardplan ")
