@@ -11,6 +11,8 @@ from typing import Any, Iterable, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from shardplan.files import write_atomically  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 SHARED_ENV = "SHARDPLAN_SHARED"
@@ -51,12 +53,8 @@ def _plain(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:
-    """Write to `<path>.tmp` in the same folder, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(_plain(payload), indent=2, sort_keys=False) + "\n")
-    os.replace(temporary, path)
-    return path
+    """JSON, atomically (shardplan.files)."""
+    return write_atomically(path, json.dumps(_plain(payload), indent=2, sort_keys=False) + "\n")
 
 
 def format_cell(value: Any, digits: int = 2) -> str:

@@ -54,8 +54,8 @@ class DemoPlans:
 
 def _plan_dir(out: Path, hosts: pl.DataFrame, requests: pl.DataFrame, time_limit_s: float) -> dict[str, object]:
     """Plan with the public path, write the plan directory, run the plan checker on it."""
-    from shardplan.planner.report.checker import check_plan_dir
     from shardplan.planner.engine import plan
+    from shardplan.planner.report.checker import check_plan_dir
     from shardplan.planner.report.export import write_plan_dir
     from shardplan.planner.validate.options import PlanOptions
 

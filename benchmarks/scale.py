@@ -29,8 +29,8 @@ from benchmarks.common import print_table, results_path, write_json_atomic  # no
 
 def run_one(n_hosts: int, time_limit: float, seed: int, deterministic: bool, workdir: Path) -> dict:
     """Generate the fleet, run the CLI on it in a child process, read back its plan."""
-    from shardplan.planner.report.checker import check_plan_dir
     from shardplan.data.generator import generate_fleet
+    from shardplan.planner.report.checker import check_plan_dir
 
     hosts, requests = generate_fleet(n_hosts, int(2.5 * n_hosts), seed=seed)
     folder = workdir / f"{n_hosts}-{time_limit:g}"

@@ -20,9 +20,9 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, results_path, write_json_atomic  # noqa: E402
-from shardplan.planner.report.checker import check_plan  # noqa: E402
-from shardplan.planner.engine import Plan, demand_units, plan, plan_ffd, unplaced_priority  # noqa: E402
 from shardplan.data.generator import demo_fleet, generate_fleet  # noqa: E402
+from shardplan.planner.engine import Plan, demand_units, plan, plan_ffd, unplaced_priority  # noqa: E402
+from shardplan.planner.report.checker import check_plan  # noqa: E402
 from shardplan.planner.validate.options import PlanOptions  # noqa: E402
 
 

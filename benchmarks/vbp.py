@@ -33,9 +33,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks.common import print_table, require_shared_dir, results_path, write_json_atomic
-from shardplan.planner.search.candidates import build_fleet
-from shardplan.planner.report.checker import check_plan
 from shardplan.planner.engine import plan, run_ffd
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.search.candidates import build_fleet
 from shardplan.planner.validate.inputs import check_hosts, validate_table
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS, RESOURCES

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from shardplan.files import write_parquet_atomically
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS, tier_rank
 
@@ -686,19 +685,6 @@ def demand_over_free(hosts: pl.DataFrame, requests: pl.DataFrame) -> pl.DataFram
 # --- the demo -------------------------------------------------------------------------
 
 
-def _write_atomically(frame: pl.DataFrame, path: Path) -> None:
-    """Write Parquet under a temporary name in the same folder, then rename over the target."""
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    try:
-        frame.write_parquet(partial, compression="zstd")
-        os.chmod(partial, 0o644)  # mkstemp makes 0600; package data must be readable by all
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-
-
 def demo_fleet() -> tuple[pl.DataFrame, pl.DataFrame]:
     """The demo's hosts and requests, generated (what the committed Parquet files hold)."""
     return generate_fleet(DEMO_HOSTS, DEMO_REQUESTS, DEMO_SEED, DEMO_ZONES)
@@ -710,8 +696,8 @@ def write_demo(directory: str | Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     hosts, requests = demo_fleet()
     host_path, request_path = directory / HOST_FILE, directory / REQUEST_FILE
-    _write_atomically(hosts, host_path)
-    _write_atomically(requests, request_path)
+    write_parquet_atomically(hosts, host_path, compression="zstd")
+    write_parquet_atomically(requests, request_path, compression="zstd")
     return host_path, request_path
 
 
@@ -738,8 +724,8 @@ def main(argv: list[str] | None = None) -> None:
         hosts, requests = generate_fleet(args.hosts, args.requests, args.seed, args.zones)
         args.out.mkdir(parents=True, exist_ok=True)
         host_path, request_path = args.out / HOST_FILE, args.out / REQUEST_FILE
-        _write_atomically(hosts, host_path)
-        _write_atomically(requests, request_path)
+        write_parquet_atomically(hosts, host_path, compression="zstd")
+        write_parquet_atomically(requests, request_path, compression="zstd")
     else:
         parser.error("give --demo or --out DIR")
     print(f"wrote {host_path} ({hosts.height} hosts) and {request_path} ({requests.height} requests)")

@@ -19,7 +19,6 @@ import polars as pl
 
 from shardplan.schema import RESOURCES, SHARDS_SCHEMA
 
-
 ENTRY_POINT_GROUP = "shardplan.executors"
 PART_COLUMNS: tuple[str, ...] = tuple(SHARDS_SCHEMA)
 CAPACITY_SLACK = 1e-9  # float tolerance when comparing fractional vcpu / net_gbps against capacity

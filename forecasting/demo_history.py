@@ -8,13 +8,14 @@ moves far less than CPU. Users u01..u40 and the six demo application types.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from shardplan.files import write_parquet_atomically
 
 APP_TYPES: tuple[str, ...] = ("web", "db", "analytics", "cache", "batch", "ml-training")
 DEMO_START = datetime(2024, 5, 6, tzinfo=timezone.utc)  # a Monday
@@ -98,13 +99,8 @@ def demo_history(vms: int = 60, days: int = 28, users: int = 40, weekly_growth: 
 
 
 def write_demo_history(path: str | Path, **settings: object) -> Path:
-    """Write the demo history as Parquet, atomically (temp name, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    demo_history(**settings).write_parquet(partial, compression="zstd")
-    os.replace(partial, path)
-    return path
+    """Write the demo history as Parquet, atomically."""
+    return write_parquet_atomically(demo_history(**settings), path, compression="zstd")
 
 
 if __name__ == "__main__":

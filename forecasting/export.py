@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 
+from shardplan.files import write_parquet_atomically
 from shardplan.forecasting.forecasters import DEFAULT_FORECASTER, Forecaster, get_forecaster
 from shardplan.forecasting.history import SERIES_KEYS, demand_long, demand_wide, hourly_demand
 
@@ -43,15 +43,6 @@ def forecast_demand(history: pl.DataFrame, horizon_hours: int, forecaster: str |
 
 
 def write_forecast(forecast: pl.DataFrame, out_dir: str | Path, run: dict[str, object] | None = None) -> Path:
-    """Write DIR/forecast.parquet atomically (temp name, then os.replace); `run` goes into the key-value metadata."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "forecast.parquet"
-    partial = out_dir / ".forecast.parquet.partial"
+    """Write DIR/forecast.parquet atomically; `run` goes into the key-value metadata."""
     metadata = {"shardplan": json.dumps(run or {}, default=str)}
-    try:
-        forecast.write_parquet(partial, metadata=metadata)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+    return write_parquet_atomically(forecast, Path(out_dir) / "forecast.parquet", metadata=metadata)

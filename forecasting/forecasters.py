@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shardplan.forecasting.base import (FORECAST_COLUMNS, QUANTILES, Forecaster, SeasonalNaive, last_hour,  # noqa: F401
-                                        series_keys)
+from shardplan.forecasting.base import FORECAST_COLUMNS, QUANTILES, Forecaster, SeasonalNaive, last_hour, series_keys  # noqa: F401
 
 
 def _prophet(**settings: object) -> Forecaster:

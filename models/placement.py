@@ -14,8 +14,21 @@ from typing import Callable
 import numpy as np
 from ortools.sat.python import cp_model
 
-from shardplan.models.problem import (GPU, NET, RAM, STORAGE, VCPU, Assignment, ObjectiveTerms, PlacementProblem,
-                            PlanStatus, SolveResult, members_a_request_may_span, relative_gap, symmetry_views)
+from shardplan.models.problem import (
+    GPU,
+    NET,
+    RAM,
+    STORAGE,
+    VCPU,
+    Assignment,
+    ObjectiveTerms,
+    PlacementProblem,
+    PlanStatus,
+    SolveResult,
+    members_a_request_may_span,
+    relative_gap,
+    symmetry_views,
+)
 
 
 @dataclass

@@ -29,16 +29,34 @@ import polars as pl
 
 from shardplan.models.lp_bound import aggregate_bound, lp_bound
 from shardplan.models.placement import solve_placement
-from shardplan.models.problem import (COST_UNITS_PER_DOLLAR, NET_UNITS_PER_GBPS, STORAGE, Assignment, ObjectiveTerms,
-                            PlacementProblem, PlanStatus, SolveResult, canonical_groups, evaluate, relative_gap)
+from shardplan.models.problem import (
+    COST_UNITS_PER_DOLLAR,
+    NET_UNITS_PER_GBPS,
+    STORAGE,
+    Assignment,
+    ObjectiveTerms,
+    PlacementProblem,
+    PlanStatus,
+    SolveResult,
+    canonical_groups,
+    evaluate,
+    relative_gap,
+)
+from shardplan.planner.report.checker import check_plan
 from shardplan.planner.search.baselines import SIZE_MEASURES, ffd_order, first_fit
 from shardplan.planner.search.budget import SearchBudget, SearchStats, Stop
-from shardplan.planner.search.candidates import FILTER_REASONS, Candidates, Fleet, build_fleet, find_candidates, request_arrays
-from shardplan.planner.report.checker import check_plan
+from shardplan.planner.search.candidates import (
+    FILTER_REASONS,
+    Candidates,
+    Fleet,
+    build_fleet,
+    find_candidates,
+    request_arrays,
+)
 from shardplan.planner.search.consolidate import consolidate
 from shardplan.planner.search.lns import improve
-from shardplan.planner.validate.options import PlanOptions
 from shardplan.planner.search.recreate import ruin_and_recreate
+from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
 Progress = Callable[[str], None]

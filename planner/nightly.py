@@ -13,12 +13,19 @@ from typing import Callable
 
 import polars as pl
 
-from shardplan.planner.search.budget import SearchBudget
 from shardplan.planner.report.checker import Violation, check_plan
+from shardplan.planner.reservations import (
+    ReservationOptions,
+    ReservationSizing,
+    ReservedPlan,
+    empty_blocks,
+    plan_with_reservations,
+    reservation_blocks,
+    size_reservations,
+)
+from shardplan.planner.search.budget import SearchBudget
 from shardplan.planner.validate.inputs import load_history, load_hosts, load_requests
 from shardplan.planner.validate.options import PlanOptions
-from shardplan.planner.reservations import (ReservationOptions, ReservationSizing, ReservedPlan, empty_blocks,
-                                  plan_with_reservations, reservation_blocks, size_reservations)
 
 NIGHTLY_STAGES: tuple[str, ...] = ("history", "forecast", "sizing", "plan", "check", "export")
 NIGHTLY_FORECASTER = "mean_7_same_hours"

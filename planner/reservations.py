@@ -29,8 +29,8 @@ import polars as pl
 
 from shardplan.models.problem import PlanStatus, SolveResult
 from shardplan.models.reservations import ReservationProblem, solve_reservations
-from shardplan.planner.search.budget import SearchBudget
 from shardplan.planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, PlanReport, plan
+from shardplan.planner.search.budget import SearchBudget
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from shardplan.planner.search.candidates import build_fleet, find_candidates
 from shardplan.planner.engine import build_problem, run_ffd
+from shardplan.planner.search.candidates import build_fleet, find_candidates
 from shardplan.planner.validate.inputs import check_hosts, validate_table
 from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS
 

@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from shardplan.planner.search.budget import SearchBudget, Stop
+from shardplan.data.generator import generate_fleet
 from shardplan.planner.cli import app
 from shardplan.planner.engine import plan
-from shardplan.data.generator import generate_fleet
+from shardplan.planner.search.budget import SearchBudget, Stop
 from shardplan.planner.validate.options import OptionError, PlanOptions
 
 

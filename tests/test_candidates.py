@@ -54,8 +54,8 @@ def test_a_kept_host_of_a_symmetry_group_brings_the_group_so_the_model_still_bre
     # six identical empty hosts on one rack form a symmetry group; top_k 1 ranks them below the active
     # host, so a request whose earlier plan used one of them (must_include) sees that group whole
     from shardplan.models.problem import symmetry_views
-    from shardplan.planner.search.candidates import build_fleet, find_candidates
     from shardplan.planner.engine import build_problem
+    from shardplan.planner.search.candidates import build_fleet, find_candidates
     from shardplan.planner.validate.options import PlanOptions
     from tests.fleets import hosts_table, requests_table
 

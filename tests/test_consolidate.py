@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from shardplan.models.problem import GPU, evaluate, host_usage
+from shardplan.planner.engine import plan
 from shardplan.planner.report.checker import check_plan
 from shardplan.planner.search.consolidate import consolidate
-from shardplan.planner.engine import plan
 from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, problem_and_ffd, requests_table
 

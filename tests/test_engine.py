@@ -7,11 +7,11 @@ import numpy as np
 import polars as pl
 from typer.testing import CliRunner
 
+from shardplan.data.generator import generate_fleet
 from shardplan.models.problem import evaluate
-from shardplan.planner.report.checker import check_plan
 from shardplan.planner.cli import app
 from shardplan.planner.engine import plan, plan_ffd
-from shardplan.data.generator import generate_fleet
+from shardplan.planner.report.checker import check_plan
 from shardplan.planner.search.lns import improve, subproblem
 from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import problem_and_ffd

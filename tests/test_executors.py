@@ -468,10 +468,10 @@ def test_existing_load_overcommit_and_hardware_tags_come_from_the_hosts_table(tm
 
 def test_two_nightly_plans_of_the_planner_apply_in_turn(tmp_path):
     """Plans from the real planner (existing load, memory parts, GPUs, copies, hosts not up), then a what-if."""
-    from shardplan.planner.report.checker import check_plan_dir
-    from shardplan.planner.engine import plan
-    from shardplan.planner.report.export import write_plan_dir as export_plan_dir
     from shardplan.data.generator import generate_fleet
+    from shardplan.planner.engine import plan
+    from shardplan.planner.report.checker import check_plan_dir
+    from shardplan.planner.report.export import write_plan_dir as export_plan_dir
     from shardplan.planner.validate.options import PlanOptions
 
     hosts, requests = generate_fleet(16, 24, seed=3, zones=1)

@@ -10,6 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from rich.console import Console
 
+import shardplan.files as files
 import shardplan.planner.report.export as export
 from shardplan.planner.report.checker import check_plan_dir
 from shardplan.planner.report.diff import diff_plans, render_diff, render_summary
@@ -21,7 +22,7 @@ from shardplan.planner.report.export import (
     read_plan_metadata,
     write_plan_dir,
 )
-from shardplan.schema import RESERVATIONS_SCHEMA, REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA, hosts_out_schema
+from shardplan.schema import REQUESTS_OUT_SCHEMA, RESERVATIONS_SCHEMA, SHARDS_SCHEMA, hosts_out_schema
 
 PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "plan.json",
               "inputs/hosts.parquet", "inputs/requests.parquet")
@@ -101,7 +102,7 @@ def test_non_finite_numbers_become_null(tmp_path, four_host_plan):
 
 def test_a_failure_while_writing_leaves_no_file(tmp_path, four_host_plan, reservations, monkeypatch):
     staged = []
-    real_stage = export._stage_file
+    real_stage = files._stage
 
     def fail_on_the_fourth(target, payload):
         if len(staged) == 3:
@@ -109,7 +110,7 @@ def test_a_failure_while_writing_leaves_no_file(tmp_path, four_host_plan, reserv
         staged.append(target)
         return real_stage(target, payload)
 
-    monkeypatch.setattr(export, "_stage_file", fail_on_the_fourth)
+    monkeypatch.setattr(files, "_stage", fail_on_the_fourth)
     with pytest.raises(OSError, match="disk full"):
         write(tmp_path / "plan", four_host_plan, reservations=reservations)
     assert len(staged) == 3
@@ -119,7 +120,7 @@ def test_a_failure_while_writing_leaves_no_file(tmp_path, four_host_plan, reserv
 def test_a_failed_rewrite_keeps_the_previous_plan(tmp_path, four_host_plan, monkeypatch):
     write(tmp_path, four_host_plan)
     before = {name: (tmp_path / name).read_bytes() for name in files_under(tmp_path)}
-    real_replace = export.os.replace
+    real_replace = files.os.replace
     renamed = []
 
     def fail_on_the_first_rename(source, target):
@@ -128,7 +129,7 @@ def test_a_failed_rewrite_keeps_the_previous_plan(tmp_path, four_host_plan, monk
             raise OSError("rename refused")
         return real_replace(source, target)
 
-    monkeypatch.setattr(export.os, "replace", fail_on_the_first_rename)
+    monkeypatch.setattr(files.os, "replace", fail_on_the_first_rename)
     changed = four_host_plan.plan_json | {"objective": 99.0}
     with pytest.raises(OSError, match="rename refused"):
         write(tmp_path, four_host_plan, plan_json=changed)

@@ -8,11 +8,20 @@ import dataclasses
 import numpy as np
 import pytest
 
-from shardplan.models.placement import (FAMILIES, PlacementModel, add_capacity, add_capacity_cover, add_demand, add_part_links,
-                              add_replica_racks, add_span_limit, add_zone)
+from shardplan.models.placement import (
+    FAMILIES,
+    PlacementModel,
+    add_capacity,
+    add_capacity_cover,
+    add_demand,
+    add_part_links,
+    add_replica_racks,
+    add_span_limit,
+    add_zone,
+)
 from shardplan.models.problem import PlanStatus
-from shardplan.planner.search.candidates import build_fleet, find_candidates
 from shardplan.planner.engine import build_problem
+from shardplan.planner.search.candidates import build_fleet, find_candidates
 from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, requests_table, three_hosts
 
@@ -155,8 +164,8 @@ def test_a_complete_hint_makes_cp_sat_report_a_solution_within_any_budget():
 
 
 def test_the_engines_cp_sat_phase_always_holds_the_warm_start():
-    from shardplan.planner.engine import plan
     from shardplan.data.generator import generate_fleet
+    from shardplan.planner.engine import plan
 
     hosts, requests = generate_fleet(40, 100, seed=5)
     result = plan(hosts, requests, PlanOptions(time_limit_s=2, workers=1, lp_bound=False))

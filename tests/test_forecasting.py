@@ -10,7 +10,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shardplan.forecasting.backtest import BacktestSettings, error_scores, load_adjustment, rolling_origins, run_backtest
+from shardplan.forecasting.backtest import (
+    BacktestSettings,
+    error_scores,
+    load_adjustment,
+    rolling_origins,
+    run_backtest,
+)
 from shardplan.forecasting.export import FORECAST_SCHEMA, forecast_demand
 from shardplan.forecasting.forecasters import BASELINES, FORECASTERS, SeasonalNaive, get_forecaster
 from shardplan.forecasting.history import demand_long, demand_wide, hourly_demand, system_load

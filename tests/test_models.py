@@ -7,8 +7,8 @@ import pathlib
 import polars as pl
 import pytest
 
-from shardplan.planner.report.checker import check_plan
 from shardplan.planner.engine import plan
+from shardplan.planner.report.checker import check_plan
 from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, requests_table, three_hosts
 

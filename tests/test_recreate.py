@@ -10,13 +10,13 @@ import polars as pl
 import pytest
 import typer
 
+from shardplan.data.generator import generate_fleet
 from shardplan.models.problem import GPU, Assignment, canonical_groups, evaluate, host_usage
-from shardplan.planner.report.checker import check_plan
 from shardplan.planner.cli.common import resolve_options
 from shardplan.planner.engine import plan
-from shardplan.data.generator import generate_fleet
-from shardplan.planner.validate.options import PlanOptions
+from shardplan.planner.report.checker import check_plan
 from shardplan.planner.search.recreate import ruin_and_recreate
+from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, problem_and_ffd, requests_table
 
 

@@ -9,8 +9,17 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from shardplan.executors.repl_checker import Op, check_history
-from shardplan.executors.replication import (FaultEvent, ReplicatedStore, ReplicationOptions, Stamp, Version, resolve,
-                                   run_schedule, run_schedules, vv_concurrent)
+from shardplan.executors.replication import (
+    FaultEvent,
+    ReplicatedStore,
+    ReplicationOptions,
+    Stamp,
+    Version,
+    resolve,
+    run_schedule,
+    run_schedules,
+    vv_concurrent,
+)
 
 SCHEDULES = 50
 

@@ -11,12 +11,20 @@ from typer.testing import CliRunner
 
 from shardplan.models.problem import SolveResult
 from shardplan.models.reservations import ReservationProblem, solve_reservations
-from shardplan.planner.report.checker import check_plan, check_plan_dir
 from shardplan.planner.cli import app
+from shardplan.planner.report.checker import check_plan, check_plan_dir
 from shardplan.planner.report.export import read_plan_dir, write_plan_dir
+from shardplan.planner.reservations import (
+    ReservationOptions,
+    ReservationSizing,
+    class_capacity,
+    peak_scenarios,
+    plan_with_reservations,
+    reservation_blocks,
+    size_reservations,
+    suitable_classes,
+)
 from shardplan.planner.validate.options import PlanOptions
-from shardplan.planner.reservations import (ReservationOptions, ReservationSizing, class_capacity, peak_scenarios,
-                                  plan_with_reservations, reservation_blocks, size_reservations, suitable_classes)
 from tests.fleets import hosts_table, requests_table, three_hosts
 
 WINDOW_START = datetime(2024, 6, 3, tzinfo=timezone.utc)

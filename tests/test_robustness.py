@@ -6,8 +6,8 @@ import pytest
 
 import shardplan.planner.engine as engine
 from shardplan.models.problem import Assignment
-from shardplan.planner.report.checker import check_plan
 from shardplan.planner.engine import plan
+from shardplan.planner.report.checker import check_plan
 from shardplan.planner.validate.options import PlanOptions
 from tests.fleets import hosts_table, requests_table, three_hosts
 

@@ -14,11 +14,25 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
 
 from benchmarks.common import shared_dir, write_json_atomic  # noqa: E402
-from benchmarks.vbp import (BinType, PackingInstance, encode, first_fit_bins, host_table,  # noqa: E402
-                            largest_first, load_catalogue, parse_vbp, parse_vmp, read_instance, request_table,
-                            select_instances, solve_instance, solve_options, unusable_reason)
-from shardplan.planner.report.checker import check_plan  # noqa: E402
+from benchmarks.vbp import (  # noqa: E402
+    BinType,
+    PackingInstance,
+    encode,
+    first_fit_bins,
+    host_table,
+    largest_first,
+    load_catalogue,
+    parse_vbp,
+    parse_vmp,
+    read_instance,
+    request_table,
+    select_instances,
+    solve_instance,
+    solve_options,
+    unusable_reason,
+)
 from shardplan.planner.engine import plan  # noqa: E402
+from shardplan.planner.report.checker import check_plan  # noqa: E402
 
 TINY_VBP = """3
 10 10 10

@@ -2,13 +2,12 @@
 forecasting in `forecast`; `render` draws the tables they print."""
 from __future__ import annotations
 
-from shardplan.planner.cli import common  # noqa: F401  (first: --time-limit counts from its import)
-
 import typer  # noqa: E402
 
+from shardplan.planner.cli import common  # noqa: F401  (first: --time-limit counts from its import)
 from shardplan.planner.cli import executors as executor_commands  # noqa: E402
-from shardplan.planner.cli import plan as plan_commands  # noqa: E402
 from shardplan.planner.cli import forecast as forecast_commands  # noqa: E402
+from shardplan.planner.cli import plan as plan_commands  # noqa: E402
 
 app = typer.Typer(help="shardplan: nightly planner that shards VM requests across a heterogeneous fleet.",
                   no_args_is_help=True, add_completion=False)

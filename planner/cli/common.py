@@ -19,7 +19,6 @@ from shardplan.planner.validate.inputs import InputError  # noqa: E402
 from shardplan.planner.validate.options import OptionError, PlanOptions  # noqa: E402
 
 
-
 def _console(stderr: bool = False) -> Console:
     """A console that never cuts ids: piped output gets 240 columns instead of rich's default 80."""
     made = Console(stderr=stderr, soft_wrap=stderr)

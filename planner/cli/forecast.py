@@ -1,7 +1,6 @@
 """`shardplan forecast` and `shardplan backtest`: the forecasting half of the CLI."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shardplan.files import write_atomically
 from shardplan.forecasting.backtest import BacktestResult, BacktestSettings, run_backtest
 from shardplan.forecasting.export import forecast_demand, write_forecast
 from shardplan.forecasting.forecasters import BASELINES, DEFAULT_FORECASTER, FORECASTERS
@@ -98,10 +98,7 @@ def backtest_command(
         raise typer.Exit(2) from None
     console.print(backtest_table(result))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        partial = json_out.with_name(f".{json_out.name}.partial")
-        partial.write_text(result.to_json())
-        os.replace(partial, json_out)
+        write_atomically(json_out, result.to_json())
         console.print(f"wrote {json_out}")
 
 

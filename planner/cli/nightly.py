@@ -8,7 +8,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shardplan.planner.nightly import NIGHTLY_STAGES, NightlyRun, SUMMARY_GROUPS, export_nightly, load_inputs, run_nightly
+from shardplan.planner.nightly import (
+    NIGHTLY_STAGES,
+    SUMMARY_GROUPS,
+    NightlyRun,
+    export_nightly,
+    load_inputs,
+    run_nightly,
+)
 from shardplan.planner.reservations import ReservationOptions, group_outcome
 from shardplan.planner.validate.options import PlanOptions
 

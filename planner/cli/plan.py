@@ -8,10 +8,19 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from shardplan.planner.cli.common import (console, errors, fail_input, print_summary, print_violations, resolve_options,
-                                          start_command, warn_fallback)
+from shardplan.planner.cli.common import (
+    console,
+    errors,
+    fail_input,
+    print_summary,
+    print_violations,
+    resolve_options,
+    start_command,
+    warn_fallback,
+)
 from shardplan.planner.validate.inputs import InputError, load_hosts, load_requests
 from shardplan.planner.validate.options import PlanOptions
+
 
 def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOptions, force: bool = False,
              as_json: bool = False) -> int:

@@ -19,14 +19,15 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shardplan.files import write_all_atomically
 from shardplan.schema import (
     FILTERS_SCHEMA,
     HOST_COLUMNS,
     REQUEST_COLUMNS,
     REQUEST_STATUSES,
+    REQUESTS_OUT_SCHEMA,
     RESERVATIONS_SCHEMA,
     RESOURCES,
-    REQUESTS_OUT_SCHEMA,
     SHARD_ROLES,
     SHARDS_SCHEMA,
     Column,
@@ -285,7 +286,7 @@ def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.Dat
     if filters is not None:
         contents[FILTERS_FILE] = _parquet_bytes(cast_to_schema(filters, FILTERS_SCHEMA, FILTERS_FILE), plan_text)
     contents[PLAN_FILE] = (plan_text + "\n").encode()
-    _write_all_atomically(out_dir, contents)
+    write_all_atomically(out_dir, contents)
     remove_stale(out_dir, set(contents) | set(keep))
 
 
@@ -293,55 +294,7 @@ def write_parquet_atomic(frame: pl.DataFrame, path: str | Path, plan_json: dict 
     """One Parquet file written atomically (temporary name beside it, then rename); plan.json in its metadata if given."""
     path = Path(path)
     plan_text = None if plan_json is None else plan_json_text(plan_json)
-    _write_all_atomically(path.parent, {path.name: _parquet_bytes(frame, plan_text)})
-
-
-def _write_all_atomically(out_dir: Path, contents: dict[str, bytes]) -> None:
-    """Stage every file under a temporary name beside its target, then rename them in order.
-
-    On failure the staged files and the folders this call created are removed again.
-    """
-    staged: list[tuple[Path, Path]] = []
-    created: list[Path] = []
-    try:
-        for name, payload in contents.items():
-            target = out_dir / name
-            missing = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            created += [folder for folder in missing if folder not in created]
-            staged.append((_stage_file(target, payload), target))
-        while staged:
-            staging, target = staged[0]
-            os.replace(staging, target)
-            staged.pop(0)
-    except BaseException:
-        for staging, _ in staged:
-            staging.unlink(missing_ok=True)
-        for folder in sorted(created, key=lambda folder: len(folder.parts), reverse=True):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _stage_file(target: Path, payload: bytes) -> Path:
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
-    staging = Path(handle.name)
-    try:
-        with handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(staging, 0o666 & ~_current_umask())  # temporary files are private; a plan is an ordinary file
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-    return staging
+    write_all_atomically(path.parent, {path.name: _parquet_bytes(frame, plan_text)})
 
 
 def read_plan_metadata(path: str | Path) -> dict:

@@ -19,10 +19,10 @@ stays valid, and `cap_fired` says a rerun may differ. In wall-clock mode a grant
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Callable, Iterator
-from contextlib import contextmanager
 
 
 class Stop(str, Enum):

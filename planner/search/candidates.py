@@ -26,7 +26,6 @@ from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import tier_rank
 
 
-
 @dataclass(frozen=True)
 class Fleet:
     """Host arrays in solver units, built once per run from the validated hosts table."""

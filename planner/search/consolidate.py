@@ -38,8 +38,16 @@ import time
 
 import numpy as np
 
-from shardplan.models.problem import (GPU, STORAGE, Assignment, PlacementProblem, canonical_groups, evaluate, host_usage,
-                            remote_traffic)
+from shardplan.models.problem import (
+    GPU,
+    STORAGE,
+    Assignment,
+    PlacementProblem,
+    canonical_groups,
+    evaluate,
+    host_usage,
+    remote_traffic,
+)
 from shardplan.planner.search.budget import SearchStats, Stop
 
 MOVE_HOSTS = 64

@@ -32,8 +32,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shardplan.models.problem import (GPU, STORAGE, VCPU, Assignment, PlacementProblem, canonical_groups, evaluate,
-                            host_usage, remote_traffic, request_spread)
+from shardplan.models.problem import (
+    GPU,
+    STORAGE,
+    VCPU,
+    Assignment,
+    PlacementProblem,
+    canonical_groups,
+    evaluate,
+    host_usage,
+    remote_traffic,
+    request_spread,
+)
 from shardplan.planner.search.baselines import place
 from shardplan.planner.search.budget import SearchStats, Stop
 
