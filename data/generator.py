@@ -20,7 +20,7 @@ import polars as pl
 
 from shardplan.files import write_parquet_atomically
 from shardplan.planner.validate.options import PlanOptions
-from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS, tier_rank
+from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS, RESOURCES, free_expr, tier_rank
 
 # --- host hardware -------------------------------------------------------------------
 
@@ -479,11 +479,7 @@ def free_capacity(hosts: pl.DataFrame) -> pl.DataFrame:
     """Free capacity of each up host: capacity (vcpu × vcpu_overcommit) minus existing load."""
     return hosts.filter(pl.col("status") == "up").select(
         "host_id", "zone", "rack", "storage_type", "gpu_model",
-        vcpu=(pl.col("vcpu") * pl.col("vcpu_overcommit")).floor().cast(pl.Int64) - pl.col("used_vcpu"),
-        ram_gib=pl.col("ram_gib") - pl.col("used_ram_gib"),
-        storage_gib=pl.col("storage_gib") - pl.col("used_storage_gib"),
-        net_gbps=pl.col("net_gbps") - pl.col("used_net_gbps"),
-        gpu=pl.col("gpu") - pl.col("used_gpu"),
+        *[free_expr(r).alias(r) for r in RESOURCES],
     )
 
 

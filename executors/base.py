@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import polars as pl
 
-from shardplan.schema import RESOURCES, SHARDS_SCHEMA
+from shardplan.schema import RESOURCES, SHARDS_SCHEMA, free_expr
 
 ENTRY_POINT_GROUP = "shardplan.executors"
 PART_COLUMNS: tuple[str, ...] = tuple(SHARDS_SCHEMA)
@@ -162,8 +162,7 @@ def hosts_from_frame(hosts: pl.DataFrame) -> dict[str, HostSpec]:
         *[pl.col(f"used_{r}").fill_null(0) for r in RESOURCES],
     ).select(
         "host_id", "zone", "rack",
-        (pl.col("vcpu") * pl.col("vcpu_overcommit") - pl.col("used_vcpu")).cast(pl.Float64).alias("vcpu"),
-        *[(pl.col(r) - pl.col(f"used_{r}")).cast(pl.Float64).alias(r) for r in RESOURCES if r != "vcpu"],
+        *[free_expr(r).cast(pl.Float64).alias(r) for r in RESOURCES],
         "status", pl.col("libvirt_uri").cast(pl.Utf8), pl.col("storage_type").cast(pl.Utf8), pl.col("gpu_model").cast(pl.Utf8),
     )
     return {row["host_id"]: HostSpec(**row) for row in frame.iter_rows(named=True)}

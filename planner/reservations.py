@@ -32,7 +32,7 @@ from shardplan.models.reservations import ReservationProblem, solve_reservations
 from shardplan.planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, PlanReport, plan
 from shardplan.planner.search.budget import SearchBudget
 from shardplan.planner.validate.options import PlanOptions
-from shardplan.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES
+from shardplan.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES, free_expr
 
 SIZED_RESOURCES: tuple[str, ...] = ("vcpu", "ram_gib")
 """Resources the forecast covers and the sizing reserves (GPUs follow vcpu in GPU groups)."""
@@ -172,10 +172,8 @@ def class_capacity(hosts: pl.DataFrame) -> pl.DataFrame:
     return (
         hosts.filter(pl.col("status") == "up")
         .group_by("host_class")
-        .agg(((pl.col("vcpu") * pl.col("vcpu_overcommit")).floor() - pl.col("used_vcpu")).clip(0).sum().alias("vcpu"),
-             (pl.col("ram_gib") - pl.col("used_ram_gib")).clip(0).sum().alias("ram_gib"),
-             (pl.col("gpu") > 0).any().alias("has_gpu"),
-             (pl.col("gpu") - pl.col("used_gpu")).clip(0).sum().alias("free_gpu"))
+        .agg(free_expr("vcpu").sum().alias("vcpu"), free_expr("ram_gib").sum().alias("ram_gib"),
+             (pl.col("gpu") > 0).any().alias("has_gpu"), free_expr("gpu").sum().alias("free_gpu"))
         .sort("host_class")
     )
 

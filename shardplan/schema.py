@@ -18,6 +18,23 @@ REQUEST_STATUSES: tuple[str, ...] = ("placed", "unplaced", "reserved")
 SHARD_ROLES: tuple[str, ...] = ("compute", "memory", "storage", "gpu", "replica")
 
 
+VCPU_CAPACITY_EPSILON = 1e-9
+"""100 × 1.15 is 114.999… in floating point; the host still has 115 vcpu."""
+
+
+def capacity_expr(resource: str) -> pl.Expr:
+    """A host's capacity in one resource, the one rule every part of shardplan uses: vcpu is
+    vcpu × vcpu_overcommit rounded down to whole vcpu; the others are the column itself."""
+    if resource == "vcpu":
+        return (pl.col("vcpu") * pl.col("vcpu_overcommit") + VCPU_CAPACITY_EPSILON).floor().cast(pl.Int64)
+    return pl.col(resource)
+
+
+def free_expr(resource: str) -> pl.Expr:
+    """Capacity left for new load: capacity minus the existing load (`used_<resource>`), never below zero."""
+    return (capacity_expr(resource) - pl.col(f"used_{resource}")).clip(0)
+
+
 def tier_rank(tier: str | None) -> int:
     """0 for hdd (or no requirement), 1 for ssd, 2 for nvme."""
     return STORAGE_TIERS.index(tier) if tier else 0

@@ -120,3 +120,21 @@ def test_one_import_name_and_python_dash_m():
     shown = subprocess.run([sys.executable, "-m", "shardplan", "--version"], capture_output=True, text=True,
                            timeout=120, cwd=ROOT)
     assert shown.returncode == 0 and shown.stdout.startswith("shardplan ")
+
+
+def test_one_free_capacity_rule_for_planner_export_and_executors():
+    import polars as pl
+
+    from shardplan.executors.base import hosts_from_frame
+    from shardplan.planner.report.export import host_usage
+    from shardplan.planner.search.candidates import build_fleet
+    from tests.fleets import hosts_table
+
+    hosts = hosts_table({"host_id": "a", "rack": "r1", "vcpu": 100, "ram_gib": 64, "vcpu_overcommit": 1.15},
+                        {"host_id": "b", "rack": "r2", "vcpu": 7, "ram_gib": 64, "vcpu_overcommit": 1.5, "used_vcpu": 3})
+    planner_free = build_fleet(hosts).free[:, 0].tolist()
+    executor_free = [hosts_from_frame(hosts)[h].vcpu for h in ("a", "b")]
+    usage = host_usage(hosts, pl.DataFrame(schema={"host_id": pl.Utf8, **{r: pl.Float64 for r in
+                                                                           ("vcpu", "ram_gib", "storage_gib", "net_gbps", "gpu")}}))
+    exported_free = (usage["vcpu_capacity"] - usage["vcpu_used"]).to_list()
+    assert planner_free == executor_free == exported_free == [115, 7]  # floor(10.5) = 10, less 3 used

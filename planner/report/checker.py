@@ -32,6 +32,7 @@ from shardplan.schema import (
     RESOURCES,
     SHARDS_SCHEMA,
     STORAGE_TIERS,
+    capacity_expr,
 )
 
 TOLERANCE = 1e-6
@@ -198,8 +199,7 @@ def check_capacity(plan: _PlanTables) -> list[Violation]:
                 .agg(*[pl.col(r).sum().alias(f"reserved_{r}") for r in RESOURCES]))
     hosts = (plan.hosts.lazy().join(shard_load, on="host_id", how="left").join(reserved, on="host_id", how="left")
              .with_columns(pl.col("^shards_.*$", "^reserved_.*$").fill_null(0)))
-    capacity = {r: pl.col(r).cast(pl.Float64) for r in RESOURCES}
-    capacity["vcpu"] = pl.col("vcpu") * pl.col("vcpu_overcommit")
+    capacity = {r: capacity_expr(r).cast(pl.Float64) for r in RESOURCES}
     hosts = hosts.with_columns(
         *[capacity[r].alias(f"capacity_{r}") for r in RESOURCES],
         *[(pl.col(f"used_{r}") + pl.col(f"shards_{r}") + pl.col(f"reserved_{r}")).alias(f"total_{r}") for r in RESOURCES])

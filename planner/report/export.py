@@ -31,6 +31,7 @@ from shardplan.schema import (
     SHARD_ROLES,
     SHARDS_SCHEMA,
     Column,
+    capacity_expr,
     hosts_out_schema,
 )
 
@@ -46,7 +47,6 @@ FILTERS_FILE = "filters.parquet"
 INPUT_HOSTS_FILE = "inputs/hosts.parquet"
 INPUT_REQUESTS_FILE = "inputs/requests.parquet"
 
-_VCPU_CAPACITY_EPSILON = 1e-9  # 100 × 1.15 is 114.999… in floating point; the host still has 115 vcpu
 
 
 class PlanExportError(ValueError):
@@ -182,8 +182,7 @@ def host_usage(hosts: pl.DataFrame, shards: pl.DataFrame, reservations: pl.DataF
     joined = (hosts.join(shard_load, on="host_id", how="left")
               .join(reserved, on="host_id", how="left")
               .with_columns(pl.col("_shards", "_reservations").fill_null(0)))
-    capacity = {r: pl.col(r) for r in RESOURCES}
-    capacity["vcpu"] = (pl.col("vcpu") * pl.col("vcpu_overcommit") + _VCPU_CAPACITY_EPSILON).floor()
+    capacity = {r: capacity_expr(r) for r in RESOURCES}
     existing_load = pl.any_horizontal([pl.col(f"used_{r}") > 0 for r in RESOURCES])
     columns: list[pl.Expr] = [
         pl.col("host_id"),

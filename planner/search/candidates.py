@@ -23,7 +23,7 @@ import polars as pl
 
 from shardplan.models.problem import GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU
 from shardplan.planner.validate.options import PlanOptions
-from shardplan.schema import tier_rank
+from shardplan.schema import capacity_expr, tier_rank
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Fleet:
 
 def build_fleet(hosts: pl.DataFrame) -> Fleet:
     """Free capacity = capacity (vcpu × overcommit) − existing load, clipped at zero."""
-    vcpu_cap = (hosts["vcpu"].cast(pl.Float64) * hosts["vcpu_overcommit"]).floor().cast(pl.Int64).to_numpy()
+    vcpu_cap = hosts.select(capacity_expr("vcpu")).to_series().to_numpy()
     capacity = np.column_stack([
         vcpu_cap, hosts["ram_gib"].to_numpy(), hosts["storage_gib"].to_numpy(),
         np.floor(hosts["net_gbps"].to_numpy() * NET_UNITS_PER_GBPS + 1e-9).astype(np.int64),
