@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import polars as pl
 
+from shardplan.plandir import INPUT_HOSTS_FILE, SHARDS_FILE, PlanDirError, read_plan_dir
 from shardplan.schema import RESOURCES, SHARDS_SCHEMA, free_expr
 
 ENTRY_POINT_GROUP = "shardplan.executors"
@@ -181,32 +182,22 @@ def parts_frame(parts: list[Part] | tuple[Part, ...]) -> pl.DataFrame:
 
 
 def load_target(plan_dir: str | Path) -> TargetPlan:
-    """Read a plan directory with polars: shards.parquet, inputs/hosts.parquet, inputs/requests.parquet."""
+    """A plan directory as an executor's target: shards.parquet and inputs/hosts.parquet, and
+    inputs/requests.parquet for the copies each request keeps (shardplan.plandir reads them)."""
     plan_dir = Path(plan_dir)
-    shards_path = plan_dir / "shards.parquet"
-    for path in (shards_path, plan_dir / "inputs" / "hosts.parquet"):
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing (a plan directory needs shards.parquet and inputs/hosts.parquet)")
-    shards = pl.read_parquet(shards_path)
-    missing = [c for c in SHARDS_SCHEMA if c not in shards.columns]
-    if missing:
-        raise ValueError(f"{shards_path}: column(s) missing: {', '.join(missing)}")
+    read = read_plan_dir(plan_dir, required=(SHARDS_FILE, INPUT_HOSTS_FILE))
+    shards_path = plan_dir / SHARDS_FILE
+    shards = read.shards
     duplicated = shards.filter(pl.struct("request_id", "shard").is_duplicated())
     if duplicated.height:
         row = duplicated.row(0, named=True)
-        raise ValueError(f"{shards_path}: request {row['request_id']!r} has shard {row['shard']} more than once")
+        raise PlanDirError(f"{shards_path}: request {row['request_id']!r} has shard {row['shard']} more than once")
     parts = parts_from_frame(shards)
-    hosts = hosts_from_frame(pl.read_parquet(plan_dir / "inputs" / "hosts.parquet"))
+    hosts = hosts_from_frame(read.hosts)
     unknown = sorted({p.host_id for p in parts} - set(hosts))
     if unknown:
-        raise ValueError(f"{shards_path}: host(s) not in inputs/hosts.parquet: {', '.join(unknown)}")
-    replicas: dict[str, int] = {}
-    requests_path = plan_dir / "inputs" / "requests.parquet"
-    if requests_path.exists():
-        requests = pl.read_parquet(requests_path)
-        if "replicas" not in requests.columns:
-            requests = requests.with_columns(pl.lit(1).alias("replicas"))
-        replicas = dict(requests.select("request_id", pl.col("replicas").fill_null(1).cast(pl.Int64)).iter_rows())
+        raise PlanDirError(f"{shards_path}: host(s) not in inputs/hosts.parquet: {', '.join(unknown)}")
+    replicas = dict(read.requests.select("request_id", pl.col("replicas").cast(pl.Int64)).iter_rows())
     for part in parts:  # a request missing from the inputs keeps as many copies as the plan gives it
         if part.request_id not in replicas:
             replicas[part.request_id] = 1 + max((p.replica for p in parts if p.request_id == part.request_id), default=0)

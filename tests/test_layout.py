@@ -105,12 +105,20 @@ def test_no_import_cycles_among_our_modules():
     assert cycles(graph) == []
 
 
-def test_executors_depend_on_the_table_schemas_only():
+CONTRACTS = {"shardplan.schema", "shardplan.plandir", "shardplan.files"}
+"""The table schemas, the plan directory's files and the atomic write: what the executors and forecasting
+may use of ours (DESIGN.md: executors depend on the planner's schemas only, forecasting on nothing)."""
+
+
+def test_executors_and_forecasting_depend_on_the_table_contracts_only():
     graph = import_graph()
     for name, targets in graph.items():
-        if name.startswith("shardplan.executors"):
-            ours = {t for t in targets if t.startswith("shardplan.") and not t.startswith("shardplan.executors")}
-            assert ours <= {"shardplan.schema"}, f"{name} imports {sorted(ours)}"
+        for wing in ("shardplan.executors", "shardplan.forecasting"):
+            if name.startswith(wing):
+                ours = {t for t in targets if t.startswith("shardplan.") and not t.startswith(wing)}
+                assert ours <= CONTRACTS, f"{name} imports {sorted(ours - CONTRACTS)}"
+    for contract in CONTRACTS:  # and the contracts depend on nothing of ours but each other
+        assert graph[contract] <= CONTRACTS, f"{contract} imports {sorted(graph[contract] - CONTRACTS)}"
 
 
 def test_one_import_name_and_python_dash_m():

@@ -6,7 +6,6 @@ candidate hosts come from the filters re-run on `inputs/` with the options recor
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,10 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from shardplan.plandir import FILTERS_FILE, cast_to_schema, read_plan_dir
 from shardplan.planner.search.candidates import build_fleet, find_candidates
 from shardplan.planner.validate.options import PlanOptions
+from shardplan.schema import FILTERS_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,16 @@ def _options(plan: dict) -> PlanOptions:
 
 def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
     plan_dir = Path(plan_dir)
-    hosts = pl.read_parquet(plan_dir / "inputs" / "hosts.parquet")
-    requests = pl.read_parquet(plan_dir / "inputs" / "requests.parquet")
-    outcome = pl.read_parquet(plan_dir / "requests.parquet").filter(pl.col("request_id") == request_id)
+    read = read_plan_dir(plan_dir)
+    hosts, requests = read.hosts, read.requests
+    outcome = read.requests_out.filter(pl.col("request_id") == request_id)
     if outcome.height == 0:
         raise KeyError(request_id)
-    plan = json.loads((plan_dir / "plan.json").read_text())
-    options = _options(plan)
+    options = _options(read.plan)
     index = requests.with_row_index("_i").filter(pl.col("request_id") == request_id)["_i"][0]
     fleet = build_fleet(hosts)
     one = requests.slice(int(index), 1)
-    shards = pl.read_parquet(plan_dir / "shards.parquet").filter(pl.col("request_id") == request_id)
+    shards = read.shards.filter(pl.col("request_id") == request_id)
     # the hosts its parts are on were candidates of the model even when ranked below top_k (the search
     # before the model sees every host that passes the filters, and the model keeps the hosts it used)
     position = {h: i for i, h in enumerate(fleet.host_ids)}
@@ -59,20 +59,20 @@ def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
     parts = shards.join(host_tags, on="host_id", how="left").sort("shard")
     cand_hosts = np.union1d(candidates.compute[0], candidates.storage[0]).astype(int)
     candidate_hosts = host_tags.with_row_index("_h").filter(pl.col("_h").is_in(cand_hosts.tolist())).drop("_h")
-    residual = _residual_shortfall(plan_dir, one.row(0, named=True), candidate_hosts["host_id"].to_list())
-    stored = plan_dir / "filters.parquet"
+    residual = _residual_shortfall(read.hosts_out, one.row(0, named=True), candidate_hosts["host_id"].to_list())
+    stored = plan_dir / FILTERS_FILE
     # the counts the solver saw; a plan directory of an older version has none: the filters' counts on this request
-    filters = (pl.read_parquet(stored).filter(pl.col("request_id") == request_id) if stored.exists()
-               else candidates.reasons)
+    filters = (cast_to_schema(pl.read_parquet(stored), FILTERS_SCHEMA, str(stored))
+               .filter(pl.col("request_id") == request_id) if stored.exists() else candidates.reasons)
     return Explanation(one.row(0, named=True), outcome.row(0, named=True), parts,
                        filters.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
                        len(candidates.compute[0]), candidate_hosts, residual)
 
 
-def _residual_shortfall(plan_dir: Path, request: dict, host_ids: list[str]) -> pl.DataFrame:
+def _residual_shortfall(hosts_out: pl.DataFrame, request: dict, host_ids: list[str]) -> pl.DataFrame:
     """For each resource, how many candidate hosts have less left after the plan than an even share
     (demand / max_shards) of the request: the capacity that ruled it out once others were placed."""
-    hosts_out = pl.read_parquet(plan_dir / "hosts.parquet").filter(pl.col("host_id").is_in(host_ids))
+    hosts_out = hosts_out.filter(pl.col("host_id").is_in(host_ids))
     rows = []
     for resource in ("vcpu", "ram_gib", "gpu", "net_gbps", "storage_gib"):
         demand = request[resource]
