@@ -212,14 +212,18 @@ def remote_traffic(problem: PlacementProblem, ram: int, vcpu: int) -> int:
     return problem.remote_mbps_per_gib * ram if vcpu == 0 else 0
 
 
-def request_spread(problem: PlacementProblem, r: int, parts: list[tuple[int, int, int, int, int]]) -> int:
-    """Spread charge of request `r` on `parts`: its weight × (extra hosts + extra racks) its compute,
-    memory and GPU parts span (storage copies do not count)."""
+def span_count(parts: list[tuple[int, int, int, int, int]], rack: np.ndarray) -> int:
+    """Extra hosts + extra racks that compute, memory and GPU parts span (storage copies do not count):
+    what the spread penalty charges per unit of a request's weight."""
     hosts = {p[0] for p in parts}
     if not hosts:
         return 0
-    racks = {int(problem.rack[h]) for h in hosts}
-    return int(problem.spread_weight[r]) * ((len(hosts) - 1) + (len(racks) - 1))
+    return (len(hosts) - 1) + (len({int(rack[h]) for h in hosts}) - 1)
+
+
+def request_spread(problem: PlacementProblem, r: int, parts: list[tuple[int, int, int, int, int]]) -> int:
+    """Spread charge of request `r` on `parts` (solver units): its weight × `span_count`."""
+    return int(problem.spread_weight[r]) * span_count(parts, problem.rack)
 
 
 def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerms:

@@ -41,6 +41,7 @@ from shardplan.models.problem import (
     canonical_groups,
     evaluate,
     relative_gap,
+    span_count,
 )
 from shardplan.planner.report.checker import check_plan
 from shardplan.planner.search.baselines import SIZE_MEASURES, ffd_order, first_fit
@@ -700,10 +701,8 @@ def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, optio
             shard += 1
             hosts_used.add(h)
             cost += fleet.cost[h] * _dominant_share(fleet, h, (0, 0, int(demand[r, STORAGE]), 0, 0))
-        compute_racks = {int(fleet.rack[h]) for h in compute_hosts}
-        extra = max(len(compute_hosts) - 1, 0) + max(len(compute_racks) - 1, 0)
         out.append((request_id, "placed", len(hosts_used), round(cost, 6),
-                    options.spread_weight(latency[r]) * extra, None))
+                    options.spread_weight(latency[r]) * span_count(assignment.parts[r], fleet.rack), None))
     shards = pl.DataFrame(rows, schema=SHARDS_SCHEMA, orient="row")
     requests_out = pl.DataFrame(out, schema=REQUESTS_OUT_SCHEMA, orient="row")
     return shards, requests_out

@@ -152,9 +152,12 @@ def test_faults_command_writes_integer_totals(tmp_path):
     out = tmp_path / "faults.json"
     shown = CliRunner().invoke(app, ["faults", "--schedules", "4", "--seed", "9", "--write-quorum", "1",
                                      "--read-quorum", "1", "--json", str(out)])
-    assert shown.exit_code == 0, shown.output
     report = json.loads(out.read_text())
     totals = report["totals"]
+    # quorum 1 loses writes: the checker finds it and the command fails, like `check`
+    assert totals["schedules_with_violations"] > 0 and shown.exit_code == 1, shown.output
+    majority = CliRunner().invoke(app, ["faults", "--schedules", "4", "--seed", "9", "--json", str(tmp_path / "m.json")])
+    assert majority.exit_code == 0 and json.loads((tmp_path / "m.json").read_text())["totals"]["schedules_with_violations"] == 0
     for name in ("schedules", "acknowledged_writes", "lost_writes", "stale_reads", "diverged"):
         assert isinstance(totals[name], int)
     assert totals["schedules"] == 4 and len(report["schedules"]) == 4

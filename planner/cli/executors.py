@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shardplan.executors.base import PART_COLUMNS, UnknownExecutor, parts_frame
+from shardplan.files import write_atomically
 
 console = Console()
 errors = Console(stderr=True)
@@ -117,14 +118,17 @@ def faults(
                          "lost_writes": totals.lost_writes, "stale_reads": totals.stale_reads, "diverged": totals.diverged,
                          "reads": totals.reads, "conflicts_resolved": totals.conflicts,
                          "schedules_with_violations": totals.schedules_with_violations}}
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1))
+    write_atomically(json_path, json.dumps(report, indent=1))
     table = Table(title=f"{schedules} fault schedule(s), {copies} copies, write quorum {w}, read quorum {r}")
     for column in ("schedules", "acknowledged writes", "lost writes", "stale reads", "diverged keys", "schedules with violations"):
         table.add_column(column, justify="right")
     table.add_row(str(totals.schedules), str(totals.acknowledged_writes), str(totals.lost_writes), str(totals.stale_reads),
                   str(totals.diverged), str(totals.schedules_with_violations))
     console.print(table)
+    if totals.schedules_with_violations:  # like `check`: a violation found is a failing exit
+        errors.print(f"[red]{totals.schedules_with_violations} schedule(s) broke the replication guarantees "
+                     f"(see {json_path})[/red]")
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

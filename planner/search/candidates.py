@@ -6,12 +6,14 @@ score and kept per zone to the best ``top_k`` equivalence classes (hosts with id
 free capacity, price, rack and tags); members of a kept class enter as a prefix, so the
 model can order them to break symmetry.
 
-Score of a host for a request (higher is better), on the class representative:
-    2.0 × coverage   share of the request's demand (mean over demanded dims, capped at 1)
-                     the host's free capacity could take
-  + 1.0 × active     the host already runs load: no activation cost
-  + 0.5 × tightness  1 − mean leftover share after a whole placement (best fit)
-  − 0.5 × price      cost_per_hour per free vcpu, relative to the fleet's median
+Score of a host for a request (higher is better), on the class representative, in score points; the
+weights are options (defaults shown):
+    score_coverage  (2.0) × coverage   share of the request's demand (mean over demanded dims, capped at 1)
+                                       the host's free capacity could take
+  + score_active    (1.0) × active     the host already runs load: no activation cost
+  + score_tightness (0.5) × tightness  1 − mean leftover share after a whole placement (best fit)
+  − score_price     (0.5) × price      cost_per_hour per free vcpu relative to the fleet's median, capped at
+                                       score_price_cap (4.0)
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ def _class_representatives(fleet: Fleet) -> tuple[np.ndarray, list[np.ndarray]]:
     return np.array([m[0] for m in members], dtype=np.int64), members
 
 
-def _scores(fleet: Fleet, reps: np.ndarray, demand: np.ndarray) -> np.ndarray:
+def _scores(fleet: Fleet, reps: np.ndarray, demand: np.ndarray, options: PlanOptions) -> np.ndarray:
     """(R, C) score of each class representative for each request (see module docstring)."""
     free = fleet.free[reps].astype(float)                       # (C, 5)
     d = demand.astype(float)                                    # (R, 5)
@@ -127,7 +129,8 @@ def _scores(fleet: Fleet, reps: np.ndarray, demand: np.ndarray) -> np.ndarray:
     per_vcpu = fleet.cost[reps] / np.maximum(fleet.free[reps, VCPU], 1)
     median = float(np.median(per_vcpu)) if per_vcpu.size else 1.0
     price = per_vcpu / max(median, 1e-9)
-    return 2.0 * coverage + 1.0 * fleet.active[reps][None, :] + 0.5 * tightness - 0.5 * np.minimum(price, 4.0)[None, :]
+    return (options.score_coverage * coverage + options.score_active * fleet.active[reps][None, :]
+            + options.score_tightness * tightness - options.score_price * np.minimum(price, options.score_price_cap)[None, :])
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
             _count(reason_rows, lo, "compute", host_filter.name, drop, weight)
             alive &= ~drop
         alive_hosts[lo:hi] = (alive * weight).sum(axis=1)
-        score = np.where(alive, _scores(fleet, reps, d), -np.inf)
+        score = np.where(alive, _scores(fleet, reps, d, options), -np.inf)
         compute_classes.extend(_top_per_zone(score, fleet.zone[reps], options.top_k))
         # storage copies: a whole copy on a host of a high-enough tier with room for it
         s_alive = np.broadcast_to(fleet.up[reps][None, :], (hi - lo, len(reps))).copy()

@@ -66,6 +66,17 @@ class PlanOptions:
     depend on the machine's speed; about 200–300 moves run per wall second on the demo)."""
     lp_pair_limit: int = 40_000
     """Up to this many candidate pairs the bound is the full LP relaxation; above, the zone-aggregate LP."""
+    score_coverage: float = 2.0
+    """Candidate score, points per unit of coverage (share of the request's demand the host's free capacity
+    could take, 0–1; planner.search.candidates)."""
+    score_active: float = 1.0
+    """... points for a host that already runs load (no activation cost)."""
+    score_tightness: float = 0.5
+    """... points per unit of tightness (1 − mean leftover share after a whole placement: best fit)."""
+    score_price: float = 0.5
+    """... points taken off per unit of price (cost_per_hour per free vcpu / the fleet's median)."""
+    score_price_cap: float = 4.0
+    """... relative price above which a host scores no worse (a ratio, dimensionless)."""
     top_k: int = 12
     """Candidate host classes kept per request, best first by the candidate score."""
     pair_budget: int = 250_000
