@@ -52,10 +52,28 @@ def figures(result: Plan) -> dict:
         "cost_per_placed_vcpu": round(cost / vcpu, 5) if vcpu else None,
         "status": result.plan_json["status"],
         "solver": result.plan_json["solver"],
+        **phase_gains(result.plan_json),
         "gap": result.plan_json.get("gap"),
         "wall_s": result.plan_json["wall_s"],
         "violations": len(violations),
     }
+
+
+def phase_gains(plan_json: dict) -> dict:
+    """CP-SAT's status and what each search phase took off the objective ($/h-equivalent and % of where it
+    started): ruin and recreate from the warm start, CP-SAT from the hint, LNS from CP-SAT's plan."""
+    def drop(stats: dict | None) -> tuple[float | None, float | None]:
+        if not stats:
+            return None, None
+        start, final = stats["start_objective"], stats["final_objective"]
+        return round((start - final) / 1000, 1), round(100 * (start - final) / start, 4) if start else 0.0
+
+    cp_sat = plan_json.get("cp_sat") or {}
+    recreate, lns = drop(plan_json.get("ruin_recreate")), drop(plan_json.get("lns"))
+    return {"cp_sat_status": cp_sat.get("status"), "cp_sat_objective": cp_sat.get("objective"),
+            "ruin_recreate_gain": recreate[0], "ruin_recreate_gain_pct": recreate[1],
+            "lns_gain": lns[0], "lns_gain_pct": lns[1],
+            "lns_moves": (plan_json.get("lns") or {}).get("moves"), "lns_improved": (plan_json.get("lns") or {}).get("improved")}
 
 
 def fleets(names: list[str]):
@@ -106,6 +124,23 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Sharded CP-SAT gain in priority-weighted vcpu and demand placed (target ≥ 25% vs FFD, ≥ 10% vs whole)",
                 ["fleet", "vcpu % vs FFD", "vcpu % vs whole", "demand % vs FFD", "demand % vs whole",
                  "cost/vcpu ratio vs whole", "cost/vcpu ratio vs FFD"], gains)
+    print_table("Search phases per plan: CP-SAT's status (the warm start is its hint) and what ruin and recreate "
+                "and LNS took off the objective",
+                ["fleet", "method", "cp-sat status", "ruin-recreate −$/h", "%", "LNS −$/h", "%", "LNS moves", "improving"],
+                [(r["fleet"], m, g["cp_sat_status"], g["ruin_recreate_gain"], g["ruin_recreate_gain_pct"], g["lns_gain"],
+                  g["lns_gain_pct"], g["lns_moves"], g["lns_improved"]) for r in report for m, g in r["plans"].items()
+                 if m.endswith("cp-sat")])
+    previous = results_path("sharding_gain")
+    if previous.exists():  # side by side with the last published run
+        import json
+
+        before = {(r["fleet"], m): g for r in json.loads(previous.read_text())["fleets"] for m, g in r["plans"].items()}
+        print_table(f"Against the last published run ({previous.name}): priority-weighted demand placed and wall time",
+                    ["fleet", "method", "prio×demand before", "now", "change %", "wall s before", "now"],
+                    [(r["fleet"], m, before[(r["fleet"], m)]["weighted_demand"], g["weighted_demand"],
+                      100 * (g["weighted_demand"] / before[(r["fleet"], m)]["weighted_demand"] - 1),
+                      before[(r["fleet"], m)]["wall_s"], g["wall_s"])
+                     for r in report for m, g in r["plans"].items() if (r["fleet"], m) in before], digits=4)
     path = write_json_atomic(results_path("sharding_gain"), {"time_limit_s": args.time_limit, "workers": args.workers,
                                                               "deterministic": args.deterministic,
                                                               "fleets": report})
