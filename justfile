@@ -23,4 +23,4 @@ regen-demo:
 
 # syntax and import check of every module
 lint:
-    python -m compileall -q planner models forecasting executors benchmarks tests
+    python -m compileall -q shardplan planner models forecasting executors data benchmarks tests

@@ -7,7 +7,7 @@
                                                                         the model's candidates and problem
     search      = solve(stage.problem, stage.hint, options, budget, …)  consolidation, CP-SAT, LNS
     bound       = relax(stage.problem, search, options, budget)         LP (or zone-aggregate LP) bound
-    outcome     = assign_and_check(...)                                 tables, the nine invariants, fallback
+    outcome     = assign_and_check(...)                                 tables, the invariants, fallback
     report      = PlanReport(...)                                       plan.json, serialised once
 
 A caller (a test, a what-if) can stop after any stage, or take `stage.problem`, build a
@@ -554,7 +554,7 @@ class Outcome:
 def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, options: PlanOptions,
                      stage: ModelInput, order: np.ndarray, search: SearchResult, budget: SearchBudget,
                      checker=check_plan) -> Outcome:
-    """The better of the search's plan and the warm start as tables, checked against the nine invariants;
+    """The better of the search's plan and the warm start as tables, checked against the invariants;
     if the check fails (a bug, never a plan) the best valid plan of the warm start, the FFD baseline and
     nothing placed is taken instead, and the violations are recorded."""
     problem = stage.problem

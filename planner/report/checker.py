@@ -365,7 +365,7 @@ CHECKS = (check_demand, check_capacity, check_span, check_local_memory, check_gp
 def check_plan(hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame, requests_out: pl.DataFrame,
                options: Mapping | PlanOptions | None = None,
                reservations: pl.DataFrame | None = None) -> list[Violation]:
-    """Every violation of the nine invariants, sorted by invariant, request and host; [] for a valid plan."""
+    """Every violation of the invariants, sorted by invariant, request and host; [] for a valid plan."""
     found = _fractional_gpus(shards)
     plan = _prepare(hosts, requests, shards, requests_out, options, reservations)
     for check in CHECKS:

@@ -27,8 +27,8 @@ and extra storage replicas stay where they are, and hosts holding them are never
 emptied. A move keeps every invariant: the request lands on one of its own compute
 candidates (GPU model included) that is also a storage candidate when it has
 storage, and within the host's free capacity in all five resources. The budget is
-counted in moves, so a fixed seed gives the same plan; a wall-clock limit is a
-safety net. Interchangeable empty hosts (a symmetry group) are relabelled by first use
+counted in moves, so a fixed seed gives the same plan; the search budget's wall-clock
+cap (planner.search.budget) can stop it earlier. Interchangeable empty hosts (a symmetry group) are relabelled by first use
 at the end, so the hosts left empty are the group's last ones, as the CP-SAT symmetry
 rules expect of a hint.
 """

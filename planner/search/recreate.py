@@ -20,8 +20,8 @@ Vanden Berghe 2020, "Slack induction by string removals"):
    is no worse, else undone. Equal moves are kept, so the search can walk across
    plateaus; the current plan is therefore always the best one seen.
 
-The budget is counted in moves, so a fixed seed gives the same plan; a wall-clock
-limit is a safety net. The engine runs it on wide candidate sets (`shardplan.planner.engine.wide_search`):
+The budget is counted in moves, so a fixed seed gives the same plan; the search
+budget's wall-clock cap (planner.search.budget) can stop it earlier. The engine runs it on wide candidate sets (`shardplan.planner.engine.wide_search`):
 every host that passes the filters, not only the model's best top_k classes. Interchangeable empty hosts are relabelled by first use at the
 end, so the CP-SAT symmetry rules accept the plan as a hint.
 """

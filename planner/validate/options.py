@@ -24,8 +24,9 @@ class PlanOptions:
     seed: int = 0
     """CP-SAT random seed."""
     deterministic: bool = True
-    """Same seed and worker count → same plan: CP-SAT budgets are counted in its deterministic time
-    (time_limit_s × deterministic_units_per_s) with interleaved search; wall clock is only a safety net."""
+    """Same seed and worker count → same plan: local searches are granted moves and CP-SAT deterministic
+    time (its share of time_limit_s × deterministic_units_per_s), with interleaved search; the wall clock only
+    caps each phase at the command's deadline (planner.search.budget). False: every grant is wall seconds."""
     deterministic_units_per_s: float = 0.25
     """CP-SAT deterministic-time units granted per second of time_limit_s (measured ≈ 0.1–0.4 per wall
     second on a 2-core machine, depending on load)."""
