@@ -185,17 +185,26 @@ def canonical_groups(problem: PlacementProblem, assignment: Assignment) -> Assig
     """Relabel the used members of each symmetry group (interchangeable empty hosts on one rack) onto
     the group's first members, in order of first use over the requests, as the CP-SAT symmetry rules
     expect. Groups some request sees only in part are left alone (the model does not reorder them)."""
+    groups = [group for group in problem.symmetry_groups if symmetry_views(problem, group) is not None]
+    return relabel_by_first_use(assignment, groups, range(problem.n_requests))
+
+
+def relabel_by_first_use(assignment: Assignment, groups: list, order) -> Assignment:
+    """The one relabelling of interchangeable hosts: the used members of each group (disjoint lists of
+    hosts, in their canonical order) are renamed onto the group's first members, in order of first use
+    over the requests in `order` (parts, then storage copies)."""
+    group_of = {int(h): g for g, members in enumerate(groups) for h in members}
+    taken = [0] * len(groups)
     mapping: dict[int, int] = {}
-    for group in problem.symmetry_groups:
-        if symmetry_views(problem, group) is None:
+    for r in order:
+        if not assignment.placed[r]:
             continue
-        member = {int(h) for h in group}
-        taken = 0
-        for r in np.flatnonzero(assignment.placed):
-            for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
-                if h in member and h not in mapping:
-                    mapping[h] = int(group[taken])
-                    taken += 1
+        for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
+            g = group_of.get(int(h))
+            if g is None or h in mapping:
+                continue
+            mapping[h] = int(groups[g][taken[g]])
+            taken[g] += 1
     return assignment.relabelled(mapping)
 
 

@@ -40,6 +40,7 @@ from shardplan.models.problem import (
     SolveResult,
     canonical_groups,
     evaluate,
+    relabel_by_first_use,
     relative_gap,
     span_count,
 )
@@ -371,21 +372,10 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
 
 def canonical(fleet: Fleet, assignment: Assignment, order: np.ndarray) -> Assignment:
     """Relabel the members of each class of empty, interchangeable hosts in order of first use."""
-    members = {}
+    members: dict[int, list[int]] = {}
     for h in np.flatnonzero(fleet.up & ~fleet.active):
         members.setdefault(int(fleet.host_class[h]), []).append(int(h))
-    mapping: dict[int, int] = {}
-    taken = {c: 0 for c in members}
-    for r in order:
-        if not assignment.placed[r]:
-            continue
-        for h in [p[0] for p in assignment.parts[r]] + list(assignment.storage_hosts[r]):
-            c = int(fleet.host_class[h])
-            if h in mapping or c not in members:
-                continue
-            mapping[h] = members[c][taken[c]]
-            taken[c] += 1
-    return assignment.relabelled(mapping)
+    return relabel_by_first_use(assignment, list(members.values()), order)
 
 
 # --- stage: wide search ---------------------------------------------------------------------
