@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import polars as pl
 
-from shardplan.plandir import INPUT_HOSTS_FILE, SHARDS_FILE, PlanDirError, read_plan_dir
+from shardplan.plandir import INPUT_HOSTS_FILE, INPUT_REQUESTS_FILE, SHARDS_FILE, PlanDirError, read_plan_dir
 from shardplan.schema import RESOURCES, SHARDS_SCHEMA, free_expr
 
 ENTRY_POINT_GROUP = "shardplan.executors"
@@ -185,7 +185,7 @@ def load_target(plan_dir: str | Path) -> TargetPlan:
     """A plan directory as an executor's target: shards.parquet and inputs/hosts.parquet, and
     inputs/requests.parquet for the copies each request keeps (shardplan.plandir reads them)."""
     plan_dir = Path(plan_dir)
-    read = read_plan_dir(plan_dir, required=(SHARDS_FILE, INPUT_HOSTS_FILE))
+    read = read_plan_dir(plan_dir, required=(SHARDS_FILE, INPUT_HOSTS_FILE), optional=(INPUT_REQUESTS_FILE,))
     shards_path = plan_dir / SHARDS_FILE
     shards = read.shards
     duplicated = shards.filter(pl.struct("request_id", "shard").is_duplicated())

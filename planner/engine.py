@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from shardplan.models.lp_bound import aggregate_bound, lp_bound
-from shardplan.models.placement import solve_placement
+from shardplan.models.placement import PlacementModel
 from shardplan.models.problem import (
     COST_UNITS_PER_DOLLAR,
     NET_UNITS_PER_GBPS,
@@ -470,22 +470,29 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions, bud
         budget.charge(grant, grant.seconds if grant.deterministic else stats.wall_s, stats.wall_s, stats.stopped_by)
     else:
         budget.skip("consolidation")
-    if out.pairs <= options.monolithic_pair_limit:
-        grant = budget.grant("cp_sat", 1.0 if options.lns_share <= 0 else 1.0 - options.lns_share)
-        solution = solve_placement(dataclasses.replace(problem, time_limit_s=grant.seconds,
-                                                       wall_limit_s=grant.wall_cap_s),
-                                   hint=hint, log_callback=solver_log)
+    grant = budget.grant("cp_sat", 1.0 if options.lns_share <= 0 else 1.0 - options.lns_share)
+    build_s = options.model_build_s_per_kpair * out.pairs / 1000
+    if out.pairs > options.monolithic_pair_limit or grant.seconds <= 0:
+        budget.skip("cp_sat")
+    elif grant.wall_cap_s < 2 * build_s + 0.1:  # no time left to build the model, let alone search it
+        budget.note_cap("cp_sat")
+    else:
+        began = time.perf_counter()
+        model = PlacementModel.build(dataclasses.replace(problem, time_limit_s=grant.seconds))
+        # the cap covers building the model too: the solve gets what building it left
+        model.problem = dataclasses.replace(model.problem,
+                                            wall_limit_s=max(grant.wall_cap_s - (time.perf_counter() - began), 0.01))
+        solution = model.solve(hint, log_callback=solver_log)
+        wall = time.perf_counter() - began
         out.proved_optimal = solution.result.status == PlanStatus.OPTIMAL
-        used = solution.deterministic_s / grant.units_per_s if grant.deterministic else solution.result.wall_s
-        charged = budget.charge(grant, used, solution.result.wall_s, Stop.DONE if out.proved_optimal else Stop.BUDGET)
+        used = solution.deterministic_s / grant.units_per_s if grant.deterministic else wall
+        charged = budget.charge(grant, used, wall, Stop.DONE if out.proved_optimal else Stop.BUDGET)
         out.cp_sat = CpSatReport(solution.result, solution.n_variables, solution.n_constraints,
                                  solution.deterministic_s, charged.stopped_by)
         out.bound = solution.result.best_bound
         if solution.terms is not None and solution.terms.total <= evaluate(problem, hint).total:
             out.assignment = solution.assignment
             labels.append("cp-sat")
-    else:
-        budget.skip("cp_sat")
     grant = budget.grant("lns")
     if grant.seconds > 0 and not out.proved_optimal and options.lns_share > 0:
         out.assignment, stats = improve(problem, out.assignment, grant.solver_limit, seed=options.seed,
@@ -512,9 +519,16 @@ def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
         budget.skip("bound")
         return None
     grant = budget.tail_grant("bound", options.lp_time_limit_s)
-    solver = lp_bound if search.pairs <= options.lp_pair_limit else aggregate_bound
-    result = solver(problem, max(grant.seconds, 0.1))
-    budget.charge(grant, result.wall_s, result.wall_s, Stop.DONE if result.status == PlanStatus.OPTIMAL else Stop.BUDGET)
+    full = search.pairs <= options.lp_pair_limit
+    if full and grant.seconds < 1.5 * options.lp_build_s_per_kpair * search.pairs / 1000 + 0.5:
+        full = False  # building the full LP alone would pass the deadline: the zone-aggregate LP is small
+    if grant.seconds < 0.5:
+        budget.note_cap("bound")
+        return None
+    result = (lp_bound if full else aggregate_bound)(problem, grant.seconds)
+    stop = Stop.DONE if result.status == PlanStatus.OPTIMAL else (
+        Stop.WALL_CAP if result.wall_s >= grant.wall_cap_s else Stop.BUDGET)
+    budget.charge(grant, result.wall_s, result.wall_s, stop)
     return result
 
 

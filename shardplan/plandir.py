@@ -131,18 +131,21 @@ PLAN_DIR_FILES = (PLAN_FILE, SHARDS_FILE, REQUESTS_OUT_FILE, HOSTS_OUT_FILE, INP
 """What a plan directory written by shardplan always holds."""
 
 
-def read_plan_dir(path: str | Path, required: tuple[str, ...] = PLAN_DIR_FILES) -> PlanDir:
-    """Read a plan directory; errors name the missing or bad file. Files outside `required` are read when
-    present (an executor needs only shards.parquet and inputs/hosts.parquet); absent tables are empty, an
-    absent plan.json is {}."""
+def read_plan_dir(path: str | Path, required: tuple[str, ...] = PLAN_DIR_FILES,
+                  optional: tuple[str, ...] | None = None) -> PlanDir:
+    """Read a plan directory; errors name the missing or bad file. Beside `required`, the files in `optional`
+    (default: every other one) are read when present (an executor needs only shards.parquet and
+    inputs/hosts.parquet, and inputs/requests.parquet if there); tables not read are empty, plan.json {}."""
     root = Path(path)
     if not root.is_dir():
         raise PlanDirError(f"{root}: not a plan directory (no such folder)")
     missing = [name for name in required if not (root / name).is_file()]
     if missing:
         raise PlanDirError(f"{root}: plan directory is missing {', '.join(missing)}")
+    wanted = set(required) | (set(optional) if optional is not None else set(PLAN_DIR_FILES) | {RESERVATIONS_FILE})
+    present = lambda name: name in wanted and (root / name).is_file()  # noqa: E731
     plan: dict = {}
-    if (root / PLAN_FILE).is_file():
+    if present(PLAN_FILE):
         try:
             plan = json.loads((root / PLAN_FILE).read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -151,10 +154,10 @@ def read_plan_dir(path: str | Path, required: tuple[str, ...] = PLAN_DIR_FILES) 
             raise PlanDirError(f"{root / PLAN_FILE}: expected a JSON object, got {type(plan).__name__}")
 
     def table(name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-        return _read_table(root, name, schema) if (root / name).is_file() else pl.DataFrame(schema=schema)
+        return _read_table(root, name, schema) if present(name) else pl.DataFrame(schema=schema)
 
     def inputs(name: str, columns: tuple[Column, ...]) -> pl.DataFrame:
-        if (root / name).is_file():
+        if present(name):
             return _read_inputs(root, name, columns)
         return pl.DataFrame(schema={c.name: c.polars_dtype for c in columns})
 
@@ -164,8 +167,7 @@ def read_plan_dir(path: str | Path, required: tuple[str, ...] = PLAN_DIR_FILES) 
         shards=table(SHARDS_FILE, SHARDS_SCHEMA),
         requests_out=table(REQUESTS_OUT_FILE, REQUESTS_OUT_SCHEMA),
         hosts_out=table(HOSTS_OUT_FILE, hosts_out_schema()),
-        reservations=_read_table(root, RESERVATIONS_FILE, RESERVATIONS_SCHEMA)
-        if (root / RESERVATIONS_FILE).is_file() else None,
+        reservations=_read_table(root, RESERVATIONS_FILE, RESERVATIONS_SCHEMA) if present(RESERVATIONS_FILE) else None,
         plan=plan,
         path=root,
     )

@@ -101,3 +101,59 @@ def test_the_filter_counts_the_solver_saw_reach_requests_parquet_and_explain(tmp
     explained = runner.invoke(app, ["explain", str(tmp_path / "p"), "wants-h100"])
     assert explained.exit_code == 0 and "gpu_model" not in explained.output.split("unplaced")[0]
     assert "GPU of its model" in explained.output
+
+
+def test_a_host_loaded_past_its_capacity_is_bad_input_naming_row_and_column(tmp_path):
+    from typer.testing import CliRunner
+
+    from shardplan.planner.cli import app
+    from shardplan.planner.validate.inputs import InputError, check_hosts
+
+    hosts = three_hosts().with_columns(pl.when(pl.col("host_id") == "h2").then(37).otherwise(pl.col("used_vcpu"))
+                                       .alias("used_vcpu"))
+    with pytest.raises(InputError, match=r"row 2.*used_vcpu.*exceeds its capacity 16"):
+        check_hosts(hosts, "hosts.parquet")
+    hosts.write_parquet(tmp_path / "hosts.parquet")
+    requests_table({"request_id": "a", "vcpu": 2, "ram_gib": 4}).write_parquet(tmp_path / "requests.parquet")
+    result = CliRunner().invoke(app, ["plan", "--hosts", str(tmp_path / "hosts.parquet"), "--requests",
+                                      str(tmp_path / "requests.parquet"), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "used_vcpu" in result.output and not (tmp_path / "p").exists()
+
+
+def test_a_flag_overrides_a_bad_environment_variable_and_the_variable_is_named_alone(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from shardplan.planner.cli import app
+
+    three_hosts().write_parquet(tmp_path / "hosts.parquet")
+    requests_table({"request_id": "a", "vcpu": 2, "ram_gib": 4}).write_parquet(tmp_path / "requests.parquet")
+    common = ["plan", "--hosts", str(tmp_path / "hosts.parquet"), "--requests", str(tmp_path / "requests.parquet"),
+              "--time-limit", "2"]
+    monkeypatch.setenv("SHARDPLAN_TOP_K", "0")
+    alone = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a")])
+    assert alone.exit_code == 2 and "SHARDPLAN_TOP_K = 0" in alone.output
+    overridden = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--top-k", "5"])
+    assert overridden.exit_code == 0, overridden.output
+
+
+def test_a_host_with_only_nic_room_can_carry_part_of_a_split_requests_traffic():
+    hosts = hosts_table({"host_id": "a", "rack": "r1", "vcpu": 4, "ram_gib": 8, "net_gbps": 5.0},
+                        {"host_id": "b", "rack": "r2", "vcpu": 4, "ram_gib": 8, "net_gbps": 10.0,
+                         "used_vcpu": 4, "used_ram_gib": 8})
+    requests = requests_table({"request_id": "x", "vcpu": 2, "ram_gib": 4, "net_gbps": 8.0, "max_shards": 2})
+    options = PlanOptions(time_limit_s=3, workers=1)
+    result = plan(hosts, requests, options)
+    assert check_plan(hosts, requests, result.shards, result.requests_out, options) == []
+    assert result.requests_out["status"][0] == "placed"
+    assert set(result.shards["host_id"]) == {"a", "b"}
+
+
+def test_explain_and_diff_of_a_missing_plan_directory_exit_2_without_a_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from shardplan.planner.cli import app
+
+    for args in (["explain", str(tmp_path / "nope"), "x"], ["diff", str(tmp_path / "nope"), str(tmp_path / "nah")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "no such folder" in result.output and "Traceback" not in result.output
+        assert isinstance(result.exception, SystemExit)  # a clean exit, not an escaped PlanDirError

@@ -3,6 +3,7 @@ flags, the output directory check, and the summary and violation tables."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -44,10 +45,12 @@ FLAGS = {"mode": "--mode", "time_limit_s": "--time-limit", "workers": "--workers
 def resolve_options(**flags: object) -> PlanOptions:
     """Defaults ← SHARDPLAN_* environment ← CLI flags; a bad value exits 2 naming its flag or variable."""
     try:
-        options = PlanOptions.from_env().replace(**flags)
+        options = PlanOptions.from_env(validate=False).replace(**flags)
         options.validate()
-    except OptionError as exc:
-        source = FLAGS.get(exc.name, exc.name) if flags.get(exc.name) is not None else None
+    except OptionError as exc:  # named by where the bad value came from: the flag, else the variable
+        variable = f"SHARDPLAN_{exc.name.upper()}"
+        source = (FLAGS.get(exc.name, exc.name) if flags.get(exc.name) is not None
+                  else variable if variable in os.environ else None)
         errors.print(f"bad option: {exc.named(source) if source else exc}", style="bold red", markup=False)
         raise typer.Exit(2) from exc
     except ValueError as exc:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from shardplan.plandir import PlanDirError
 from shardplan.planner.cli.common import (
     console,
     errors,
@@ -156,6 +157,9 @@ def register(app: typer.Typer) -> None:
         except KeyError as exc:
             errors.print(f"[bold red]unknown request[/]: {request_id}")
             raise typer.Exit(2) from exc
+        except (PlanDirError, InputError) as exc:
+            errors.print(f"cannot explain: {exc}", style="bold red", markup=False)
+            raise typer.Exit(2) from exc
         render_explanation(explanation, console)
 
     @app.command("diff")
@@ -167,7 +171,11 @@ def register(app: typer.Typer) -> None:
         """Moved, added, removed and newly unplaced parts between two plans, with cost and utilisation deltas."""
         from shardplan.planner.report.diff import diff_plans, render_diff
 
-        diff = diff_plans(plan_a, plan_b)
+        try:
+            diff = diff_plans(plan_a, plan_b)
+        except (PlanDirError, InputError) as exc:
+            errors.print(f"cannot diff: {exc}", style="bold red", markup=False)
+            raise typer.Exit(2) from exc
         if parquet is not None:
             from shardplan.planner.report.export import write_parquet_atomic
 

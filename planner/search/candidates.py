@@ -192,13 +192,15 @@ def _zone_has_gpu_model(v: FilterView) -> np.ndarray:
 
 
 def _part_room(v: FilterView) -> np.ndarray:
-    """Sharded: a part needs a vcpu with its local RAM, or (remote memory allowed) some RAM alone."""
+    """Sharded: a part needs a vcpu with its local RAM, or (remote memory allowed) some RAM alone, or NIC
+    room for some of the request's own traffic."""
     d = v.demand
     need_ram = np.maximum(np.ceil(v.ratio * np.minimum(d[:, VCPU], 1)), 1 if v.ratio > 0 else 0)
     can_vcpu = (v.free[None, :, VCPU] >= 1) & (v.free[None, :, RAM] >= need_ram[:, None])
     can_ram = (v.free[None, :, RAM] >= 1) & ~v.req["low_latency"][:, None] & (d[:, RAM, None] > 0)
     can_gpu = (d[:, GPU] > 0)[:, None] & v.gpu_fit() & can_vcpu
-    takes = np.where(d[:, VCPU, None] > 0, can_vcpu | can_ram, can_ram | (v.free[None, :, NET] >= 1))
+    can_net = (v.free[None, :, NET] >= 1) & (d[:, NET, None] > 0)  # a part may carry only some of its traffic
+    takes = np.where(d[:, VCPU, None] > 0, can_vcpu | can_ram | can_net, can_ram | (v.free[None, :, NET] >= 1))
     return takes | can_gpu
 
 
@@ -235,7 +237,7 @@ FILTER_REASONS: dict[str, str] = {
     "gpu_model": "lack a free GPU of its model (whole: on the host; sharded: in the host's zone)",
     **{name: f"lack {name}" for name in ("vcpu", "ram_gib", "net_gbps", "gpu", "storage_gib")},
     "storage_tier": "are below its storage tier",
-    "part_room": "lack room for any part (a vcpu with its local RAM, or RAM for remote memory)",
+    "part_room": "lack room for any part (a vcpu with its local RAM, RAM for remote memory, or NIC room)",
     "ranked_out": "ranked below the best top_k classes",
 }
 """Each filter's name → what a drop by it means (storage copies use storage_tier and storage_gib too)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from shardplan.schema import HISTORY_COLUMNS, HOST_COLUMNS, REQUEST_COLUMNS, Column
+from shardplan.schema import HISTORY_COLUMNS, HOST_COLUMNS, REQUEST_COLUMNS, RESOURCES, Column, capacity_expr
 
 
 class InputError(ValueError):
@@ -156,6 +156,13 @@ def check_hosts(hosts: pl.DataFrame, path: str | Path) -> pl.DataFrame:
         row = int(indexed.filter(pl.col("zone") != first_zone)["_row"][0])
         raise InputError(path, f"rack {rack!r} lies in more than one zone ({first_zone!r} and {hosts['zone'][row]!r})",
                          row + 1, "zone")
+    for resource in RESOURCES:  # invariant 2 holds for no plan on a host already loaded past its capacity
+        over = hosts.with_row_index("_row").filter(pl.col(f"used_{resource}") > capacity_expr(resource) + 1e-9)
+        if over.height:
+            row = over.row(0, named=True)
+            raise InputError(path, f"host {row['host_id']!r}: used_{resource} {row[f'used_{resource}']} exceeds its "
+                             f"capacity {over.select(capacity_expr(resource)).item(0, 0)}", int(row["_row"]) + 1,
+                             f"used_{resource}")
     return hosts
 
 
