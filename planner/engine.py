@@ -357,7 +357,7 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
     ran = 0
     for measure, best_fit in variants[:affordable]:
         if ran and budget is not None and budget.wall_left() < (time.perf_counter() - began) / ran:
-            budget.note_cap("warm_start")
+            budget.note_cap("warm_start_variants")
             break
         assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit)
         ran += 1

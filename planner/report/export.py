@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shardplan.files import write_all_atomically
+from shardplan.files import write_all_atomically, write_atomically
 from shardplan.plandir import (  # noqa: F401
     FILTERS_FILE,
     HOSTS_OUT_FILE,
@@ -147,6 +147,8 @@ def _json_default(value: object) -> object:
 
 
 def _parquet_bytes(frame: pl.DataFrame, plan_text: str | None) -> bytes:
+    """Parquet in memory, plan.json under PLAN_METADATA_KEY in the Arrow schema's metadata when given (what
+    read_plan_metadata reads; polars' own `metadata=` lands elsewhere, so this goes through pyarrow)."""
     table = frame.to_arrow()
     if plan_text is not None:
         metadata = dict(table.schema.metadata or {})
@@ -210,8 +212,7 @@ def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.Dat
 
 def write_parquet_atomic(frame: pl.DataFrame, path: str | Path, plan_json: dict | None = None) -> None:
     """One Parquet file written atomically (temporary name beside it, then rename); plan.json in its metadata if given."""
-    path = Path(path)
     plan_text = None if plan_json is None else plan_json_text(plan_json)
-    write_all_atomically(path.parent, {path.name: _parquet_bytes(frame, plan_text)})
+    write_atomically(path, _parquet_bytes(frame, plan_text))
 
 

@@ -59,11 +59,6 @@ class Grant:
         """A local search's budget in moves (at least one)."""
         return max(int(self.seconds * per_s), 1)
 
-    def part(self, share: float, phase: str | None = None) -> "Grant":
-        """A share of this grant (e.g. the hint completion inside a CP-SAT solve)."""
-        return Grant(phase or self.phase, self.seconds * share, self.wall_cap_s * share, self.deterministic,
-                     self.units_per_s)
-
 
 @dataclass
 class PhaseCharge:
