@@ -469,6 +469,7 @@ def _raw_requests(rng: np.random.Generator, n_requests: int, bare: pl.DataFrame,
         "max_shards": max_shards,
         "replicas": columns["replicas"].astype(np.int64),
         "latency_class": pl.Series(columns["latency_class"].tolist(), dtype=pl.Utf8),
+        "evictable": np.zeros(n_requests, dtype=bool),  # nothing runs yet: re-planning sets it per scenario
     }, schema=_REQUEST_SCHEMA)
 
 

@@ -48,6 +48,9 @@ class PlacementVars:
     zone_choice: dict[int, dict[int, cp_model.IntVar]] = field(default_factory=dict)  # request → zone → chosen
     spread_aux: list[tuple[int, object, dict[int, object], object]] = field(default_factory=list)
     # per spread-charged request: (r, extra_hosts, {rack: rack_used}, extra_racks)
+    moves: list[tuple[int, object, list[tuple[tuple, object]], list[tuple[int, object]]]] = field(default_factory=list)
+    # per running request: (r, kept or None when mandatory, [(current part, same or None)], [(copy host, copy or None)])
+    move_cost: object = 0
 
 
 def add_part_variables(model: cp_model.CpModel, problem: PlacementProblem) -> PlacementVars:
@@ -252,6 +255,69 @@ def add_capacity_cover(model: cp_model.CpModel, problem: PlacementProblem, v: Pl
         model.Add(sum(supply) >= sum(demand))
 
 
+def add_move_cost(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Re-planning against what runs (DESIGN.md "What runs now"; invariant 11). Per running request a
+    `kept` flag (all its current parts and copies exactly where they are) and per current part a `same`
+    flag; the cost is disrupt_weight × (1 − kept) + gib_weight × the GiB whose part or copy is not where
+    it was (while placed). A running request that is not evictable and not forced to move stays placed;
+    at most max_moves non-mandatory running requests are disrupted. No-op without a current placement."""
+    current = problem.current
+    if current is None:
+        return
+    cost: list[object] = []
+    voluntary: list[object] = []
+    gib = int(current.gib_weight)
+    for r in np.flatnonzero(current.running).tolist():
+        placed = v.placed[r]
+        position = {int(h): i for i, h in enumerate(problem.compute_candidates[r])}
+        stored = {int(h): j for j, h in enumerate(problem.storage_candidates[r])} if v.copy[r] else {}
+        forced = bool(current.mandatory[r])
+        sames = []
+        for part in current.parts[r]:
+            i = position.get(int(part[0]))
+            same = None
+            if i is not None and not forced:
+                same = model.NewBoolVar(f"same[{r},{part[0]}]")
+                model.AddImplication(same, placed)
+                model.AddImplication(same, v.use[r][i])
+                for var, value in ((v.vcpu[r][i], part[1]), (v.ram[r][i], part[2]), (v.net[r][i], part[3]),
+                                   (v.gpu[r][i], part[4])):
+                    if isinstance(var, int):
+                        if var != value:
+                            model.Add(same == 0)
+                    else:
+                        model.Add(var == int(value)).OnlyEnforceIf(same)
+            sames.append((part, same))
+            if part[2]:
+                cost.append(gib * int(part[2]) * (placed - same if same is not None else placed))
+        copies = []
+        size = int(problem.demand[r, STORAGE])
+        for h in current.copies[r]:
+            j = stored.get(int(h))
+            copy = v.copy[r][j] if j is not None and not forced else None
+            copies.append((int(h), copy))
+            if size:
+                cost.append(gib * size * (placed - copy if copy is not None else placed))
+        kept = None
+        if not forced:
+            kept = model.NewBoolVar(f"kept[{r}]")
+            for flag in [same for _, same in sames] + [copy for _, copy in copies]:
+                if flag is None:
+                    model.Add(kept == 0)
+                else:
+                    model.AddImplication(kept, flag)
+            voluntary.append(1 - kept)
+            cost.append(int(current.disrupt_weight[r]) * (1 - kept))
+        else:
+            cost.append(int(current.disrupt_weight[r]))
+        if current.must_place[r]:
+            model.Add(placed == 1)
+        v.moves.append((r, kept, sames, copies))
+    if current.max_moves >= 0 and voluntary:
+        model.Add(sum(voluntary) <= max(current.max_moves - current.outside, 0))
+    v.move_cost = sum(cost)
+
+
 def add_symmetry_breaking(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
     """Interchangeable empty hosts of one class are opened in order, and a request may only use the
     members the requests before it and itself can reach: relabelling the members by first use over the
@@ -286,9 +352,10 @@ class ObjectiveExprs:
     active_cost: object
     spread: object
     extra: dict[str, object] = field(default_factory=dict)
+    moves: object = 0
 
     def total(self) -> object:
-        return self.unplaced + self.active_cost + self.spread + sum(self.extra.values())
+        return self.unplaced + self.active_cost + self.spread + self.moves + sum(self.extra.values())
 
 
 def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> ObjectiveExprs:
@@ -315,7 +382,7 @@ def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: Place
         model.Add(extra_racks >= sum(rack_terms.values()) - 1)
         v.spread_aux.append((r, extra_hosts, rack_terms, extra_racks))
         spread.append(weight * (extra_hosts + extra_racks))
-    return ObjectiveExprs(unplaced, cost, sum(spread))
+    return ObjectiveExprs(unplaced, cost, sum(spread), moves=v.move_cost)
 
 
 def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars, hint: Assignment) -> None:
@@ -356,6 +423,15 @@ def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVar
         used[list(hint.hosts_of(r))] = True
     for h, a in v.active.items():
         model.AddHint(a, bool(used[h]))
+    for r, kept, sames, copies in v.moves:
+        placed = bool(hint.placed[r])
+        parts = list(hint.parts[r]) if placed else []
+        held = set(hint.storage_hosts[r]) if placed else set()
+        for part, same in sames:
+            if same is not None:
+                model.AddHint(same, tuple(part) in parts)
+        if kept is not None:
+            model.AddHint(kept, problem.current.kept(r, placed, parts, held))
 
 
 @dataclass
@@ -376,7 +452,7 @@ ConstraintFamily = Callable[[cp_model.CpModel, PlacementProblem, PlacementVars],
 FAMILIES: tuple[tuple[str, ConstraintFamily], ...] = (
     ("demand", add_demand), ("part_links", add_part_links), ("span_limit", add_span_limit), ("zone", add_zone),
     ("replica_racks", add_replica_racks), ("capacity", add_capacity), ("capacity_cover", add_capacity_cover),
-    ("symmetry_breaking", add_symmetry_breaking),
+    ("symmetry_breaking", add_symmetry_breaking), ("move_cost", add_move_cost),
 )
 """The constraint families of the placement model, in the order they are added (capacity creates the
 hosts' `active` flags that the cover, the symmetry rules and the cost term read)."""
@@ -418,7 +494,7 @@ class PlacementModel:
 
     def add_term(self, name: str, expression: object) -> None:
         """Add a named objective term (solver units); its value is read back in `extra_terms`."""
-        if name in self.terms.extra or name in ("unplaced", "active_cost", "spread"):
+        if name in self.terms.extra or name in ("unplaced", "active_cost", "spread", "moves"):
             raise ValueError(f"objective term {name!r} exists already")
         self.terms.extra[name] = expression
 
@@ -467,7 +543,8 @@ class PlacementModel:
         objective = float(solver.ObjectiveValue())
         bound = float(solver.BestObjectiveBound())
         value = lambda x: int(x) if isinstance(x, int) else int(solver.Value(x))  # noqa: E731
-        terms = ObjectiveTerms(value(self.terms.unplaced), value(self.terms.active_cost), value(self.terms.spread))
+        terms = ObjectiveTerms(value(self.terms.unplaced), value(self.terms.active_cost), value(self.terms.spread),
+                               moves=value(self.terms.moves))
         result = SolveResult(status, objective, bound, relative_gap(objective, bound), elapsed, "cp-sat")
         return PlacementSolution(result, read_assignment(problem, solver, v), terms, n_vars, n_cons, dtime,
                                  {name: value(x) for name, x in self.terms.extra.items()})

@@ -16,6 +16,85 @@ NET_UNITS_PER_GBPS = 1000
 COST_UNITS_PER_DOLLAR = 1000
 
 
+BREACH = 10 ** 12
+"""Solver units charged per breach of a hard rule of re-planning (a running request that must be placed left
+unplaced, a voluntary disruption past the budget): the local searches, which minimise the objective, then
+never accept a breach; CP-SAT has the rules as constraints."""
+
+Part = tuple[int, int, int, int, int]  # (host, vcpu, ram, own net, gpu)
+
+
+@dataclass(frozen=True)
+class Current:
+    """What runs now, per request of the problem (None: not running), in solver units.
+
+    Keeping a running request exactly where it is costs nothing. Disrupting it (moving any part, or
+    dropping it) costs `disrupt_weight`; each GiB of RAM or storage copy that moves costs `gib_weight`.
+    `mandatory` requests must move (a host is no longer up, or can no longer hold their parts): they are
+    never kept and do not count against the budget. `must_place` requests (running, not evictable, not
+    mandatory) stay placed (invariant 11). At most `max_moves` other running requests are disrupted
+    (−1: no budget); `outside` are those disrupted outside a sub-problem (LNS), counted against it."""
+
+    parts: list[tuple[Part, ...] | None]     # sorted
+    copies: list[tuple[int, ...] | None]     # storage copy hosts, in replica order
+    mandatory: np.ndarray                    # (R,) bool
+    must_place: np.ndarray                   # (R,) bool
+    disrupt_weight: np.ndarray               # (R,) int64
+    gib_weight: int
+    max_moves: int = -1
+    outside: int = 0
+
+    @property
+    def running(self) -> np.ndarray:
+        return np.array([p is not None for p in self.parts], dtype=bool)
+
+    def kept(self, r: int, placed: bool, parts, copies) -> bool:
+        current = self.parts[r]
+        return (current is not None and placed and not self.mandatory[r] and tuple(sorted(parts)) == current
+                and set(copies) == set(self.copies[r]))
+
+    def disrupted(self, r: int, placed: bool, parts, copies) -> bool:
+        return self.parts[r] is not None and not self.kept(r, placed, parts, copies)
+
+    def voluntary(self, r: int, placed: bool, parts, copies) -> bool:
+        """Disrupted, and not forced: what the budget counts."""
+        return not self.mandatory[r] and self.disrupted(r, placed, parts, copies)
+
+    def moved_gib(self, r: int, placed: bool, parts, copies, storage_gib: int) -> int:
+        """GiB of the current parts (RAM) and copies (storage) that are not where they were; 0 when unplaced."""
+        current = self.parts[r]
+        if current is None or not placed:
+            return 0
+        now = list(parts)
+        gib = 0
+        for part in current:
+            if part in now:
+                now.remove(part)
+            else:
+                gib += part[2]
+        return gib + storage_gib * len(set(self.copies[r]) - set(copies))
+
+    def charge(self, r: int, placed: bool, parts, copies, storage_gib: int) -> int:
+        """Move cost of request `r` in this state, solver units (the breach of must_place included)."""
+        if self.parts[r] is None or self.kept(r, placed, parts, copies):
+            return 0
+        breach = BREACH if self.must_place[r] and not placed else 0
+        return int(self.disrupt_weight[r]) + self.gib_weight * self.moved_gib(r, placed, parts, copies,
+                                                                              storage_gib) + breach
+
+    def budget_breach(self, voluntary: int) -> int:
+        """The charge for `voluntary` disruptions (this problem's own) past the budget."""
+        if self.max_moves < 0:
+            return 0
+        return BREACH * max(0, voluntary + self.outside - self.max_moves)
+
+    def take(self, index: np.ndarray, outside: int) -> "Current":
+        """The rows of a sub-problem, with `outside` voluntary disruptions made elsewhere."""
+        return Current([self.parts[i] for i in index], [self.copies[i] for i in index], self.mandatory[index],
+                       self.must_place[index], self.disrupt_weight[index], self.gib_weight, self.max_moves,
+                       outside)
+
+
 @dataclass(frozen=True)
 class PlacementProblem:
     """A fleet's free capacity, the requests and each request's candidate hosts."""
@@ -44,6 +123,7 @@ class PlacementProblem:
     seed: int = 0
     deterministic: bool = True   # deterministic time limit + interleaved search (reproducible plans)
     deterministic_units_per_s: float = 0.25  # deterministic-time units granted per second of time_limit_s
+    current: Current | None = None  # what runs now (re-planning); None: a fresh packing
 
     @property
     def n_hosts(self) -> int:
@@ -152,15 +232,16 @@ class ObjectiveTerms:
     active_cost: int
     spread: int
     ruled_out: int = 0  # unplaced weight of requests no host passes the filters for: no plan changes it, not in total
+    moves: int = 0      # cost of disrupting what runs (re-planning), breaches of its hard rules included
 
     @property
     def total(self) -> int:
-        return self.unplaced + self.active_cost + self.spread
+        return self.unplaced + self.active_cost + self.spread + self.moves
 
     def to_dict(self) -> dict[str, float]:
         scale = COST_UNITS_PER_DOLLAR
         return {"unplaced_penalty": self.unplaced / scale, "active_host_cost_per_hour": self.active_cost / scale,
-                "spread_penalty": self.spread / scale, "total": self.total / scale,
+                "spread_penalty": self.spread / scale, "move_cost": self.moves / scale, "total": self.total / scale,
                 "ruled_out_penalty_not_in_total": self.ruled_out / scale}
 
 
@@ -244,7 +325,20 @@ def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerm
         used[list(assignment.hosts_of(r))] = True
         spread += request_spread(problem, r, assignment.parts[r])
     active_cost = int(problem.cost[used & ~problem.active].sum())
-    return ObjectiveTerms(unplaced, active_cost, spread)
+    return ObjectiveTerms(unplaced, active_cost, spread, moves=move_cost(problem, assignment))
+
+
+def move_cost(problem: PlacementProblem, assignment: Assignment) -> int:
+    """The re-planning term of the objective: disruptions and moved GiB, plus BREACH per broken hard rule."""
+    current = problem.current
+    if current is None:
+        return 0
+    total, voluntary = 0, 0
+    for r in np.flatnonzero(current.running):
+        args = (int(r), bool(assignment.placed[r]), assignment.parts[r], assignment.storage_hosts[r])
+        total += current.charge(*args, int(problem.demand[r, STORAGE]))
+        voluntary += current.voluntary(*args)
+    return total + current.budget_breach(voluntary)
 
 
 def host_usage(problem: PlacementProblem, assignment: Assignment) -> np.ndarray:

@@ -44,6 +44,7 @@ from shardplan.models.problem import (
     relative_gap,
     span_count,
 )
+from shardplan.planner.replan import CurrentPlacement, compare, move_reasons, moved_requests
 from shardplan.planner.report.checker import check_plan
 from shardplan.planner.search.baselines import SIZE_MEASURES, ffd_order, first_fit
 from shardplan.planner.search.budget import SearchBudget, SearchStats, Stop
@@ -58,6 +59,7 @@ from shardplan.planner.search.candidates import (
 from shardplan.planner.search.consolidate import consolidate
 from shardplan.planner.search.lns import improve
 from shardplan.planner.search.recreate import ruin_and_recreate
+from shardplan.planner.search.running import Running, build_running
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
@@ -187,6 +189,7 @@ class PlanReport:
     reservation_blocks: dict[str, int] | None = None
     reservations: dict | None = None
     nightly: dict | None = None                       # set by shardplan.planner.nightly
+    migration: dict | None = None                     # re-planning against what runs (DESIGN.md)
 
     def to_dict(self) -> dict[str, object]:
         search = self.search
@@ -210,7 +213,7 @@ class PlanReport:
             "checker_fallback": self.checker_fallback,
             "budget": self.budget.to_dict(),
         }
-        for key in ("reserved", "reservation_blocks", "reservations", "nightly"):
+        for key in ("reserved", "reservation_blocks", "reservations", "nightly", "migration"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -231,6 +234,8 @@ class Plan:
     candidates: Candidates | None
     assignment: Assignment
     extra_json: dict | None = None   # plan.json of a plan made without the search (plan_ffd)
+    current: pl.DataFrame | None = None  # what ran (re-planning): inputs/current.parquet
+    moves: pl.DataFrame | None = None    # moves.parquet
 
     @property
     def plan_json(self) -> dict:
@@ -273,8 +278,9 @@ def ruled_out(candidates: Candidates) -> np.ndarray:
 
 
 def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates | None, options: PlanOptions,
-                  order: np.ndarray) -> PlacementProblem:
-    """Solver-unit arrays for the requests in `order` (the FFD order, which the symmetry rules rely on)."""
+                  order: np.ndarray, running: Running | None = None) -> PlacementProblem:
+    """Solver-unit arrays for the requests in `order` (the FFD order, which the symmetry rules rely on);
+    with `running`, what runs now and its move prices (re-planning)."""
     req = request_arrays(requests)
     weight = unplaced_weights(requests, options)
     if candidates is not None:  # a request no host passes the filters for weighs nothing: no plan can place it
@@ -297,7 +303,8 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates |
         remote_mbps_per_gib=int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)),
         local_ram_per_vcpu=(int(round(ratio * 1000)), 1000),
         time_limit_s=options.time_limit_s, workers=options.workers, seed=options.seed,
-        deterministic=options.deterministic, deterministic_units_per_s=options.deterministic_units_per_s)
+        deterministic=options.deterministic, deterministic_units_per_s=options.deterministic_units_per_s,
+        current=None if running is None else running.in_order(order))
 
 
 def candidate_pairs(compute: list[np.ndarray], storage: list[np.ndarray]) -> int:
@@ -331,24 +338,33 @@ def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_reques
 
 
 def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool, measure: str = "sum",
-            best_fit: bool = False) -> tuple[Assignment, np.ndarray]:
-    """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used."""
+            best_fit: bool = False, running: Running | None = None) -> tuple[Assignment, np.ndarray]:
+    """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used. With
+    `running`: what may stay stays where it is, and the rest (new requests, forced moves) is inserted in
+    the room it leaves, as a classic scheduler does."""
     req = request_arrays(requests)
     order = ffd_order(req["demand"], unplaced_priority(requests, options), fleet, measure)
     max_shards = req["max_shards"] if sharded else np.ones_like(req["max_shards"])
-    assignment = first_fit(fleet, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
-                           req["low_latency"], order, sharded, options.min_local_ram_gib_per_vcpu,
+    inserted = order if running is None else order[~running.keepable[order]]
+    assignment = first_fit(fleet.room_view(), req["demand"], req["tier"], req["gpu_model"], max_shards,
+                           req["replicas"], req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu,
                            int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)), best_fit)
+    if running is not None:
+        kept = running.kept()
+        for r in np.flatnonzero(running.keepable):
+            assignment.placed[r], assignment.parts[r] = True, kept.parts[r]
+            assignment.storage_hosts[r] = kept.storage_hosts[r]
     return assignment, order
 
 
 def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
-               budget: SearchBudget | None = None) -> WarmStart:
+               budget: SearchBudget | None = None, running: Running | None = None) -> WarmStart:
     """Best of the construction heuristics (three size measures × first fit / best fit), by objective;
     interchangeable empty hosts are relabelled by first use so the symmetry rules accept it. The first
     variant's plain answer is the FFD baseline. A variant after the first runs only while the budget's
-    wall clock has room for one more."""
-    scorer = build_problem(fleet, requests, None, options, np.arange(requests.height))
+    wall clock has room for one more. With `running` (re-planning) every variant keeps what may stay
+    where it is and inserts the rest: the first is what a classic scheduler would do."""
+    scorer = build_problem(fleet, requests, None, options, np.arange(requests.height), running)
     best = None
     variants = [(m, b) for b in (False, True) for m in SIZE_MEASURES]
     # how many variants run is fixed by the problem's size, not by the clock, so plans stay reproducible
@@ -359,7 +375,7 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         if ran and budget is not None and budget.wall_left() < (time.perf_counter() - began) / ran:
             budget.note_cap("warm_start_variants")
             break
-        assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit)
+        assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit, running)
         ran += 1
         if best is None:
             first = assignment  # the classic baseline: first fit, decreasing by summed size
@@ -373,7 +389,7 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
 def canonical(fleet: Fleet, assignment: Assignment, order: np.ndarray) -> Assignment:
     """Relabel the members of each class of empty, interchangeable hosts in order of first use."""
     members: dict[int, list[int]] = {}
-    for h in np.flatnonzero(fleet.up & ~fleet.active):
+    for h in np.flatnonzero(fleet.up & ~fleet.active & ~fleet.holds_running):
         members.setdefault(int(fleet.host_class[h]), []).append(int(h))
     return relabel_by_first_use(assignment, list(members.values()), order)
 
@@ -391,7 +407,7 @@ def search_options(options: PlanOptions, fleet: Fleet, n_requests: int) -> PlanO
 
 
 def wide_search(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, start: WarmStart,
-                budget: SearchBudget) -> WideSearch:
+                budget: SearchBudget, running: Running | None = None) -> WideSearch:
     """When the warm start leaves a request with somewhere to go unplaced, ruin and recreate for
     recreate_share of the search budget over wide candidate sets (`search_options`). The model's top_k
     keeps CP-SAT and the LP small; a local search need not be, and on the demo fleet the best-12 classes
@@ -401,8 +417,11 @@ def wide_search(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, star
         return WideSearch(start.assignment, None)
     wide_options = search_options(options, fleet, requests.height)
     with budget.fixed("search_candidates"):
-        wide = find_candidates(fleet, requests, wide_options, must_include=start.assignment.hosts_per_request())
-        problem = build_problem(fleet, requests, wide, options, start.order)
+        must = start.assignment.hosts_per_request()
+        if running is not None:
+            must = [a | b for a, b in zip(must, staying_hosts(fleet, running))]
+        wide = find_candidates(fleet, requests, wide_options, must_include=must)
+        problem = build_problem(fleet, requests, wide, options, start.order, running)
         hint = start.assignment.reordered(start.order)
     if not waits(problem, hint):
         budget.skip("ruin_recreate")
@@ -432,13 +451,20 @@ class ModelInput:
     ffd_hint: Assignment     # the FFD baseline
 
 
+def staying_hosts(fleet: Fleet, running: Running) -> list[set[int]]:
+    """Per request, the up hosts its running parts sit on (so it may stay there)."""
+    return [{h for h in hosts if fleet.up[h]} for hosts in running.hosts()]
+
+
 def build_model_input(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, start: WarmStart,
-                      searched: WideSearch) -> ModelInput:
+                      searched: WideSearch, running: Running | None = None) -> ModelInput:
     """The best top_k classes per request, plus every host the warm start and the search used (so their
-    plans are valid hints), and the placement problem over them."""
+    plans are valid hints) and, re-planning, the hosts running parts sit on, and the placement problem."""
     must = [a | b for a, b in zip(start.assignment.hosts_per_request(), searched.assignment.hosts_per_request())]
+    if running is not None:
+        must = [a | b for a, b in zip(must, staying_hosts(fleet, running))]
     candidates = find_candidates(fleet, requests, options, must_include=must)
-    problem = build_problem(fleet, requests, candidates, options, start.order)
+    problem = build_problem(fleet, requests, candidates, options, start.order, running)
     return ModelInput(candidates, problem, canonical_groups(problem, searched.assignment.reordered(start.order)),
                       start.assignment.reordered(start.order), start.ffd.reordered(start.order))
 
@@ -557,10 +583,13 @@ class Outcome:
 
 def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, options: PlanOptions,
                      stage: ModelInput, order: np.ndarray, search: SearchResult, budget: SearchBudget,
-                     checker=check_plan) -> Outcome:
+                     checker=check_plan, running: Running | None = None) -> Outcome:
     """The better of the search's plan and the warm start as tables, checked against the invariants;
-    if the check fails (a bug, never a plan) the best valid plan of the warm start, the FFD baseline and
-    nothing placed is taken instead, and the violations are recorded."""
+    if the check fails (a bug, never a plan) the best valid plan of the warm start, the FFD baseline,
+    (re-planning) what runs kept where it is, and nothing placed is taken instead, and the violations
+    are recorded."""
+    current = None if running is None else running.placement.shards
+    check = lambda s, o: checker(hosts, requests, s, o, options, current=current)  # noqa: E731
     problem = stage.problem
     chosen, terms = search.assignment, evaluate(problem, search.assignment)
     start_terms = evaluate(problem, stage.start_hint)
@@ -568,21 +597,24 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
     if not improved:
         chosen, terms = stage.start_hint, start_terms
     with budget.fixed("assign"):
-        shards, requests_out = assemble(fleet, requests, chosen.restored(order), options, stage.candidates)
+        shards, requests_out = assemble(fleet, requests, chosen.restored(order), options, stage.candidates, running)
     with budget.fixed("check"):
-        violations = checker(hosts, requests, shards, requests_out, options)
+        violations = check(shards, requests_out)
     if not violations:
         return Outcome(chosen, terms, shards, requests_out, improved, None)
     fallback: dict = {"violations": [str(v) for v in violations[:20]], "violation_count": len(violations),
                       "broken": search.label}
-    for name, alternative in (("warm start", stage.start_hint), ("first-fit decreasing", stage.ffd_hint),
-                              ("nothing placed", Assignment.empty(len(order)))):
+    alternatives = [("warm start", stage.start_hint), ("first-fit decreasing", stage.ffd_hint)]
+    if running is not None:
+        alternatives.append(("what runs, kept where it is", running.kept().reordered(order)))
+    for name, alternative in alternatives + [("nothing placed", Assignment.empty(len(order)))]:
         with budget.fixed(f"fallback: {name}"):
-            shards, requests_out = assemble(fleet, requests, alternative.restored(order), options, stage.candidates)
-            if not checker(hosts, requests, shards, requests_out, options):
+            shards, requests_out = assemble(fleet, requests, alternative.restored(order), options, stage.candidates,
+                                            running)
+            if not check(shards, requests_out):
                 fallback["plan"] = name
                 return Outcome(alternative, evaluate(problem, alternative), shards, requests_out, False, fallback)
-    raise AssertionError("an empty plan failed the checker")  # unreachable: nothing placed breaks no invariant
+    raise AssertionError("no fallback passed the checker")  # unreachable: what runs, kept, breaks no invariant
 
 
 def solver_label(search: SearchResult, outcome: Outcome, lp: SolveResult | None, bound: float | None,
@@ -602,29 +634,34 @@ def solver_label(search: SearchResult, outcome: Outcome, lp: SolveResult | None,
 
 def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
          progress: Progress | None = None, solver_log: Callable[[str], None] | None = None,
-         budget: SearchBudget | None = None) -> Plan:
-    """The stages in order under one search budget (the command's, when given); see the module docstring."""
+         budget: SearchBudget | None = None, current: CurrentPlacement | None = None) -> Plan:
+    """The stages in order under one search budget (the command's, when given); see the module docstring.
+    With `current` (what runs now, validated by shardplan.planner.replan.load_current) the plan is an edit
+    of it: what may stay is kept unless moving it pays, within options.max_moves."""
     note = progress or (lambda _stage: None)
     options.validate()
     budget = budget or new_budget(options)
     set_aside(budget, options, hosts.height, requests.height)
     note("fleet")
     with budget.fixed("fleet"):
-        fleet = build_fleet(hosts)
+        running = None
+        if current is not None:
+            running = build_running(hosts, requests, current, options, (hosts["status"] == "up").to_numpy())
+        fleet = build_fleet(hosts, None if running is None else running.held)
     note("baseline")
     with budget.fixed("warm_start"):
-        start = warm_start(fleet, requests, options, budget)
+        start = warm_start(fleet, requests, options, budget, running)
     note("search")
-    searched = wide_search(fleet, requests, options, start, budget)
+    searched = wide_search(fleet, requests, options, start, budget, running)
     note("candidates")
     with budget.fixed("candidates"):
-        stage = build_model_input(fleet, requests, options, start, searched)
+        stage = build_model_input(fleet, requests, options, start, searched, running)
     note("solve")
     search = solve(stage.problem, stage.hint, options, budget, solver_log, searched)
     note("bound")
     lp = relax(stage.problem, search, options, budget)
     note("assign")
-    outcome = assign_and_check(hosts, requests, fleet, options, stage, start.order, search, budget)
+    outcome = assign_and_check(hosts, requests, fleet, options, stage, start.order, search, budget, running=running)
     bound_units = best_bound(search, lp)
     objective = outcome.terms.total / COST_UNITS_PER_DOLLAR
     bound = None if bound_units is None else min(bound_units, outcome.terms.total) / COST_UNITS_PER_DOLLAR
@@ -646,8 +683,25 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
                     "member_cap": stage.candidates.member_cap,
                     "symmetry_groups": len(stage.candidates.symmetry_groups)},
         checker_fallback=outcome.fallback, budget=budget)
+    moves = None
+    if running is not None:
+        with budget.fixed("moves"):
+            moves, report.migration = migration(hosts, requests, running, outcome.shards, options)
     return Plan(hosts, requests, outcome.shards, outcome.requests_out, final, report, options, fleet,
-                stage.candidates, assignment)
+                stage.candidates, assignment, current=None if current is None else current.shards, moves=moves)
+
+
+def migration(hosts: pl.DataFrame, requests: pl.DataFrame, running: Running, shards: pl.DataFrame,
+              options: PlanOptions) -> tuple[pl.DataFrame, dict]:
+    """moves.parquet and plan.json's `migration`, from the tables (DESIGN.md's definition of a move)."""
+    current = running.placement.shards
+    moved = moved_requests(current, shards) - set(running.reasons)
+    reasons = move_reasons(hosts, requests, current, shards, moved)
+    moves, counts = compare(current, shards, requests, running.reasons, reasons)
+    counts.update(max_moves=None if options.max_moves < 0 else options.max_moves, source=running.placement.source,
+                  departed_requests=len(running.placement.departed),
+                  mandatory_reasons=dict(list(running.reasons.items())[:50]))
+    return moves, counts
 
 
 def plan_ffd(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions, sharded: bool) -> Plan:
@@ -673,8 +727,9 @@ def plan_ffd(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions, 
 
 
 def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, options: PlanOptions,
-             candidates: Candidates | None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """shards.parquet and requests.parquet rows from an assignment (request index space)."""
+             candidates: Candidates | None, running: Running | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """shards.parquet and requests.parquet rows from an assignment (request index space); a running
+    request whose copies stay on the same hosts keeps their replica numbers."""
     rows: list[tuple] = []
     out: list[tuple] = []
     ids = requests["request_id"].to_list()
@@ -699,6 +754,9 @@ def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, optio
         copies = list(assignment.storage_hosts[r])
         compute_hosts = {p[0] for p in assignment.parts[r]}
         copies.sort(key=lambda h: (h not in compute_hosts, h))  # copy 0 beside the compute when possible
+        was = None if running is None else running.copies[r]
+        if was is not None and set(was) == set(copies):
+            copies = list(was)
         for replica, h in enumerate(copies):
             rows.append((request_id, shard, fleet.host_ids[h], replica, 0, 0, int(demand[r, STORAGE]), 0.0, 0,
                          "storage" if replica == 0 else "replica"))

@@ -13,6 +13,7 @@ from typing import Callable
 
 import polars as pl
 
+from shardplan.planner.replan import CurrentPlacement
 from shardplan.planner.report.checker import Violation, check_plan
 from shardplan.planner.reservations import (
     ReservationOptions,
@@ -49,6 +50,7 @@ class NightlyInputs:
     history: pl.DataFrame | None
     source: str
     history_source: str | None
+    current: CurrentPlacement | None = None   # what runs now (--previous / --current): the plan edits it
 
 
 @dataclass
@@ -135,12 +137,13 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
     started = time.perf_counter()
     tell("plan", None)
     planned = plan_with_reservations(inputs.hosts, inputs.requests, blocks, plan_options, sizing,
-                                     progress=lambda stage: tell("plan", stage), budget=budget)
+                                     progress=lambda stage: tell("plan", stage), budget=budget,
+                                     current=inputs.current)
     seconds["plan"] = time.perf_counter() - started
     started = time.perf_counter()
     tell("check", None)
     violations = check_plan(inputs.hosts, planned.requests, planned.shards, planned.requests_out, plan_options,
-                            planned.reservations)
+                            planned.reservations, current=None if inputs.current is None else inputs.current.shards)
     seconds["check"] = time.perf_counter() - started
     planned.report.nightly = {"forecaster": forecaster if forecast is not None else None,
                                     "history": inputs.history_source, "inputs": inputs.source,
@@ -159,6 +162,6 @@ def export_nightly(run: NightlyRun, out: Path) -> None:
                    requests_out=planned.requests_out, plan_json=planned.plan_json,
                    reservations=planned.reservations if run.sizing is not None else None,
                    keep=("forecast.parquet",) if run.forecast is not None else (),
-                   filters=planned.plan.filter_counts)
+                   filters=planned.plan.filter_counts, current=planned.plan.current, moves=planned.plan.moves)
     if run.forecast is not None:
         write_forecast(run.forecast, out, {"forecaster": run.forecaster, "history": run.inputs.history_source})

@@ -335,6 +335,7 @@ def reservation_blocks(sizing: ReservationSizing, hosts: pl.DataFrame, requests:
         pl.when(pl.col("gpu") > 0).then(pl.col("gpu_model")).otherwise(None).alias("gpu_model"),
         pl.lit(1, pl.Int64).alias("priority"), pl.lit(1, pl.Int64).alias("max_shards"),
         pl.lit(1, pl.Int64).alias("replicas"), pl.lit("medium").alias("latency_class"),
+        pl.lit(True).alias("evictable"),  # a hold of room, not a running VM
         pl.lit(RESERVATION_KIND).alias(KIND_COLUMN),
     ).sort("request_id")
 
@@ -380,10 +381,11 @@ def with_blocks(requests: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
 def plan_with_reservations(hosts: pl.DataFrame, requests: pl.DataFrame, blocks: pl.DataFrame,
                            options: PlanOptions, sizing: ReservationSizing | None = None,
                            progress: Callable[[str], None] | None = None,
-                           budget: SearchBudget | None = None) -> ReservedPlan:
-    """Plan the real requests and the blocks together, then split the blocks out (:func:`split_reservations`)."""
+                           budget: SearchBudget | None = None, current=None) -> ReservedPlan:
+    """Plan the real requests and the blocks together, then split the blocks out (:func:`split_reservations`);
+    `current`: what runs now (re-planning)."""
     combined = with_blocks(requests, blocks)
-    result = plan(hosts, combined, options, progress=progress, budget=budget)
+    result = plan(hosts, combined, options, progress=progress, budget=budget, current=current)
     return split_reservations(result, combined, sizing)
 
 

@@ -10,7 +10,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from shardplan.schema import (
+    CURRENT_SCHEMA,
     HOST_COLUMNS,
+    MOVES_SCHEMA,
     REQUEST_COLUMNS,
     REQUESTS_OUT_SCHEMA,
     RESERVATIONS_SCHEMA,
@@ -30,6 +32,8 @@ PLAN_FILE = "plan.json"
 FILTERS_FILE = "filters.parquet"
 INPUT_HOSTS_FILE = "inputs/hosts.parquet"
 INPUT_REQUESTS_FILE = "inputs/requests.parquet"
+INPUT_CURRENT_FILE = "inputs/current.parquet"
+MOVES_FILE = "moves.parquet"
 
 
 
@@ -39,7 +43,8 @@ class PlanExportError(ValueError):
 
 PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "moves.parquet",
               "filters.parquet",
-              "forecast.parquet", "report.html", "plan.json", "inputs/hosts.parquet", "inputs/requests.parquet")
+              "forecast.parquet", "report.html", "plan.json", "inputs/hosts.parquet", "inputs/requests.parquet",
+              "inputs/current.parquet")
 """Every file a plan directory may hold: what --force replaces and what counts as stale."""
 
 
@@ -59,6 +64,8 @@ class PlanDir:
     reservations: pl.DataFrame | None
     plan: dict
     path: Path | None = None
+    current: pl.DataFrame | None = None   # inputs/current.parquet: what ran when the plan was made (re-planning)
+    moves: pl.DataFrame | None = None     # moves.parquet
 
 
 def cast_to_schema(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
@@ -142,7 +149,8 @@ def read_plan_dir(path: str | Path, required: tuple[str, ...] = PLAN_DIR_FILES,
     missing = [name for name in required if not (root / name).is_file()]
     if missing:
         raise PlanDirError(f"{root}: plan directory is missing {', '.join(missing)}")
-    wanted = set(required) | (set(optional) if optional is not None else set(PLAN_DIR_FILES) | {RESERVATIONS_FILE})
+    wanted = set(required) | (set(optional) if optional is not None
+                              else set(PLAN_DIR_FILES) | {RESERVATIONS_FILE, INPUT_CURRENT_FILE, MOVES_FILE})
     present = lambda name: name in wanted and (root / name).is_file()  # noqa: E731
     plan: dict = {}
     if present(PLAN_FILE):
@@ -170,6 +178,8 @@ def read_plan_dir(path: str | Path, required: tuple[str, ...] = PLAN_DIR_FILES,
         reservations=_read_table(root, RESERVATIONS_FILE, RESERVATIONS_SCHEMA) if present(RESERVATIONS_FILE) else None,
         plan=plan,
         path=root,
+        current=_read_table(root, INPUT_CURRENT_FILE, CURRENT_SCHEMA) if present(INPUT_CURRENT_FILE) else None,
+        moves=_read_table(root, MOVES_FILE, MOVES_SCHEMA) if present(MOVES_FILE) else None,
     )
 
 

@@ -45,7 +45,7 @@ class Column:
     """One column of an input table and the rule it must satisfy."""
 
     name: str
-    dtype: type  # int, float or str
+    dtype: type  # int, float, str or bool
     required: bool = True
     default: object = None
     minimum: float | None = None
@@ -55,9 +55,11 @@ class Column:
 
     @property
     def polars_dtype(self) -> pl.DataType:
-        return {int: pl.Int64, float: pl.Float64, str: pl.Utf8}[self.dtype]
+        return {int: pl.Int64, float: pl.Float64, str: pl.Utf8, bool: pl.Boolean}[self.dtype]
 
     def describe(self) -> str:
+        if self.dtype is bool:
+            return "true or false"
         kind = {int: "an integer", float: "a number", str: "a string"}[self.dtype]
         if self.allowed:
             return "one of " + ", ".join(self.allowed)
@@ -109,6 +111,7 @@ REQUEST_COLUMNS: tuple[Column, ...] = (
     Column("max_shards", int, required=False, default=1, minimum=1),
     Column("replicas", int, required=False, default=1, minimum=1),
     Column("latency_class", str, required=False, default="medium", allowed=LATENCY_CLASSES),
+    Column("evictable", bool, required=False, default=False),
 )
 
 HISTORY_COLUMNS: tuple[Column, ...] = (
@@ -138,6 +141,25 @@ SHARDS_SCHEMA: dict[str, pl.DataType] = {
     "gpu": pl.Int64,
     "role": pl.Utf8,
 }
+
+CURRENT_SCHEMA: dict[str, pl.DataType] = dict(SHARDS_SCHEMA)
+"""The current placement (`--previous DIR`'s shards.parquet, or `--current FILE`): the shards columns."""
+
+MOVE_KINDS: tuple[str, ...] = ("mandatory", "voluntary", "eviction", "lost")
+
+MOVES_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.Utf8,
+    "shard": pl.Int64,
+    "from_host": pl.Utf8,
+    "to_host": pl.Utf8,     # null when evicted or left unplaced
+    "vcpu": pl.Int64,
+    "ram_gib": pl.Int64,
+    "storage_gib": pl.Int64,
+    "gpu": pl.Int64,
+    "kind": pl.Utf8,        # MOVE_KINDS
+    "reason": pl.Utf8,
+}
+"""moves.parquet: one row per running part that moved or was removed (DESIGN.md "What runs now")."""
 
 REQUESTS_OUT_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.Utf8,

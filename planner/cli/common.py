@@ -38,7 +38,8 @@ def fail_input(exc: InputError) -> None:
 
 FLAGS = {"mode": "--mode", "time_limit_s": "--time-limit", "workers": "--workers", "seed": "--seed",
          "top_k": "--top-k", "min_local_ram_gib_per_vcpu": "--min-local-ram-gib-per-vcpu",
-         "lp_bound": "--lp-bound", "reservation_weight": "--reservation-weight"}
+         "lp_bound": "--lp-bound", "reservation_weight": "--reservation-weight", "max_moves": "--max-moves",
+         "disruption_cost": "--disruption-cost", "move_cost_per_gib": "--move-cost-per-gib"}
 """The flag that sets each option, so an error names what the user typed."""
 
 
@@ -91,7 +92,19 @@ def summary(plan_json: dict) -> dict[str, object]:
             "objective_terms": plan_json.get("objective_terms", {}),
             "ffd_objective": ffd.get("objective"), "ffd_placed": ffd.get("placed"),
             "wall_clock_cap_fired": (plan_json.get("budget") or {}).get("wall_clock_cap_fired"),
-            "checker_fallback": (plan_json.get("checker_fallback") or {}).get("plan")}
+            "checker_fallback": (plan_json.get("checker_fallback") or {}).get("plan"),
+            **migration_figures(plan_json.get("migration"))}
+
+
+def migration_figures(migration: dict | None) -> dict[str, object]:
+    """Re-planning figures of plan.json's `migration` (none for a fresh packing)."""
+    if not migration:
+        return {}
+    names = {"running_requests": "running_requests", "kept_requests": "running_kept",
+             "mandatory_requests": "moved_mandatory", "voluntary_requests": "moved_voluntary",
+             "evicted_requests": "running_evicted", "lost_requests": "running_lost", "moved_gib": "moved_gib",
+             "max_moves": "max_moves"}
+    return {name: migration.get(key) for key, name in names.items()}
 
 
 def print_summary(plan_json: dict, out: Path, as_json: bool = False) -> None:

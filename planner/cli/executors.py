@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shardplan.executors.base import PART_COLUMNS, UnknownExecutor, parts_frame
-from shardplan.files import write_atomically
+from shardplan.files import parquet_bytes, write_atomically
 
 console = Console()
 errors = Console(stderr=True)
@@ -68,8 +68,11 @@ def apply(
 def status(
     state: Path = typer.Option(..., "--state", help="SQLite state file written by apply."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of parts in the shards.parquet columns."),
+    fmt: str = typer.Option("table", "--format", help="table, json, parquet or csv (parquet and csv need --out)."),
+    out: Path = typer.Option(None, "--out", help="File to write (atomically) in the shards columns: what "
+                             "`shardplan plan --current FILE` reads."),
 ) -> None:
-    """Current parts per host."""
+    """Current parts per host; `--format parquet --out FILE` writes them for the next plan's --current."""
     from shardplan.executors.apply import current_status
 
     try:
@@ -78,7 +81,22 @@ def status(
         errors.print(f"[red]status failed[/red]: {exc}")
         raise typer.Exit(1)
     frame = parts_frame(parts).sort("host_id", "request_id", "shard")
-    if as_json:
+    if fmt not in ("table", "json", "parquet", "csv"):
+        errors.print(f"[red]bad option[/red]: --format {fmt!r}: expected table, json, parquet or csv")
+        raise typer.Exit(2)
+    if fmt in ("parquet", "csv"):
+        if out is None:
+            errors.print(f"[red]bad option[/red]: --format {fmt} needs --out FILE")
+            raise typer.Exit(2)
+        ordered = frame.sort("request_id", "shard")
+        if fmt == "parquet":
+            write_atomically(out, parquet_bytes(ordered))
+        else:
+            write_atomically(out, ordered.write_csv())
+        console.print(f"{len(parts)} part(s) of {ordered['request_id'].n_unique()} request(s) ({name} executor) "
+                      f"→ {out}")
+        return
+    if as_json or fmt == "json":
         sys.stdout.write(json.dumps(frame.to_dicts()) + "\n")
         return
     incomplete = {p.place for p in parts if not p.complete}

@@ -1,6 +1,7 @@
 """`shardplan nightly`: the nightly pipeline (planner.nightly) under a progress bar, with its summary tables."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -21,10 +22,12 @@ from shardplan.planner.validate.options import PlanOptions
 
 
 def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reservation_options: ReservationOptions,
-                forecaster: str, console: Console, errors: Console, force: bool = False, as_json: bool = False) -> int:
+                forecaster: str, console: Console, errors: Console, force: bool = False, as_json: bool = False,
+                current_path: Path | None = None) -> int:
     """The `shardplan nightly` command body: progress bar per stage, summary tables; returns the exit code.
     `--time-limit` bounds the whole command: its budget starts with the command."""
     from shardplan.planner.cli.common import print_summary, print_violations, start_command, warn_fallback
+    from shardplan.planner.replan import load_current
     from shardplan.planner.validate.inputs import InputError
 
     budget = start_command(plan_options, out, force)
@@ -43,6 +46,9 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
         try:
             with budget.fixed("read_inputs"):
                 inputs = load_inputs(folder)
+                if current_path is not None:
+                    inputs = dataclasses.replace(inputs, current=load_current(current_path, inputs.hosts,
+                                                                              inputs.requests))
         except (InputError, FileNotFoundError) as exc:
             bar.stop()
             errors.print("bad input: " + str(exc), style="bold red", markup=False)

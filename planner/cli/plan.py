@@ -24,9 +24,10 @@ from shardplan.planner.validate.options import PlanOptions
 
 
 def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOptions, force: bool = False,
-             as_json: bool = False) -> int:
+             as_json: bool = False, current_path: Path | None = None) -> int:
     """validate → plan (search, bound, assign, check) → export under one search budget that started with the
-    command; returns the exit code."""
+    command; returns the exit code. `current_path`: what runs now (the plan edits it)."""
+    from shardplan.planner.replan import load_current
     from shardplan.planner.report.export import write_plan_dir
 
     budget = start_command(options, out, force)
@@ -34,19 +35,21 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
         with budget.fixed("read_inputs"):
             hosts = load_hosts(hosts_file)
             requests = load_requests(requests_file)
+            current = None if current_path is None else load_current(current_path, hosts, requests)
     except InputError as exc:
         fail_input(exc)
-    result = plan_with_progress(hosts, requests, options, budget)
+    result = plan_with_progress(hosts, requests, options, budget, current)
     if result.plan_json.get("checker_fallback"):
         warn_fallback(result.plan_json["checker_fallback"])
     with budget.fixed("export"):
         write_plan_dir(out, hosts=hosts, requests=requests, shards=result.shards, requests_out=result.requests_out,
-                       plan_json=result.plan_json, filters=result.filter_counts)
+                       plan_json=result.plan_json, filters=result.filter_counts, current=result.current,
+                       moves=result.moves)
     print_summary(result.plan_json, out, as_json)
     return 0
 
 
-def plan_with_progress(hosts, requests, options: PlanOptions, budget):
+def plan_with_progress(hosts, requests, options: PlanOptions, budget, current=None):
     """The engine's plan() under a progress bar on stderr."""
     from shardplan.planner.engine import STAGES, plan
 
@@ -58,9 +61,30 @@ def plan_with_progress(hosts, requests, options: PlanOptions, budget):
             label = f"{name} (part of the ≤ {options.time_limit_s:g}s run)" if name in ("search", "solve") else name
             bar.update(task, description=label, completed=STAGES.index(name))
 
-        result = plan(hosts, requests, options, progress=stage, budget=budget)
+        result = plan(hosts, requests, options, progress=stage, budget=budget, current=current)
         bar.update(task, completed=len(STAGES), description="done")
     return result
+
+
+PREVIOUS = typer.Option(None, "--previous", help="plan directory of what runs now (last night's): tonight's plan "
+                        "is an edit of its shards.parquet")
+CURRENT = typer.Option(None, "--current", help="table of what runs now in the shards columns (.csv or .parquet), "
+                       "e.g. from `shardplan status --format parquet`")
+MAX_MOVES = typer.Option(None, "--max-moves", help="at most this many running requests disrupted by choice "
+                         "(moves off hosts that are not up do not count; default: no budget)")
+DISRUPTION_COST = typer.Option(None, "--disruption-cost", help="$ once per running request disrupted (default 20)")
+MOVE_COST_PER_GIB = typer.Option(None, "--move-cost-per-gib", help="$ once per GiB of RAM or storage moved "
+                                 "(default 0.05)")
+
+
+def current_table(previous: Path | None, current: Path | None) -> Path | None:
+    """The current placement's file from --previous DIR or --current FILE (exit 2 on both)."""
+    from shardplan.planner.replan import current_file
+
+    try:
+        return current_file(previous, current)
+    except InputError as exc:
+        fail_input(exc)
 
 
 def register(app: typer.Typer) -> None:
@@ -79,13 +103,20 @@ def register(app: typer.Typer) -> None:
         top_k: Optional[int] = typer.Option(None, "--top-k", help="candidate classes kept per request and zone"),
         min_local_ram: Optional[float] = typer.Option(None, "--min-local-ram-gib-per-vcpu"),
         lp: Optional[bool] = typer.Option(None, "--lp-bound/--no-lp-bound", help="LP relaxation bound"),
+        previous: Optional[Path] = PREVIOUS,
+        current: Optional[Path] = CURRENT,
+        max_moves: Optional[int] = MAX_MOVES,
+        disruption_cost: Optional[float] = DISRUPTION_COST,
+        move_cost_per_gib: Optional[float] = MOVE_COST_PER_GIB,
         force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     ) -> None:
-        """Place the requests on the hosts and write a checked plan directory."""
+        """Place the requests on the hosts and write a checked plan directory (with --previous or --current:
+        an edit of what runs now, moves.parquet listing what moved and why)."""
         options = resolve_options(mode=mode, time_limit_s=time_limit, workers=workers, seed=seed, top_k=top_k,
-                                  min_local_ram_gib_per_vcpu=min_local_ram, lp_bound=lp)
-        raise typer.Exit(run_plan(hosts, requests, out, options, force, as_json))
+                                  min_local_ram_gib_per_vcpu=min_local_ram, lp_bound=lp, max_moves=max_moves,
+                                  disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib)
+        raise typer.Exit(run_plan(hosts, requests, out, options, force, as_json, current_table(previous, current)))
 
     @app.command("nightly")
     def nightly_command(
@@ -105,6 +136,11 @@ def register(app: typer.Typer) -> None:
                                                            "reservation block relative to a real request (default 0.05)"),
         time_limit: Optional[float] = typer.Option(None, "--time-limit", help="seconds the whole nightly may take: "
                                                   "history, forecast, sizing, plan, check, export (default 30)"),
+        previous: Optional[Path] = PREVIOUS,
+        current: Optional[Path] = CURRENT,
+        max_moves: Optional[int] = MAX_MOVES,
+        disruption_cost: Optional[float] = DISRUPTION_COST,
+        move_cost_per_gib: Optional[float] = MOVE_COST_PER_GIB,
         workers: Optional[int] = typer.Option(None, help="CP-SAT workers"),
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed"),
         force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
@@ -117,7 +153,9 @@ def register(app: typer.Typer) -> None:
         from shardplan.planner.reservations import ReservationOptions
 
         options = resolve_options(time_limit_s=time_limit, workers=workers, seed=seed,
-                                  reservation_weight=reservation_weight)
+                                  reservation_weight=reservation_weight, max_moves=max_moves,
+                                  disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib)
+        current_path = current_table(previous, current)
         name = forecaster or NIGHTLY_FORECASTER
         if name not in FORECASTERS:
             errors.print(f"[bold red]bad option[/]: unknown forecaster {name!r} (known: {', '.join(sorted(FORECASTERS))})")
@@ -130,7 +168,8 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             errors.print(f"[bold red]bad option[/]: {exc}")
             raise typer.Exit(2) from exc
-        raise typer.Exit(nightly_cli(data, out, options, reservation_options, name, console, errors, force, as_json))
+        raise typer.Exit(nightly_cli(data, out, options, reservation_options, name, console, errors, force, as_json,
+                                     current_path))
 
     @app.command("check")
     def check_command(plan_dir: Path = typer.Argument(..., help="plan directory")) -> None:

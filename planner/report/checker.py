@@ -1,4 +1,4 @@
-"""The nine plan invariants of DESIGN.md, checked on the exported tables.
+"""The plan invariants of DESIGN.md (1–9 and, re-planning, 11), checked on the exported tables.
 
 One function per invariant; each returns every violation it finds (not the first),
 computed with polars joins and group-bys over the shards. Amounts are compared with
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
+from shardplan.planner.replan import moved_requests, must_move
 from shardplan.planner.report.export import (
+    INPUT_CURRENT_FILE,
     PLAN_FILE,
     REQUESTS_OUT_FILE,
     SHARDS_FILE,
@@ -24,6 +26,7 @@ from shardplan.planner.report.export import (
 )
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import (
+    CURRENT_SCHEMA,
     HOST_COLUMNS,
     REQUEST_COLUMNS,
     REQUEST_STATUSES,
@@ -51,6 +54,7 @@ INVARIANTS: dict[int, str] = {
     7: "one zone per request",
     8: "no shards on hosts that are not up",
     9: "request statuses and references",
+    11: "what runs is kept placed, within the move budget",
 }
 
 
@@ -82,6 +86,9 @@ class _PlanTables:
     load: pl.DataFrame  # request_id, host_id, sums of the resources, remote_ram_gib, remote_gbps, shards
     min_local_ram_gib_per_vcpu: float
     remote_memory_gbps_per_gib: float
+    current: pl.DataFrame | None = None   # what ran (re-planning)
+    max_moves: int = -1
+    whole: bool = False
 
     @property
     def status(self) -> pl.DataFrame:
@@ -122,7 +129,7 @@ def _fractional_gpus(shards: pl.DataFrame) -> list["Violation"]:
             for row in fractional.iter_rows(named=True)]
 
 
-def _prepare(hosts, requests, shards, requests_out, options, reservations) -> _PlanTables:
+def _prepare(hosts, requests, shards, requests_out, options, reservations, current=None) -> _PlanTables:
     if shards.width == 0:  # a plan that placed nothing may hand over a frame without columns
         shards = pl.DataFrame(schema=SHARDS_SCHEMA)
     shards = shards.with_columns(pl.col("gpu").round(0)) if shards.schema.get("gpu", pl.Int64).is_float() else shards
@@ -142,6 +149,9 @@ def _prepare(hosts, requests, shards, requests_out, options, reservations) -> _P
         load=load,
         min_local_ram_gib_per_vcpu=_option(options, "min_local_ram_gib_per_vcpu"),
         remote_memory_gbps_per_gib=remote_rate,
+        current=None if current is None else cast_to_schema(current, CURRENT_SCHEMA, INPUT_CURRENT_FILE),
+        max_moves=int(_option(options, "max_moves")),
+        whole=(options.mode if isinstance(options, PlanOptions) else (options or {}).get("mode")) == "whole",
     )
 
 
@@ -357,17 +367,45 @@ def check_statuses(plan: _PlanTables) -> list[Violation]:
     return found
 
 
+def check_running(plan: _PlanTables) -> list[Violation]:
+    """Invariant 11: a running request (in the current placement and tonight's requests) that is not
+    evictable is placed, unless it must move (`shardplan.planner.replan.must_move`: a host no longer up
+    or no longer able to hold its parts); voluntary disruptions (moved or dropped running requests that
+    were free to stay) are at most max_moves when a budget is given."""
+    if plan.current is None or plan.current.height == 0:
+        return []
+    tonight = plan.requests.select("request_id", "evictable")
+    current = plan.current.join(tonight.select("request_id"), on="request_id", how="semi")
+    forced = must_move(plan.hosts, plan.requests, current, whole=plan.whole)
+    placed = set(plan.requests_out.filter(pl.col("status") == "placed")["request_id"].to_list())
+    evictable = dict(tonight.iter_rows())
+    moved = moved_requests(current, plan.shards)
+    found: list[Violation] = []
+    voluntary = 0
+    for request_id in sorted(set(current["request_id"].to_list())):
+        if request_id in forced:
+            continue
+        if request_id not in placed and not evictable.get(request_id):
+            found.append(Violation(11, request_id, None, "running, not evictable and free to stay, but left unplaced"))
+        voluntary += request_id not in placed or request_id in moved
+    if plan.max_moves >= 0 and voluntary > plan.max_moves:
+        found.append(Violation(11, None, None, f"{voluntary} voluntary disruptions of running requests, over the "
+                                               f"budget of {plan.max_moves} (max_moves)"))
+    return found
+
+
 CHECKS = (check_demand, check_capacity, check_span, check_local_memory, check_gpu,
-          check_storage, check_zone, check_host_status, check_statuses)
+          check_storage, check_zone, check_host_status, check_statuses, check_running)
 """One check per invariant, in invariant order."""
 
 
 def check_plan(hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame, requests_out: pl.DataFrame,
                options: Mapping | PlanOptions | None = None,
-               reservations: pl.DataFrame | None = None) -> list[Violation]:
-    """Every violation of the invariants, sorted by invariant, request and host; [] for a valid plan."""
+               reservations: pl.DataFrame | None = None, current: pl.DataFrame | None = None) -> list[Violation]:
+    """Every violation of the invariants, sorted by invariant, request and host; [] for a valid plan.
+    `current`: what ran when the plan was made (re-planning; invariant 11)."""
     found = _fractional_gpus(shards)
-    plan = _prepare(hosts, requests, shards, requests_out, options, reservations)
+    plan = _prepare(hosts, requests, shards, requests_out, options, reservations, current)
     for check in CHECKS:
         found += check(plan)
     return sorted(found, key=lambda v: (v.invariant, v.request_id or "", v.host_id or "", v.message))
@@ -379,4 +417,5 @@ def check_plan_dir(path: str | Path | PlanDir) -> list[Violation]:
     options = plan.plan.get("options") or {}
     if not isinstance(options, Mapping):
         raise ValueError(f"{PLAN_FILE}: 'options' must be an object, got {type(options).__name__}")
-    return check_plan(plan.hosts, plan.requests, plan.shards, plan.requests_out, options, plan.reservations)
+    return check_plan(plan.hosts, plan.requests, plan.shards, plan.requests_out, options, plan.reservations,
+                      plan.current)

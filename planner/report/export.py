@@ -22,8 +22,10 @@ from shardplan.files import write_all_atomically, write_atomically
 from shardplan.plandir import (  # noqa: F401
     FILTERS_FILE,
     HOSTS_OUT_FILE,
+    INPUT_CURRENT_FILE,
     INPUT_HOSTS_FILE,
     INPUT_REQUESTS_FILE,
+    MOVES_FILE,
     PLAN_FILE,
     PLAN_FILES,
     PLAN_METADATA_KEY,
@@ -39,8 +41,10 @@ from shardplan.plandir import (  # noqa: F401
     read_plan_metadata,
 )
 from shardplan.schema import (
+    CURRENT_SCHEMA,
     FILTERS_SCHEMA,
     HOST_COLUMNS,
+    MOVES_SCHEMA,
     REQUEST_COLUMNS,
     REQUEST_STATUSES,
     REQUESTS_OUT_SCHEMA,
@@ -176,9 +180,11 @@ def _check_values(shards: pl.DataFrame, requests_out: pl.DataFrame, hosts: pl.Da
 
 def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame,
                    requests_out: pl.DataFrame, plan_json: dict, reservations: pl.DataFrame | None = None,
-                   keep: tuple[str, ...] = (), filters: pl.DataFrame | None = None) -> None:
+                   keep: tuple[str, ...] = (), filters: pl.DataFrame | None = None,
+                   current: pl.DataFrame | None = None, moves: pl.DataFrame | None = None) -> None:
     """Write the plan directory; every file is built first, then each lands atomically (plan.json last);
-    plan files of an earlier run that this one did not write are removed, but for `keep` (written next)."""
+    plan files of an earlier run that this one did not write are removed, but for `keep` (written next).
+    Re-planning, `current` (what ran) lands in inputs/current.parquet and `moves` in moves.parquet."""
     out_dir = Path(out_dir)
     input_hosts = conform_inputs(hosts, HOST_COLUMNS, INPUT_HOSTS_FILE)
     input_requests = conform_inputs(requests, REQUEST_COLUMNS, INPUT_REQUESTS_FILE)
@@ -205,6 +211,12 @@ def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.Dat
         contents[RESERVATIONS_FILE] = _parquet_bytes(reservations, plan_text)
     if filters is not None:
         contents[FILTERS_FILE] = _parquet_bytes(cast_to_schema(filters, FILTERS_SCHEMA, FILTERS_FILE), plan_text)
+    if current is not None:
+        contents[INPUT_CURRENT_FILE] = _parquet_bytes(cast_to_schema(current, CURRENT_SCHEMA, INPUT_CURRENT_FILE),
+                                                      plan_text)
+        contents[MOVES_FILE] = _parquet_bytes(cast_to_schema(moves if moves is not None else
+                                                             pl.DataFrame(schema=MOVES_SCHEMA), MOVES_SCHEMA,
+                                                             MOVES_FILE), plan_text)
     contents[PLAN_FILE] = (plan_text + "\n").encode()
     write_all_atomically(out_dir, contents)
     remove_stale(out_dir, set(contents) | set(keep))

@@ -17,6 +17,7 @@ weights are options (defaults shown):
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,14 +46,27 @@ class Fleet:
     host_class: np.ndarray   # (H,) int64 equivalence class id
     rack_names: list[str]
     zone_names: list[str]
+    held: np.ndarray | None = None  # (H, 5) room running parts that may stay take (re-planning); None: none
 
     @property
     def n_hosts(self) -> int:
         return len(self.host_ids)
 
+    @property
+    def holds_running(self) -> np.ndarray:
+        """(H,) bool: a running request's part may stay on the host (it is not interchangeable)."""
+        return np.zeros(self.n_hosts, dtype=bool) if self.held is None else self.held.sum(axis=1) > 0
 
-def build_fleet(hosts: pl.DataFrame) -> Fleet:
-    """Free capacity = capacity (vcpu × overcommit) − existing load, clipped at zero."""
+    def room_view(self) -> "Fleet":
+        """The fleet as a new request sees it: free capacity less what running parts hold."""
+        if self.held is None:
+            return self
+        return dataclasses.replace(self, free=np.clip(self.free - self.held, 0, None), held=None)
+
+
+def build_fleet(hosts: pl.DataFrame, held: np.ndarray | None = None) -> Fleet:
+    """Free capacity = capacity (vcpu × overcommit) − existing load, clipped at zero; `held`: the room
+    running parts take (hosts holding some are classes of their own)."""
     vcpu_cap = hosts.select(capacity_expr("vcpu")).to_series().to_numpy()
     capacity = np.column_stack([
         vcpu_cap, hosts["ram_gib"].to_numpy(), hosts["storage_gib"].to_numpy(),
@@ -74,12 +88,13 @@ def build_fleet(hosts: pl.DataFrame) -> Fleet:
     gpu_model = np.array([m or "" for m in hosts["gpu_model"].to_list()], dtype=object)
     up = (hosts["status"] == "up").to_numpy()
     cost = hosts["cost_per_hour"].to_numpy().astype(float)
-    keys = [(z, r, tuple(f), c, a, t, g, u) for z, r, f, c, a, t, g, u in
-            zip(zone, rack, free.tolist(), cost, active, tier, gpu_model, up)]
+    held_rows = [()] * len(zone) if held is None else [tuple(x) for x in held.tolist()]
+    keys = [(z, r, tuple(f), c, a, t, g, u, k) for z, r, f, c, a, t, g, u, k in
+            zip(zone, rack, free.tolist(), cost, active, tier, gpu_model, up, held_rows)]
     class_of: dict[tuple, int] = {}
     host_class = np.array([class_of.setdefault(k, len(class_of)) for k in keys], dtype=np.int64)
     return Fleet(hosts["host_id"].to_list(), free, capacity, cost, active, up, rack, zone, tier, gpu_model,
-                 host_class, rack_names, zone_names)
+                 host_class, rack_names, zone_names, held)
 
 
 @dataclass(frozen=True)
@@ -245,7 +260,10 @@ FILTER_REASONS: dict[str, str] = {
 
 def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
                     must_include: list[set[int]] | None = None, chunk: int = 256) -> Candidates:
-    """Filter, count reasons, rank and keep the best classes per zone for every request."""
+    """Filter, count reasons, rank and keep the best classes per zone for every request. Re-planning, the
+    filters see what a host could hold if the running parts on it moved (so a request may displace
+    them), the ranking the room they leave (hosts with room first)."""
+    room = fleet.room_view()
     req = request_arrays(requests)
     demand = req["demand"]
     n_req = demand.shape[0]
@@ -272,7 +290,7 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
             _count(reason_rows, lo, "compute", host_filter.name, drop, weight)
             alive &= ~drop
         alive_hosts[lo:hi] = (alive * weight).sum(axis=1)
-        score = np.where(alive, _scores(fleet, reps, d, options), -np.inf)
+        score = np.where(alive, _scores(room, reps, d, options), -np.inf)
         compute_classes.extend(_top_per_zone(score, fleet.zone[reps], options.top_k))
         # storage copies: a whole copy on a host of a high-enough tier with room for it
         s_alive = np.broadcast_to(fleet.up[reps][None, :], (hi - lo, len(reps))).copy()
@@ -284,12 +302,15 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         _count(reason_rows, lo, "storage", "storage_gib", drop, weight)
         s_alive &= ~drop & stores[:, None]
         s_score = np.where(s_alive, -np.abs(fleet.tier[reps][None, :] - req["tier"][lo:hi, None]) +
-                           1.0 * fleet.active[reps][None, :] + rep_free[None, :, STORAGE] / max(rep_free[:, STORAGE].max(initial=1), 1),
+                           1.0 * fleet.active[reps][None, :]
+                           + room.free[reps][None, :, STORAGE] / max(room.free[reps][:, STORAGE].max(initial=1), 1),
                            -np.inf)
         storage_classes.extend(_top_per_zone(s_score, fleet.zone[reps], options.top_k, by_rack=fleet.rack[reps],
                                              extra=np.maximum(req["replicas"][lo:hi], 1)))
     cap = _member_cap(compute_classes, storage_classes, sizes, options.pair_budget, req)
-    grouped = np.array([len(m) > 1 and not fleet.active[m[0]] and fleet.up[m[0]] for m in members], dtype=bool)
+    running = fleet.holds_running
+    grouped = np.array([len(m) > 1 and not fleet.active[m[0]] and fleet.up[m[0]] and not running[m[0]]
+                        for m in members], dtype=bool)
     compute, gpu_ok, storage = [], [], []
     for r in range(n_req):
         hosts = _members(compute_classes[r], members, cap)

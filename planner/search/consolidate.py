@@ -26,7 +26,9 @@ single-part sharded ones with at most their own storage copy); multi-part reques
 and extra storage replicas stay where they are, and hosts holding them are never
 emptied. A move keeps every invariant: the request lands on one of its own compute
 candidates (GPU model included) that is also a storage candidate when it has
-storage, and within the host's free capacity in all five resources. The budget is
+storage, and within the host's free capacity in all five resources. Re-planning, a
+round is kept only when the host's cost outweighs the moves it took (their disruption and GiB,
+options disruption_cost and move_cost_per_gib) within the move budget. The budget is
 counted in moves, so a fixed seed gives the same plan; the search budget's wall-clock
 cap (planner.search.budget) can stop it earlier. Interchangeable empty hosts (a symmetry group) are relabelled by first use
 at the end, so the hosts left empty are the group's last ones, as the CP-SAT symmetry
@@ -72,6 +74,7 @@ class _Packing:
         self.fixed = np.zeros(n_hosts, dtype=bool)   # holds a request that cannot move
         self.on: list[set[int]] = [set() for _ in range(n_hosts)]
         self._sets: dict[int, set[int]] = {}
+        self.parts_of, self.copies_of = assignment.parts, assignment.storage_hosts  # of the requests that stay
         for r in np.flatnonzero(assignment.placed):
             r = int(r)
             parts = assignment.parts[r]
@@ -136,6 +139,26 @@ class _Packing:
 
     def restore(self, saved: tuple) -> None:
         self.room, self.host_of, self.on = [list(x) for x in saved[0]], dict(saved[1]), [set(s) for s in saved[2]]
+
+    def move_charge(self) -> int:
+        """Re-planning: the move cost of the movable running requests where they are now, a budget breach
+        included (the other requests do not move here)."""
+        current = self.problem.current
+        if current is None:
+            return 0
+        total, voluntary = 0, 0
+        for r in self.allowed:
+            if current.parts[r] is None:
+                continue
+            h = self.host_of[r]
+            v, m, _, n, g = self.vector[r]
+            n -= remote_traffic(self.problem, m, v)
+            parts, copies = [(h, v, m, n, g)], ([h] if self.vector[r][STORAGE] else [])
+            total += current.charge(r, True, parts, copies, int(self.problem.demand[r, STORAGE]))
+            voluntary += current.voluntary(r, True, parts, copies)
+        others = sum(1 for r in np.flatnonzero(current.running & ~current.mandatory) if int(r) not in self.allowed
+                     and current.voluntary(int(r), True, self.parts_of[int(r)], self.copies_of[int(r)]))
+        return total + current.budget_breach(voluntary + others)
 
     def write(self, assignment: Assignment) -> Assignment:
         """The assignment with every movable request on its current host."""
@@ -227,10 +250,13 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
         light = np.argsort(spare_share, kind="stable")[:3]
         spare = others[int(light[int(rng.choice(len(light), size=1, replace=False)[0])])]
         stats.detail["rounds"] += 1
-        if _empty_host(pack, victim, spare, rng, max_moves, patience, stats, began, wall_limit_s):
+        before = pack.snapshot(), pack.move_charge()
+        if _empty_host(pack, victim, spare, rng, max_moves, patience, stats, began, wall_limit_s) and \
+                pack.move_charge() - before[1] < int(problem.cost[victim]):
             stats.detail["hosts_emptied"] += 1
             tried.clear()
-        else:
+        else:  # re-planning: freeing the host did not pay for the moves it took
+            pack.restore(before[0])
             tried.add(victim)
     result = canonical_groups(problem, pack.write(assignment))  # emptied group members: in order again
     stats.final_objective = evaluate(problem, result).total

@@ -62,8 +62,17 @@ def subproblem(problem: PlacementProblem, assignment: Assignment, requests: list
         unplaced_weight=problem.unplaced_weight[index], spread_weight=problem.spread_weight[index],
         max_shards=problem.max_shards[index], replicas=problem.replicas[index],
         allow_remote=problem.allow_remote[index], compute_candidates=compute, gpu_ok=gpu_ok,
-        storage_candidates=storage, symmetry_groups=groups, time_limit_s=time_limit_s)
+        storage_candidates=storage, symmetry_groups=groups, time_limit_s=time_limit_s,
+        current=None if problem.current is None else problem.current.take(index, _outside(problem, assignment, requests)))
     return sub, released
+
+
+def _outside(problem: PlacementProblem, assignment: Assignment, requests: list[int]) -> int:
+    """Voluntary disruptions of running requests outside the neighbourhood: the sub-problem's budget is
+    what they leave of max_moves."""
+    current, inside = problem.current, set(requests)
+    return sum(current.voluntary(int(r), bool(assignment.placed[r]), assignment.parts[r], assignment.storage_hosts[r])
+               for r in np.flatnonzero(current.running) if int(r) not in inside)
 
 
 def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed: int = 0,

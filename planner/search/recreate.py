@@ -81,16 +81,31 @@ class _State:
         self.unplaced = int(problem.unplaced_weight.sum())  # each placed request takes its weight off
         self.spread = 0
         self.cost = 0
+        current = problem.current
+        # re-planning: each running request's move charge as if unplaced, replaced when it is placed
+        self.moves = 0 if current is None else sum(current.charge(int(r), False, (), (), 0)
+                                                   for r in np.flatnonzero(current.running))
+        self.voluntary = 0 if current is None else int((current.running & ~current.mandatory).sum())
         for r in np.flatnonzero(self.placed):
             self._book(int(r), +1)
 
     @property
     def total(self) -> int:
-        return self.unplaced + self.cost + self.spread
+        current = self.problem.current
+        breach = 0 if current is None else current.budget_breach(self.voluntary)
+        return self.unplaced + self.cost + self.spread + self.moves + breach
 
     def _book(self, r: int, sign: int) -> None:
         """Objective terms and host holders for `r` joining (+1) or leaving (−1) the plan."""
         problem = self.problem
+        current = problem.current
+        if current is not None and current.parts[r] is not None:
+            stored = int(problem.demand[r, STORAGE])
+            there = current.charge(r, True, self.parts[r], self.copies[r], stored)
+            gone = current.charge(r, False, (), (), stored)
+            self.moves += sign * (there - gone)
+            self.voluntary += sign * (int(current.voluntary(r, True, self.parts[r], self.copies[r])) - int(
+                not current.mandatory[r]))
         self.unplaced -= sign * int(problem.unplaced_weight[r])
         self.spread += sign * request_spread(problem, r, self.parts[r])
         for h in {p[0] for p in self.parts[r]} | set(self.copies[r]):
@@ -126,6 +141,19 @@ class _State:
         return Assignment(self.placed.copy(), [list(p) for p in self.parts], [list(s) for s in self.copies])
 
 
+def _room_for(state: "_State", r: int, parts, copies) -> bool:
+    """`parts` and `copies` of request `r` fit in the state's free room."""
+    problem = state.problem
+    need: dict[int, np.ndarray] = {}
+    for h, v, m, n, g in parts:
+        need.setdefault(h, np.zeros(5, dtype=np.int64))
+        need[h] += (v, m, 0, n + remote_traffic(problem, m, v), g)
+    for h in copies:
+        need.setdefault(h, np.zeros(5, dtype=np.int64))
+        need[h][STORAGE] += problem.demand[r, STORAGE]
+    return all((state.free[h] >= x).all() for h, x in need.items())
+
+
 class _Inserter:
     """The FFD baseline's placement routine (best fit, roomiest hosts first for splits), restricted to
     each request's candidates."""
@@ -148,6 +176,8 @@ class _Inserter:
 
     def insert(self, state: _State, r: int) -> bool:
         problem = self.problem
+        if self.put_back(state, r):
+            return True
         compute = problem.compute_candidates[r]
         if not len(compute):
             return False
@@ -158,6 +188,17 @@ class _Inserter:
         if found is None:
             return False
         state.put(r, found[0], found[1], take_room=False)
+        return True
+
+    def put_back(self, state: _State, r: int) -> bool:
+        """Re-planning: a running request goes back exactly where it runs when there is room (no move)."""
+        current = self.problem.current
+        if current is None or current.parts[r] is None or current.mandatory[r]:
+            return False
+        parts, copies = list(current.parts[r]), list(current.copies[r])
+        if not _room_for(state, r, parts, copies):
+            return False
+        state.put(r, parts, copies)
         return True
 
 

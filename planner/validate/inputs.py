@@ -13,6 +13,10 @@ import polars as pl
 
 from shardplan.schema import HISTORY_COLUMNS, HOST_COLUMNS, REQUEST_COLUMNS, RESOURCES, Column, capacity_expr
 
+BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "1.0": True,
+              "0.0": False}
+"""How a CSV cell reads as a boolean column's value (case-insensitive)."""
+
 
 class InputError(ValueError):
     """A bad input file: which file, which row (1-based data row), which column, what rule."""
@@ -64,6 +68,16 @@ def _cast_column(frame: pl.DataFrame, column: Column, file: Path) -> pl.Series:
         series = series.str.strip_chars()
     if column.dtype is str:
         cast = series.cast(pl.Utf8, strict=False)
+    elif column.dtype is bool:
+        if series.dtype == pl.Boolean:
+            return series.alias(column.name)
+        text = series.cast(pl.Utf8, strict=False).str.to_lowercase()
+        cast = text.replace_strict(BOOL_WORDS, default=None, return_dtype=pl.Boolean)
+        bad = text.is_not_null() & cast.is_null()
+        if bad.any():
+            row = int(bad.arg_true()[0])
+            raise InputError(file, f"expected {column.describe()}, got {series[row]!r}", row + 1, column.name)
+        return cast.alias(column.name)
     elif column.dtype is int:
         cast = series.cast(pl.Float64, strict=False)
         bad_int = cast.is_not_null() & ((cast != cast.floor()) | cast.is_infinite())

@@ -119,6 +119,22 @@ class PlanOptions:
     """Multiplies the unplaced weight of reservation blocks (requests rows of kind `reservation`) so real
     requests win: a 16-vcpu / 128-GiB block (48 demand units) is worth less than 3 units of a real request,
     yet each reserved unit (50 $/h-equivalent) still outweighs the hourly cost of any host it activates."""
+    disruption_cost: float = 20.0
+    """Re-planning: $ (one-time) per running request disrupted (any part moved, or dropped). What an
+    operator pays for interrupting a live VM (migration stun, risk, attention). With move_cost_per_gib and
+    move_horizon_h it makes the rule by which a voluntary move is made: only when what it saves over the
+    horizon outweighs what it costs once. At the defaults a disruption costs 20 / 24 = 0.83 $/h: freeing
+    a demo host (median 7.6 $/h) pays for moving up to about 8 of its requests; placing one more demand
+    unit of a waiting request (1,000 $/h-equivalent) always pays."""
+    move_cost_per_gib: float = 0.05
+    """... and $ (one-time) per GiB of RAM or storage copy moved to another host."""
+    move_horizon_h: float = 24.0
+    """Hours a nightly plan stands: one-time move costs are spread over it to weigh them in $/h beside the
+    hourly terms of the objective (Karpenter's consolidation weighs a disruption against the savings in
+    the same way)."""
+    max_moves: int = -1
+    """Hard budget on voluntary disruptions per run (running requests moved or evicted when not forced to);
+    −1: no budget. Mandatory moves (a host no longer up or no longer able to hold the parts) never count."""
 
     def spread_weight(self, latency_class: str) -> float:
         return {"low": self.spread_weight_low, "medium": self.spread_weight_medium,
@@ -182,6 +198,10 @@ class PlanOptions:
             ("lp_time_limit_s", self.lp_time_limit_s > 0, "> 0"),
             ("model_build_s_per_kpair", self.model_build_s_per_kpair >= 0, "≥ 0"),
             ("lp_build_s_per_kpair", self.lp_build_s_per_kpair >= 0, "≥ 0"),
+            ("disruption_cost", self.disruption_cost >= 0, "≥ 0"),
+            ("move_cost_per_gib", self.move_cost_per_gib >= 0, "≥ 0"),
+            ("move_horizon_h", self.move_horizon_h > 0, "> 0"),
+            ("max_moves", self.max_moves >= -1, "≥ 0 (or −1: no budget)"),
         ):
             if not ok:
                 raise OptionError(name, getattr(self, name), rule)

@@ -1,0 +1,330 @@
+"""What runs now, as tables (DESIGN.md "What runs now, and re-planning against it").
+
+`load_current` reads and validates a current placement (a plan directory's shards.parquet, or any
+table with the shards columns) against tonight's hosts and requests. `must_move` says which running
+requests cannot stay where they are, and why; the planner and the checker (invariant 11) both use it,
+so they agree on what counts as a mandatory move. `compare` turns a current placement and a plan's
+shards into moves.parquet rows and plan.json's `migration` counts, by DESIGN.md's definition of a
+move (the multiset of a request's parts differs; renumbering shards is not a move).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from shardplan.planner.validate.inputs import InputError, read_table, validate_table
+from shardplan.schema import CURRENT_SCHEMA, MOVES_SCHEMA, SHARD_ROLES, Column, free_expr, tier_rank
+
+CURRENT_COLUMNS: tuple[Column, ...] = (
+    Column("request_id", str),
+    Column("shard", int, minimum=0),
+    Column("host_id", str),
+    Column("replica", int, minimum=0),
+    Column("vcpu", int, minimum=0),
+    Column("ram_gib", int, minimum=0),
+    Column("storage_gib", int, minimum=0),
+    Column("net_gbps", float, minimum=0),
+    Column("gpu", int, minimum=0),
+    Column("role", str, allowed=SHARD_ROLES),
+)
+"""The current placement's columns: those of shards.parquet, validated like every input."""
+
+PART_KEY = ("host_id", "replica", "vcpu", "ram_gib", "storage_gib", "gpu")
+"""What identifies a part when comparing placements (DESIGN.md: shard numbers and net do not)."""
+
+
+@dataclass(frozen=True)
+class CurrentPlacement:
+    """The running requests' parts (tonight's requests only), where they came from, and who left."""
+
+    shards: pl.DataFrame          # CURRENT_SCHEMA, running requests only
+    source: str
+    departed: tuple[str, ...]     # request ids in the current placement that tonight's table lacks
+
+    @property
+    def running(self) -> list[str]:
+        return self.shards["request_id"].unique(maintain_order=True).to_list()
+
+    def summary(self) -> dict[str, object]:
+        return {"source": self.source, "running_requests": len(self.running), "running_parts": self.shards.height,
+                "departed_requests": len(self.departed)}
+
+
+def empty_current() -> pl.DataFrame:
+    return pl.DataFrame(schema=CURRENT_SCHEMA)
+
+
+def current_file(previous: Path | None, current: Path | None) -> Path | None:
+    """The table `--previous DIR` (its shards.parquet) or `--current FILE` names; both is an error."""
+    if previous is not None and current is not None:
+        raise InputError(current, "give either --previous DIR or --current FILE, not both")
+    if previous is not None:
+        if not Path(previous).is_dir():
+            raise InputError(previous, "--previous: not a plan directory (no such folder)")
+        return Path(previous) / "shards.parquet"
+    return None if current is None else Path(current)
+
+
+def load_current(path: str | Path, hosts: pl.DataFrame, requests: pl.DataFrame) -> CurrentPlacement:
+    """Validate a current placement: types and ranges, unique (request, shard), hosts that exist tonight,
+    and amounts that agree with tonight's requests; raises InputError naming file, row and column."""
+    return check_current(read_table(path), hosts, requests, path)
+
+
+def check_current(raw: pl.DataFrame, hosts: pl.DataFrame, requests: pl.DataFrame, path: str | Path
+                  ) -> CurrentPlacement:
+    """`load_current` on a table already read (also what a what-if hands over)."""
+    if raw.height == 0:
+        return CurrentPlacement(empty_current(), str(path), ())
+    table = validate_table(raw, CURRENT_COLUMNS, path, key=None).select(list(CURRENT_SCHEMA))
+    indexed = table.with_row_index("_row")
+    dup = indexed.filter(pl.struct("request_id", "shard").is_duplicated())
+    if dup.height:
+        first, second = dup.row(0, named=True), dup.row(1, named=True)
+        raise InputError(path, f"request {second['request_id']!r} has shard {second['shard']} twice (first at row "
+                         f"{first['_row'] + 1})", int(second["_row"]) + 1, "shard")
+    unknown = indexed.filter(~pl.col("host_id").is_in(hosts["host_id"].implode()))
+    if unknown.height:
+        row = unknown.row(0, named=True)
+        raise InputError(path, f"host {row['host_id']!r} is not in tonight's hosts table", int(row["_row"]) + 1,
+                         "host_id")
+    tonight = set(requests["request_id"].to_list())
+    running = indexed.filter(pl.col("request_id").is_in(list(tonight)))
+    departed = tuple(sorted(set(table["request_id"].to_list()) - tonight))
+    _check_amounts(running, requests, path)
+    return CurrentPlacement(running.drop("_row"), str(path), departed)
+
+
+def _check_amounts(running: pl.DataFrame, requests: pl.DataFrame, path: str | Path) -> None:
+    """A running request's parts must add up to what tonight's table asks of it (vcpu, RAM, GPU), each
+    storage copy must hold its storage_gib, and it must have as many copies as replicas."""
+    if running.height == 0:
+        return
+    asked = requests.select("request_id", "vcpu", "ram_gib", "gpu", "storage_gib", "replicas")
+    sums = (running.group_by("request_id", maintain_order=True)
+            .agg(pl.col("_row").min(), pl.col("vcpu").sum(), pl.col("ram_gib").sum(), pl.col("gpu").sum(),
+                 (pl.col("storage_gib") > 0).sum().alias("copies"))
+            .join(asked, on="request_id", suffix="_asked"))
+    for column in ("vcpu", "ram_gib", "gpu"):
+        bad = sums.filter(pl.col(column) != pl.col(f"{column}_asked"))
+        if bad.height:
+            row = bad.row(0, named=True)
+            raise InputError(path, f"request {row['request_id']!r} holds {row[column]} {column} in the current "
+                             f"placement but tonight's requests ask for {row[f'{column}_asked']}",
+                             int(row["_row"]) + 1, column)
+    copies = running.filter(pl.col("storage_gib") > 0).join(asked, on="request_id", suffix="_asked")
+    bad = copies.filter(pl.col("storage_gib") != pl.col("storage_gib_asked"))
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise InputError(path, f"request {row['request_id']!r}: a storage copy of {row['storage_gib']} GiB, but "
+                         f"tonight's requests ask for {row['storage_gib_asked']} GiB", int(row["_row"]) + 1,
+                         "storage_gib")
+    bad = sums.filter((pl.col("storage_gib") > 0) & (pl.col("copies") != pl.col("replicas")))
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise InputError(path, f"request {row['request_id']!r} has {row['copies']} storage copies in the current "
+                         f"placement but tonight's requests ask for {row['replicas']} replicas",
+                         int(row["_row"]) + 1, "replica")
+
+
+# --- mandatory moves ----------------------------------------------------------------------------------
+
+
+def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame,
+              whole: bool = False) -> dict[str, str]:
+    """Running requests that cannot stay where they are, with the reason (a person can act on it):
+    a part on a host that is no longer `up`; a host that can no longer hold the parts it held (its
+    existing load grew: the lowest-priority, then largest, running requests there must move until the
+    rest fit); a copy on a tier below the request's, a GPU of another model, more hosts than max_shards;
+    in whole-VM mode, a request split over several hosts. The checker applies the same rule."""
+    if current.height == 0:
+        return {}
+    reasons: dict[str, str] = {}
+    info = hosts.select("host_id", "status", "storage_type", "gpu_model")
+    parts = current.join(info, on="host_id", how="left").join(
+        requests.select("request_id", "priority", "max_shards", pl.col("storage_type").alias("wants_tier"),
+                        pl.col("gpu_model").alias("wants_gpu")), on="request_id", how="left")
+    for row in parts.filter(pl.col("status") != "up").sort("request_id", "shard").iter_rows(named=True):
+        reasons.setdefault(row["request_id"], f"host {row['host_id']} {row['status']}")
+    for row in parts.filter(pl.col("storage_gib") > 0).iter_rows(named=True):
+        if tier_rank(row["storage_type"]) < tier_rank(row["wants_tier"]):
+            reasons.setdefault(row["request_id"], f"host {row['host_id']} is {row['storage_type']}, below its "
+                                                  f"{row['wants_tier']} tier")
+    for row in parts.filter((pl.col("gpu") > 0) & pl.col("wants_gpu").is_not_null()).iter_rows(named=True):
+        if row["gpu_model"] != row["wants_gpu"]:
+            reasons.setdefault(row["request_id"], f"host {row['host_id']} has {row['gpu_model']} GPUs, not "
+                                                  f"{row['wants_gpu']}")
+    compute = parts.filter(pl.col("storage_gib") == 0).group_by("request_id").agg(
+        pl.col("host_id").n_unique().alias("hosts"), pl.col("max_shards").first())
+    for row in compute.filter(pl.col("hosts") > (1 if whole else pl.col("max_shards"))).iter_rows(named=True):
+        reasons.setdefault(row["request_id"], f"spans {row['hosts']} hosts, more than "
+                                              f"{'whole-VM mode allows' if whole else 'its max_shards'}")
+    _over_capacity(hosts, parts, reasons)
+    return dict(sorted(reasons.items()))
+
+
+def _over_capacity(hosts: pl.DataFrame, parts: pl.DataFrame, reasons: dict[str, str]) -> None:
+    """Hosts whose free capacity (capacity − existing load) no longer holds the running parts on them."""
+    resources = ("vcpu", "ram_gib", "storage_gib", "net_gbps", "gpu")
+    free = hosts.select("host_id", *[free_expr(r).alias(f"free_{r}") for r in resources])
+    staying = parts.filter(~pl.col("request_id").is_in(list(reasons)))
+    load = staying.group_by("host_id").agg(*[pl.col(r).sum() for r in resources]).join(free, on="host_id")
+    over = load.filter(pl.any_horizontal(*[pl.col(r) > pl.col(f"free_{r}") + 1e-9 for r in resources]))
+    for host in over.sort("host_id").iter_rows(named=True):
+        on_host = (staying.filter(pl.col("host_id") == host["host_id"]).group_by("request_id")
+                   .agg(*[pl.col(r).sum() for r in resources], pl.col("priority").first())
+                   .with_columns(pl.sum_horizontal(*[pl.col(r) / max(float(host[f"free_{r}"]), 1.0)
+                                                     for r in resources]).alias("_size"))
+                   .sort(["priority", "_size", "request_id"], descending=[False, True, False]))
+        used = {r: float(host[r]) for r in resources}
+        for row in on_host.iter_rows(named=True):
+            short = [r for r in resources if used[r] > float(host[f"free_{r}"]) + 1e-9]
+            if not short:
+                break
+            reasons.setdefault(row["request_id"], f"host {host['host_id']} can no longer hold it "
+                                                  f"({short[0]} {host[f'free_{short[0]}']:g} left)")
+            for r in resources:
+                used[r] -= float(row[r])
+
+
+# --- comparing a plan with what runs ------------------------------------------------------------------
+
+
+def part_multisets(shards: pl.DataFrame) -> dict[str, list[tuple]]:
+    """Per request, the sorted list of its parts by PART_KEY."""
+    out: dict[str, list[tuple]] = {}
+    for row in shards.select("request_id", *PART_KEY).sort("request_id", *PART_KEY).iter_rows():
+        out.setdefault(row[0], []).append(tuple(row[1:]))
+    return out
+
+
+def moved_requests(current: pl.DataFrame, shards: pl.DataFrame) -> set[str]:
+    """Running requests whose parts differ between the current placement and the plan (DESIGN.md)."""
+    before, after = part_multisets(current), part_multisets(shards)
+    return {r for r, parts in before.items() if after.get(r) != parts}
+
+
+def compare(current: pl.DataFrame, shards: pl.DataFrame, requests: pl.DataFrame,
+            mandatory: dict[str, str], reasons: dict[str, str] | None = None) -> tuple[pl.DataFrame, dict]:
+    """moves.parquet rows (one per running part that moved or was removed) and the migration counts.
+
+    A part moved when no identical part (PART_KEY) of the request is in the plan. Kinds: mandatory (the
+    request had to move: `mandatory` gives why), voluntary, eviction (an evictable request dropped),
+    lost (a running request left unplaced that was not evictable, after a mandatory move). `reasons`
+    gives, per voluntarily moved request, why the planner moved it."""
+    reasons = reasons or {}
+    evictable = dict(zip(requests["request_id"].to_list(), requests["evictable"].to_list()))
+    placed = set(shards["request_id"].to_list())
+    after = part_multisets(shards)
+    new_hosts: dict[str, list[str]] = {}
+    for row in shards.select("request_id", "host_id", "storage_gib").iter_rows():
+        new_hosts.setdefault(row[0], []).append(row[1])
+    rows: list[tuple] = []
+    moved: set[str] = set()
+    kinds: dict[str, str] = {}
+    moved_gib = 0
+    for request_id, group in current.sort("request_id", "shard").group_by("request_id", maintain_order=True):
+        request_id = request_id[0]
+        remaining = list(after.get(request_id, []))
+        changed = []
+        for row in group.iter_rows(named=True):
+            key = tuple(row[k] for k in PART_KEY)
+            if key in remaining:
+                remaining.remove(key)
+            else:
+                changed.append(row)
+        if not changed and not remaining:
+            continue
+        moved.add(request_id)
+        if request_id not in placed:
+            if request_id in mandatory:
+                kind, why = "lost", f"lost: {mandatory[request_id]}, and no room elsewhere"
+            elif evictable.get(request_id):
+                kind, why = "eviction", "evicted (evictable): its room went to higher-value requests"
+            else:
+                kind, why = "eviction", "dropped although running and not evictable"  # invariant 11 flags it
+        elif request_id in mandatory:
+            kind, why = "mandatory", mandatory[request_id]
+        else:
+            kind, why = "voluntary", reasons.get(request_id, "the planner found a better place")
+        kinds[request_id] = kind
+        for row in changed or group.iter_rows(named=True):
+            to_host = None
+            if request_id in placed:
+                to_host = _new_host(row, remaining, new_hosts.get(request_id, []))
+            if kind in ("voluntary", "mandatory"):
+                moved_gib += int(row["ram_gib"]) + int(row["storage_gib"])
+            rows.append((request_id, int(row["shard"]), row["host_id"], to_host, int(row["vcpu"]),
+                         int(row["ram_gib"]), int(row["storage_gib"]), int(row["gpu"]), kind, why))
+    moves = pl.DataFrame(rows, schema=MOVES_SCHEMA, orient="row")
+    running = current["request_id"].n_unique()
+    counts = {k: sum(1 for v in kinds.values() if v == k) for k in ("mandatory", "voluntary", "eviction", "lost")}
+    migration = {
+        "running_requests": int(running),
+        "kept_requests": int(running - len(moved)),
+        "moved_requests": counts["mandatory"] + counts["voluntary"],
+        "evicted_requests": counts["eviction"],
+        "lost_requests": counts["lost"],
+        "mandatory_requests": counts["mandatory"],
+        "voluntary_requests": counts["voluntary"],
+        "disrupted_voluntary": counts["voluntary"] + sum(1 for r, v in kinds.items()
+                                                         if v == "eviction" and r not in mandatory),
+        "moved_parts": int(moves.filter(pl.col("kind").is_in(["mandatory", "voluntary"])).height),
+        "moved_gib": int(moved_gib),
+    }
+    return moves, migration
+
+
+def _new_host(row: dict, remaining: list[tuple], hosts: list[str]) -> str | None:
+    """Where a moved part went: the plan's unmatched part of the same kind (storage copy or compute side),
+    the same replica index first."""
+    storage = row["storage_gib"] > 0
+    for i, part in enumerate(remaining):
+        if (part[4] > 0) == storage and (not storage or part[1] == row["replica"]):
+            remaining.pop(i)
+            return part[0]
+    for i, part in enumerate(remaining):
+        if (part[4] > 0) == storage:
+            remaining.pop(i)
+            return part[0]
+    return hosts[0] if hosts else None
+
+
+def move_reasons(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame, shards: pl.DataFrame,
+                 requests_moved: set[str]) -> dict[str, str]:
+    """Why each voluntarily moved request moved, read from the plan: a request that took its place on a
+    host it left (`made room for r0421 (priority 5) on h17`), a host it left that the plan empties
+    (`consolidation: frees h03, saves 3.1 $/h`), else a cheaper or tighter plan."""
+    def hosts_by_request(table: pl.DataFrame) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for request_id, host_id in table.select("request_id", "host_id").iter_rows():
+            out.setdefault(request_id, set()).add(host_id)
+        return out
+
+    before, after = hosts_by_request(current), hosts_by_request(shards)
+    newcomers: dict[str, list[str]] = {}
+    for request_id, on in after.items():
+        for host_id in on - before.get(request_id, set()):
+            newcomers.setdefault(host_id, []).append(request_id)
+    priority = dict(zip(requests["request_id"].to_list(), requests["priority"].to_list()))
+    used_after = set(shards["host_id"].to_list())
+    loaded = hosts.filter(pl.sum_horizontal(pl.col("^used_.*$")) > 0)["host_id"].to_list()
+    cost = dict(zip(hosts["host_id"].to_list(), hosts["cost_per_hour"].to_list()))
+    reasons: dict[str, str] = {}
+    for request_id in sorted(requests_moved):
+        left = sorted(before.get(request_id, set()) - after.get(request_id, set()))
+        if not left:
+            reasons[request_id] = "re-split across the hosts it was on"
+            continue
+        takers = [(-priority.get(x, 1), x, h) for h in left for x in newcomers.get(h, []) if x != request_id]
+        freed = [h for h in left if h not in used_after and h not in loaded]
+        if takers:
+            _, taker, host_id = min(takers)
+            reasons[request_id] = f"made room for {taker} (priority {priority.get(taker, 1)}) on {host_id}"
+        elif freed:
+            reasons[request_id] = f"consolidation: frees {freed[0]}, saves {cost[freed[0]]:.2f} $/h"
+        else:
+            reasons[request_id] = f"moved off {left[0]}: a cheaper or tighter plan"
+    return reasons
