@@ -240,9 +240,9 @@ def compare(current: pl.DataFrame, shards: pl.DataFrame, requests: pl.DataFrame,
         moved.add(request_id)
         if request_id not in placed:
             if request_id in mandatory:
-                kind, why = "lost", f"lost: {mandatory[request_id]}, and no room elsewhere"
+                kind, why = "lost", f"{mandatory[request_id]}, and no room elsewhere"
             elif evictable.get(request_id):
-                kind, why = "eviction", "evicted (evictable): its room went to higher-value requests"
+                kind, why = "eviction", "evictable: its room went to higher-value requests"
             else:
                 kind, why = "eviction", "dropped although running and not evictable"  # invariant 11 flags it
         elif request_id in mandatory:

@@ -206,3 +206,31 @@ def test_previous_and_current_together_are_refused(tmp_path):
     result = CliRunner().invoke(app, ["plan", "--hosts", "h.csv", "--requests", "r.csv", "--out", str(tmp_path / "o"),
                                       "--previous", str(tmp_path), "--current", "c.parquet"])
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_diff_and_explain_of_an_incremental_plan_show_what_moved_and_why(tmp_path):
+    from shardplan.planner.report.diff import diff_plans
+    from shardplan.planner.report.explain import explain_request
+    from shardplan.planner.report.export import write_plan_dir
+
+    hosts, requests = two_hosts(), running_pair()
+    base_requests = requests.filter(pl.col("request_id") != "big")
+    out_a = pl.DataFrame({"request_id": ["r1", "r2"], "status": ["placed", "placed"], "n_hosts": [1, 1],
+                          "cost_per_hour": [0.25, 0.25], "spread_penalty": [0.0, 0.0], "reason": [None, None]},
+                         schema_overrides={"reason": pl.Utf8})
+    write_plan_dir(tmp_path / "A", hosts=hosts, requests=base_requests, shards=SPLIT, requests_out=out_a,
+                   plan_json={"options": {}})
+    result = plan(hosts, requests, FAST, current=check_current(SPLIT, hosts, requests, "A/shards.parquet"))
+    write_plan_dir(tmp_path / "B", hosts=hosts, requests=requests, shards=result.shards,
+                   requests_out=result.requests_out, plan_json=result.plan_json, current=result.current,
+                   moves=result.moves)
+    assert check_plan_dir(tmp_path / "B") == []
+    diff = diff_plans(tmp_path / "A", tmp_path / "B")
+    assert diff.incremental and set(diff.parts["request_id"]) <= {"r1", "r2"}  # only what moved, not big's parts
+    assert any(r.startswith("voluntary: made room for big") for r in diff.by_reason["reason"].to_list())
+    assert diff.placed_demand_b > diff.placed_demand_a
+    moved = next(r for r in ("r1", "r2") if r in set(result.moves["request_id"]))
+    stayed = ({"r1", "r2"} - {moved}).pop()
+    assert explain_request(tmp_path / "B", moved).running["kind"] == "voluntary"
+    assert explain_request(tmp_path / "B", stayed).running["stayed"]
+    assert explain_request(tmp_path / "B", "big").running == {"running": False}

@@ -8,6 +8,7 @@ from shardplan.planner.cli import common  # noqa: F401  (first: --time-limit cou
 from shardplan.planner.cli import executors as executor_commands  # noqa: E402
 from shardplan.planner.cli import forecast as forecast_commands  # noqa: E402
 from shardplan.planner.cli import plan as plan_commands  # noqa: E402
+from shardplan.planner.cli import whatif as whatif_commands  # noqa: E402
 
 app = typer.Typer(help="shardplan: nightly planner that shards VM requests across a heterogeneous fleet.",
                   no_args_is_help=True, add_completion=False)
@@ -30,6 +31,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 plan_commands.register(app)
 executor_commands.register(app)
 forecast_commands.register(app)
+whatif_commands.register(app)
 
 if __name__ == "__main__":
     app()

@@ -206,12 +206,15 @@ def register(app: typer.Typer) -> None:
         plan_a: Path = typer.Argument(...), plan_b: Path = typer.Argument(...),
         as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
         parquet: Optional[Path] = typer.Option(None, "--parquet", help="also write the part changes as Parquet"),
+        every: bool = typer.Option(False, "--all", help="an incremental plan B: list the new requests' parts too, "
+                                   "not only what moved"),
     ) -> None:
-        """Moved, added, removed and newly unplaced parts between two plans, with cost and utilisation deltas."""
-        from shardplan.planner.report.diff import diff_plans, render_diff
+        """Moved, added, removed and newly unplaced parts between two plans, grouped by reason, with cost,
+        placed-demand and utilisation deltas (B an edit of A: only what moved, with the planner's reasons)."""
+        from shardplan.planner.report.diff import diff_plans, render_diff, render_reasons, render_summary
 
         try:
-            diff = diff_plans(plan_a, plan_b)
+            diff = diff_plans(plan_a, plan_b, moved_only=False if every else None)
         except (PlanDirError, InputError) as exc:
             errors.print(f"cannot diff: {exc}", style="bold red", markup=False)
             raise typer.Exit(2) from exc
@@ -222,8 +225,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(diff.to_json() + "\n")
         else:
-            rendered = render_diff(diff)
-            for item in rendered if isinstance(rendered, (list, tuple)) else [rendered]:
+            for item in (render_reasons(diff), render_diff(diff), render_summary(diff)):
                 console.print(item)
 
 

@@ -55,6 +55,11 @@ class PlanDiff:
     active_hosts_b: int
     plan_a: str
     plan_b: str
+    placed_demand_a: float = 0.0   # priority × (vcpu + ram_gib / 4 + 8 × gpu) of placed real requests
+    placed_demand_b: float = 0.0
+    by_reason: pl.DataFrame | None = None
+    """reason, parts, requests, moved GiB, hosts' cost delta: the part changes grouped by why."""
+    incremental: bool = False      # B is an edit of what ran (its moves.parquet gives the reasons)
 
     @property
     def active_hosts_cost_delta(self) -> float:
@@ -107,6 +112,10 @@ class PlanDiff:
             "requests_cost_a": self.requests_cost_a,
             "requests_cost_b": self.requests_cost_b,
             "requests_cost_delta": self.requests_cost_delta,
+            "placed_demand_a": self.placed_demand_a,
+            "placed_demand_b": self.placed_demand_b,
+            "placed_demand_delta": self.placed_demand_b - self.placed_demand_a,
+            "incremental": self.incremental,
         }
 
     def to_json(self) -> str:
@@ -117,6 +126,7 @@ class PlanDiff:
             "newly_unplaced": self.newly_unplaced.to_dicts(),
             "newly_placed": self.newly_placed.to_dicts(),
             "utilisation": self.utilisation.to_dicts(),
+            "by_reason": [] if self.by_reason is None else self.by_reason.to_dicts(),
         }, indent=2)
 
 
@@ -227,13 +237,51 @@ def _utilisation(plan_a: PlanDir, plan_b: PlanDir) -> pl.DataFrame:
             .with_columns((pl.col("utilisation_b") - pl.col("utilisation_a")).alias("utilisation_delta")))
 
 
-def diff_plans(dir_a: str | Path | PlanDir, dir_b: str | Path | PlanDir) -> PlanDiff:
-    """What changed from plan A to plan B, part by part and in cost and utilisation."""
+def _planner_reasons(parts: pl.DataFrame, moves: pl.DataFrame | None) -> pl.DataFrame:
+    """An incremental plan B knows why each running request moved (moves.parquet): its kind and reason
+    replace the guess for that request's moved, removed and resized parts."""
+    if moves is None or moves.height == 0:
+        return parts
+    why = moves.unique("request_id", keep="first").select("request_id", pl.format("{}: {}", "kind", "reason")
+                                                           .alias("planner_reason"))
+    return (parts.join(why, on="request_id", how="left")
+            .with_columns(pl.when(pl.col("planner_reason").is_not_null() & (pl.col("kind") != "added"))
+                          .then(pl.col("planner_reason")).otherwise(pl.col("reason")).alias("reason"))
+            .drop("planner_reason"))
+
+
+def group_by_reason(parts: pl.DataFrame) -> pl.DataFrame:
+    """Part changes per reason: parts, requests, GiB of RAM and storage that changed host, hosts' Δ$/h."""
+    return (parts.group_by("reason").agg(pl.len().alias("parts"), pl.col("request_id").n_unique().alias("requests"),
+                                         (pl.col("ram_gib") + pl.col("storage_gib")).sum().alias("gib"),
+                                         pl.col("hosts_cost_delta").sum().alias("hosts_cost_delta"))
+            .sort(["parts", "reason"], descending=[True, False]))
+
+
+def placed_demand(plan: PlanDir) -> float:
+    """Priority-weighted demand placed: priority × (vcpu + ram_gib / 4 + 8 × gpu), real requests only."""
+    placed = plan.requests_out.filter(pl.col("status") == "placed").select("request_id")
+    joined = plan.requests.join(placed, on="request_id")
+    if joined.height == 0:
+        return 0.0
+    return float(joined.select((pl.col("priority") * (pl.col("vcpu") + pl.col("ram_gib") / 4 + 8 * pl.col("gpu")))
+                               .sum()).item())
+
+
+def diff_plans(dir_a: str | Path | PlanDir, dir_b: str | Path | PlanDir, moved_only: bool | None = None) -> PlanDiff:
+    """What changed from plan A to plan B, part by part and in cost and utilisation. When B is an edit of
+    what ran (its moves.parquet) the planner's reasons are used, and by default (`moved_only`) only the
+    running requests' changes are listed: what moved and why, not the new requests' placements."""
     plan_a = dir_a if isinstance(dir_a, PlanDir) else read_plan_dir(dir_a)
     plan_b = dir_b if isinstance(dir_b, PlanDir) else read_plan_dir(dir_b)
     costs_a, costs_b = _host_costs(plan_a), _host_costs(plan_b)
     parts = _explain(_pair_parts(_parts(plan_a), _parts(plan_b)), costs_a, costs_b,
                      plan_a.requests_out, plan_b.requests_out)
+    incremental = plan_b.moves is not None
+    parts = _planner_reasons(parts, plan_b.moves)
+    if moved_only if moved_only is not None else incremental:
+        running = plan_a.shards.select("request_id").unique()
+        parts = parts.join(running, on="request_id", how="semi")
 
     placed_a = plan_a.requests_out.filter(pl.col("status") == "placed").select("request_id").unique()
     placed_b = plan_b.requests_out.filter(pl.col("status") == "placed").select("request_id", "n_hosts").unique("request_id")
@@ -261,6 +309,10 @@ def diff_plans(dir_a: str | Path | PlanDir, dir_b: str | Path | PlanDir) -> Plan
         active_hosts_b=int(costs_b.get_column("active").sum()),
         plan_a=str(plan_a.path) if plan_a.path else "A",
         plan_b=str(plan_b.path) if plan_b.path else "B",
+        placed_demand_a=placed_demand(plan_a),
+        placed_demand_b=placed_demand(plan_b),
+        by_reason=group_by_reason(parts),
+        incremental=incremental,
     )
 
 
@@ -292,6 +344,17 @@ def render_diff(diff: PlanDiff) -> Table:
     return table
 
 
+def render_reasons(diff: PlanDiff) -> Table:
+    """The part changes grouped by why they happened."""
+    table = Table(title="Changes by reason" + (" (the planner's, from moves.parquet)" if diff.incremental else ""))
+    for header in ("reason", "parts", "requests", "GiB moved", "hosts Δ$/h"):
+        table.add_column(header, justify="left" if header == "reason" else "right")
+    for row in (diff.by_reason if diff.by_reason is not None else pl.DataFrame()).iter_rows(named=True):
+        table.add_row(row["reason"] or "", str(row["parts"]), str(row["requests"]), str(row["gib"]),
+                      _money(row["hosts_cost_delta"] or 0.0))
+    return table
+
+
 def render_summary(diff: PlanDiff) -> Table:
     """A rich table of cost and fleet utilisation in A and B."""
     table = Table(title="Cost and utilisation")
@@ -303,6 +366,8 @@ def render_summary(diff: PlanDiff) -> Table:
                   _money(diff.active_hosts_cost_delta))
     table.add_row("requests $/h", f"{diff.requests_cost_a:.2f}", f"{diff.requests_cost_b:.2f}",
                   _money(diff.requests_cost_delta))
+    table.add_row("placed priority-weighted demand", f"{diff.placed_demand_a:,.0f}", f"{diff.placed_demand_b:,.0f}",
+                  f"{diff.placed_demand_b - diff.placed_demand_a:+,.0f}")
     for row in diff.utilisation.iter_rows(named=True):
         table.add_row(f"{row['resource']} used/capacity", f"{row['utilisation_a']:.1%}", f"{row['utilisation_b']:.1%}",
                       f"{row['utilisation_delta'] * 100:+.1f} pp")

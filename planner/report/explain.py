@@ -31,6 +31,7 @@ class Explanation:
     candidates: int
     candidate_hosts: pl.DataFrame
     residual: pl.DataFrame  # per resource: candidate hosts whose capacity left after the plan is short
+    running: dict | None = None  # re-planning: was it running, did it stay or move, and why
 
 
 def _options(plan: dict) -> PlanOptions:
@@ -66,7 +67,22 @@ def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
                .filter(pl.col("request_id") == request_id) if stored.exists() else candidates.reasons)
     return Explanation(one.row(0, named=True), outcome.row(0, named=True), parts,
                        filters.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
-                       len(candidates.compute[0]), candidate_hosts, residual)
+                       len(candidates.compute[0]), candidate_hosts, residual, _running(read, request_id))
+
+
+def _running(read, request_id: str) -> dict | None:
+    """Re-planning (inputs/current.parquet present): where the request ran, and whether it stayed, moved
+    (its moves.parquet rows and their reason) or was dropped; None for a fresh packing."""
+    if read.current is None:
+        return None
+    was = read.current.filter(pl.col("request_id") == request_id).sort("shard")
+    if was.height == 0:
+        return {"running": False}
+    moves = None if read.moves is None else read.moves.filter(pl.col("request_id") == request_id)
+    if moves is None or moves.height == 0:
+        return {"running": True, "stayed": True, "hosts": sorted(set(was["host_id"].to_list()))}
+    return {"running": True, "stayed": False, "kind": moves["kind"][0], "reason": moves["reason"][0],
+            "moves": moves.select("shard", "from_host", "to_host", "vcpu", "ram_gib", "storage_gib", "gpu")}
 
 
 def _residual_shortfall(hosts_out: pl.DataFrame, request: dict, host_ids: list[str]) -> pl.DataFrame:
@@ -91,6 +107,7 @@ def render_explanation(explanation: Explanation, console: Console) -> None:
                   f"storage {r['storage_gib']} GiB ×{r['replicas']} ({r['storage_type'] or 'any tier'}), gpu {r['gpu']} "
                   f"{r['gpu_model'] or ''}, net {r['net_gbps']} Gbit/s; max_shards {r['max_shards']}, "
                   f"latency {r['latency_class']}, priority {r['priority']}")
+    _render_running(explanation.running, console)
     if o["status"] == "placed":
         console.print(f"[green]placed[/] on {o['n_hosts']} hosts, cost share ${o['cost_per_hour']:.3f}/h, "
                       f"spread penalty {o['spread_penalty']:.2f}")
@@ -122,6 +139,24 @@ def render_explanation(explanation: Explanation, console: Console) -> None:
     for f in explanation.filters.iter_rows(named=True):
         table.add_row(f["role"], f["reason"], str(f["hosts"]))
     console.print(table)
+
+
+def _render_running(running: dict | None, console: Console) -> None:
+    if running is None:
+        return
+    if not running["running"]:
+        console.print("not running before this plan (new tonight, or waiting)")
+    elif running["stayed"]:
+        console.print(f"[green]stayed[/] where it runs ({', '.join(running['hosts'])}): moving it would not pay "
+                      "for its disruption (options disruption_cost, move_cost_per_gib, move_horizon_h)")
+    else:
+        console.print(f"[yellow]{running['kind']}[/]: {running['reason']}")
+        table = Table(title="parts that moved")
+        for col in ("shard", "from", "to", "vcpu", "ram_gib", "storage_gib", "gpu"):
+            table.add_column(col)
+        for row in running["moves"].iter_rows():
+            table.add_row(*[("—" if v is None else str(v)) for v in row])
+        console.print(table)
 
 
 def _why(part: dict) -> str:
