@@ -16,6 +16,8 @@ bench:
     python benchmarks/forecast.py
     python benchmarks/preallocation.py
     python benchmarks/replication.py
+    python benchmarks/replan.py
+    python benchmarks/whatif.py
 
 # regenerate the embedded demo from the seeded generator
 regen-demo:

@@ -42,6 +42,11 @@ class ActionPlan:
         lines += [f"  {s.action.kind.value} {s.action.part.label}: {s.why}" for s in self.stuck]
         if self.cycle:
             lines.append("wait-for cycle: " + " -> ".join(f"{a.kind.value} {a.part.label}" for a in self.cycle))
+        hosts = sorted({s.action.part.host_id for s in self.stuck})
+        lines.append(f"what would free them: room on {', '.join(hosts[:8])}{' …' if len(hosts) > 8 else ''} (the parts "
+                     "above wait for it). A plan made as an edit of what runs orders its moves within capacity: "
+                     "`shardplan status --state STATE --format parquet --out current.parquet`, then `shardplan plan "
+                     "… --current current.parquet` (or `--previous` the plan directory last applied), and apply that")
         return "\n".join(lines)
 
 

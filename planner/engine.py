@@ -22,6 +22,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -589,7 +590,10 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
     (re-planning) what runs kept where it is, and nothing placed is taken instead, and the violations
     are recorded."""
     current = None if running is None else running.placement.shards
-    check = lambda s, o: checker(hosts, requests, s, o, options, current=current)  # noqa: E731
+
+    def check(shards: pl.DataFrame, requests_out: pl.DataFrame) -> list:
+        found = checker(hosts, requests, shards, requests_out, options, current=current)
+        return found or ([] if current is None else unorderable_moves(hosts, requests, current, shards))
     problem = stage.problem
     chosen, terms = search.assignment, evaluate(problem, search.assignment)
     start_terms = evaluate(problem, stage.start_hint)
@@ -615,6 +619,22 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
                 fallback["plan"] = name
                 return Outcome(alternative, evaluate(problem, alternative), shards, requests_out, False, fallback)
     raise AssertionError("no fallback passed the checker")  # unreachable: what runs, kept, breaks no invariant
+
+
+def unorderable_moves(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame,
+                      shards: pl.DataFrame) -> list[str]:
+    """Re-planning: the plan must be reachable from what runs. The executors' action planner orders the moves
+    within capacity (staging through free room where it finds some); what it cannot order is returned, so the
+    plan is refused like one that breaks an invariant and the next valid alternative is taken."""
+    from shardplan.executors.actions import plan_actions
+    from shardplan.executors.base import TargetPlan, hosts_from_frame, parts_from_frame
+
+    spec = hosts_from_frame(hosts)
+    replicas = dict(requests.select("request_id", "replicas").iter_rows())
+    ordered = plan_actions(list(parts_from_frame(current)), TargetPlan(Path("."), parts_from_frame(shards), spec,
+                                                                       replicas, "plan"), spec)
+    return [] if ordered.ok else [f"moves cannot be ordered within capacity: {s.action.kind.value} "
+                                  f"{s.action.part.label}: {s.why}" for s in ordered.stuck]
 
 
 def solver_label(search: SearchResult, outcome: Outcome, lp: SolveResult | None, bound: float | None,

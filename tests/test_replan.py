@@ -190,16 +190,20 @@ def test_cli_loop_plan_apply_status_plan_applies_only_the_edit(tmp_path):
     second = read_plan_dir(b)
     assert second.moves is not None and second.current is not None
     before = pl.read_parquet(a / "shards.parquet")
-    left = set(before["request_id"]) - set(second.requests["request_id"])
-    moved = set(second.moves["request_id"])
     applied = runner.invoke(app, ["apply", str(b), "--state", str(state)])
     assert applied.exit_code == 0, applied.output
+    # what the apply did touches only the moved requests (moves.parquet), the new and the departed ones
+    from shardplan.executors.actions import plan_actions
+    from shardplan.executors.base import load_target, parts_from_frame
+
+    target = load_target(b)
+    actions = plan_actions(list(parts_from_frame(before)), target, target.hosts).actions
+    touched = {action.part.request_id for action in actions}
+    new = set(second.shards["request_id"]) - set(before["request_id"])
+    departed = set(before["request_id"]) - set(second.requests["request_id"])
+    assert new <= touched <= set(second.moves["request_id"]) | new | departed
     ran = int(applied.output.split(" of ")[0].split(":")[-1])
-    new = second.shards.filter(~pl.col("request_id").is_in(list(set(before["request_id"]))))
-    # creates for the new requests, deletes for those that left, and the listed moves' parts: nothing else
-    bound = new.height + before.filter(pl.col("request_id").is_in(list(left))).height + 2 * second.moves.height
-    assert ran <= bound and ran >= new.height
-    assert not (moved & set(second.requests["request_id"]) - set(before["request_id"]))
+    assert ran == len(actions)
 
 
 def test_previous_and_current_together_are_refused(tmp_path):
@@ -234,3 +238,16 @@ def test_diff_and_explain_of_an_incremental_plan_show_what_moved_and_why(tmp_pat
     assert explain_request(tmp_path / "B", moved).running["kind"] == "voluntary"
     assert explain_request(tmp_path / "B", stayed).running["stayed"]
     assert explain_request(tmp_path / "B", "big").running == {"running": False}
+
+
+def test_nightly_plans_against_what_runs_and_exports_the_moves(tmp_path):
+    from shardplan.planner.nightly import NightlyInputs, export_nightly, run_nightly
+    from shardplan.planner.reservations import ReservationOptions
+
+    hosts, requests = two_hosts(), running_pair()
+    inputs = NightlyInputs(hosts, requests, None, "test", None, current=check_current(SPLIT, hosts, requests, "c"))
+    run = run_nightly(inputs, FAST, ReservationOptions())
+    assert run.violations == [] and run.planned.plan_json["migration"]["running_requests"] == 2
+    export_nightly(run, tmp_path / "n")
+    assert read_plan_dir(tmp_path / "n").moves.height == run.planned.plan.moves.height > 0
+    assert check_plan_dir(tmp_path / "n") == []
