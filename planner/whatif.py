@@ -22,7 +22,8 @@ directory's inputs and is planned as an edit of the base's placement (`--previou
     factor = 1.3                    # the last ones by id; running requests keep their size
 
 Drained hosts become `draining`, failed ones `down`; removed hosts are planned as `down` (nothing lands
-on them and what ran there must move) and reported as removed. A bad file (unknown key, unknown rack,
+on them and what ran there must move) and reported as removed. A nightly base's reservation blocks
+are left out: a what-if re-plans the requests. A bad file (unknown key, unknown rack,
 host, zone, class, app type or user, factor ≤ 0, a bad option) is refused with its line and key before
 any planning (`ScenarioError`).
 """
@@ -166,7 +167,7 @@ def _scenario(path: Path, lines: _Lines, k: int, raw: object, base: PlanDir, def
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ScenarioError(path, lines.of(k, "name"), "name", "every scenario needs a name")
-    hosts, requests = base.hosts, base.requests
+    hosts, requests = base.hosts, real_requests(base.requests)
     edits: list[str] = []
     host_ids, racks, zones = hosts["host_id"].to_list(), hosts["rack"].unique().to_list(), hosts["zone"].unique().to_list()
     status = pl.col("status")
@@ -200,6 +201,15 @@ def _scenario(path: Path, lines: _Lines, k: int, raw: object, base: PlanDir, def
     if raw.get("options"):
         edits.append("options: " + ", ".join(f"{a} = {b}" for a, b in raw["options"].items()))
     return Scenario(name.strip(), hosts, requests, options, removed, edits)
+
+
+def real_requests(requests: pl.DataFrame) -> pl.DataFrame:
+    """A nightly base's requests less its reservation blocks (a what-if re-plans requests, not holds)."""
+    from shardplan.planner.engine import KIND_COLUMN, RESERVATION_KIND
+
+    if KIND_COLUMN not in requests.columns:
+        return requests
+    return requests.filter(pl.col(KIND_COLUMN) != RESERVATION_KIND).drop(KIND_COLUMN)
 
 
 def _add_hosts(path: Path, lines: _Lines, k: int, raw: object, hosts: pl.DataFrame, edits: list[str]) -> pl.DataFrame:
@@ -351,6 +361,7 @@ def compare_row(name: str, plan_dir: str, hosts: pl.DataFrame, requests: pl.Data
                 requests_out: pl.DataFrame, plan_json: dict, base: PlanDir | None) -> dict:
     """A row of the comparison: the scenario's figures against the base's (None: the base itself)."""
     migration = plan_json.get("migration") or {}
+    requests_out = requests_out.join(requests.select("request_id"), on="request_id", how="semi")
     demand = weighted_demand(requests, requests_out)
     cost = active_cost(hosts, shards)
     row = {"scenario": name, "plan_dir": plan_dir, "status": plan_json.get("status"),
@@ -362,7 +373,7 @@ def compare_row(name: str, plan_dir: str, hosts: pl.DataFrame, requests: pl.Data
            "moved_gib": migration.get("moved_gib", 0), "hosts_freed": 0, "active_cost": cost,
            "active_cost_delta": 0.0, "wall_s": float(plan_json.get("wall_s") or 0.0)}
     if base is not None:
-        base_demand = weighted_demand(base.requests, base.requests_out)
+        base_demand = weighted_demand(real_requests(base.requests), base.requests_out)
         running = set(base.shards["request_id"].to_list()) & set(requests["request_id"].to_list())
         placed = set(requests_out.filter(pl.col("status") == "placed")["request_id"].to_list())
         row.update(placed_demand_delta=demand - base_demand, newly_unplaced_running=len(running - placed),
@@ -386,8 +397,8 @@ def run_whatif(base_dir: str | Path, scenarios: list[Scenario], out_dir: str | P
 
     base = read_plan_dir(base_dir)
     out_dir = Path(out_dir)
-    rows = [compare_row("base", str(base_dir), base.hosts, base.requests, base.shards, base.requests_out, base.plan,
-                        None)]
+    rows = [compare_row("base", str(base_dir), base.hosts, real_requests(base.requests), base.shards,
+                        base.requests_out, base.plan, None)]
     reserve = 1.0 + 0.2 * len(scenarios)  # reading, comparing and writing the table
     for i, scenario in enumerate(scenarios):
         left = time_limit_s - (time.perf_counter() - started) - reserve

@@ -251,3 +251,44 @@ def test_nightly_plans_against_what_runs_and_exports_the_moves(tmp_path):
     export_nightly(run, tmp_path / "n")
     assert read_plan_dir(tmp_path / "n").moves.height == run.planned.plan.moves.height > 0
     assert check_plan_dir(tmp_path / "n") == []
+
+
+@pytest.mark.parametrize("disruption_cost, freed", [(5.0, 2), (200.0, 0)])
+def test_consolidation_frees_hosts_only_when_it_pays_for_the_moves(disruption_cost, freed):
+    """Three 2 $/h hosts with a small request each: moving two frees two hosts (4 $/h) when a disruption
+    costs 5 $ (0.2 $/h over 24 h), not when it costs 200 $ (8.3 $/h)."""
+    from shardplan.models.problem import evaluate
+    from shardplan.planner.engine import build_problem, run_ffd
+    from shardplan.planner.search.candidates import build_fleet, find_candidates
+    from shardplan.planner.search.consolidate import consolidate
+    from shardplan.planner.search.running import build_running
+
+    hosts = hosts_table(*[{"host_id": f"h{i}", "rack": f"r{i}", "vcpu": 16, "ram_gib": 64, "cost_per_hour": 2.0}
+                          for i in range(3)])
+    requests = requests_table(*[{"request_id": f"r{i}", "vcpu": 4, "ram_gib": 8} for i in range(3)])
+    current = shards(*[(f"r{i}", 0, f"h{i}", 0, 4, 8, 0, 0.0, 0, "compute") for i in range(3)])
+    options = FAST.replace(disruption_cost=disruption_cost)
+    running = build_running(hosts, requests, check_current(current, hosts, requests, "c"), options,
+                            (hosts["status"] == "up").to_numpy())
+    fleet = build_fleet(hosts, running.held)
+    start, order = run_ffd(fleet, requests, options, sharded=True, running=running)
+    candidates = find_candidates(fleet, requests, options, must_include=running.hosts())
+    problem = build_problem(fleet, requests, candidates, options, order, running)
+    hint = start.reordered(order)
+    found, _ = consolidate(problem, hint, 2000, seed=0)
+    assert 3 - len({p[0] for parts in found.parts for p in parts}) == freed
+    assert evaluate(problem, found).total <= evaluate(problem, hint).total
+
+
+def test_cli_refuses_a_bad_current_placement_and_writes_nothing(tmp_path):
+    hosts, requests = two_hosts(), running_pair()
+    hosts.write_parquet(tmp_path / "hosts.parquet")
+    requests.write_parquet(tmp_path / "requests.parquet")
+    SPLIT.with_columns(pl.lit("h7").alias("host_id")).write_csv(tmp_path / "current.csv")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["plan", "--hosts", str(tmp_path / "hosts.parquet"), "--requests",
+                                      str(tmp_path / "requests.parquet"), "--out", str(out), "--current",
+                                      str(tmp_path / "current.csv")])
+    assert result.exit_code == 2
+    assert "current.csv, row 1, column 'host_id'" in result.output and "not in tonight's hosts" in result.output
+    assert not out.exists() or not any(out.iterdir())

@@ -74,7 +74,11 @@ class _Packing:
         self.fixed = np.zeros(n_hosts, dtype=bool)   # holds a request that cannot move
         self.on: list[set[int]] = [set() for _ in range(n_hosts)]
         self._sets: dict[int, set[int]] = {}
-        self.parts_of, self.copies_of = assignment.parts, assignment.storage_hosts  # of the requests that stay
+        current = problem.current  # re-planning: voluntary disruptions of the plan as it stands
+        self.voluntary = 0 if current is None else sum(
+            int(current.voluntary(int(r), bool(assignment.placed[r]), assignment.parts[r], assignment.storage_hosts[r]))
+            for r in np.flatnonzero(current.running))
+        self.pending_voluntary = 0
         for r in np.flatnonzero(assignment.placed):
             r = int(r)
             parts = assignment.parts[r]
@@ -140,25 +144,28 @@ class _Packing:
     def restore(self, saved: tuple) -> None:
         self.room, self.host_of, self.on = [list(x) for x in saved[0]], dict(saved[1]), [set(s) for s in saved[2]]
 
-    def move_charge(self) -> int:
-        """Re-planning: the move cost of the movable running requests where they are now, a budget breach
-        included (the other requests do not move here)."""
+    def _charge_at(self, r: int, h: int) -> tuple[int, int]:
+        """Re-planning: (move cost, 1 if a voluntary disruption) of movable running request `r` on host `h`."""
+        current = self.problem.current
+        v, m, stored, n, g = self.vector[r]
+        parts, copies = [(h, v, m, n - remote_traffic(self.problem, m, v), g)], ([h] if stored else [])
+        return (current.charge(r, True, parts, copies, int(self.problem.demand[r, STORAGE])),
+                int(current.voluntary(r, True, parts, copies)))
+
+    def round_cost(self, before: dict[int, int]) -> int:
+        """Re-planning: what the moves since `before` (a snapshot of host_of) cost, in solver units, a budget
+        breach included; 0 for a fresh packing. Only requests whose host changed are priced."""
         current = self.problem.current
         if current is None:
             return 0
-        total, voluntary = 0, 0
-        for r in self.allowed:
-            if current.parts[r] is None:
-                continue
-            h = self.host_of[r]
-            v, m, _, n, g = self.vector[r]
-            n -= remote_traffic(self.problem, m, v)
-            parts, copies = [(h, v, m, n, g)], ([h] if self.vector[r][STORAGE] else [])
-            total += current.charge(r, True, parts, copies, int(self.problem.demand[r, STORAGE]))
-            voluntary += current.voluntary(r, True, parts, copies)
-        others = sum(1 for r in np.flatnonzero(current.running & ~current.mandatory) if int(r) not in self.allowed
-                     and current.voluntary(int(r), True, self.parts_of[int(r)], self.copies_of[int(r)]))
-        return total + current.budget_breach(voluntary + others)
+        cost, voluntary = 0, 0
+        for r, h in self.host_of.items():
+            old = before[r]
+            if old != h and current.parts[r] is not None:
+                (c1, v1), (c0, v0) = self._charge_at(r, h), self._charge_at(r, old)
+                cost, voluntary = cost + c1 - c0, voluntary + v1 - v0
+        self.pending_voluntary = voluntary
+        return cost + current.budget_breach(self.voluntary + voluntary) - current.budget_breach(self.voluntary)
 
     def write(self, assignment: Assignment) -> Assignment:
         """The assignment with every movable request on its current host."""
@@ -228,6 +235,7 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
                         detail={"rounds": 0, "hosts_emptied": 0, "movable_requests": len(pack.allowed)})
     paid = (problem.cost > 0) & ~problem.active
     tried: set[int] = set()
+    passes_without_success = 0
     while stats.moves < max_moves:
         if wall_limit_s is not None and time.perf_counter() - began > wall_limit_s:
             stats.stopped_by = Stop.WALL_CAP
@@ -240,6 +248,10 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
             break
         candidates = [h for h in emptiable if h not in tried]
         if not candidates:  # every host was tried since the last success: again, the draws differ
+            if problem.current is not None and passes_without_success >= 2:
+                stats.stopped_by = Stop.DONE  # re-planning: no host left whose freeing pays for its moves
+                break
+            passes_without_success += 1
             tried.clear()
             candidates = emptiable
         share = np.array([pack.load_share(h) for h in candidates])
@@ -250,14 +262,17 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
         light = np.argsort(spare_share, kind="stable")[:3]
         spare = others[int(light[int(rng.choice(len(light), size=1, replace=False)[0])])]
         stats.detail["rounds"] += 1
-        before = pack.snapshot(), pack.move_charge()
+        before = pack.snapshot()
         if _empty_host(pack, victim, spare, rng, max_moves, patience, stats, began, wall_limit_s) and \
-                pack.move_charge() - before[1] < int(problem.cost[victim]):
+                pack.round_cost(before[1]) < int(problem.cost[victim]):
+            pack.voluntary += pack.pending_voluntary
             stats.detail["hosts_emptied"] += 1
             tried.clear()
-        else:  # re-planning: freeing the host did not pay for the moves it took
-            pack.restore(before[0])
+            passes_without_success = 0
+        else:  # failed, or (re-planning) freeing the host did not pay for the moves it took
+            pack.restore(before)
             tried.add(victim)
+            stats.moves += 1  # a round costs a move even when everything fitted at once, so the budget ends it
     result = canonical_groups(problem, pack.write(assignment))  # emptied group members: in order again
     stats.final_objective = evaluate(problem, result).total
     if stats.final_objective > stats.start_objective:  # cannot happen: moves keep hosts; a guard, not a path
