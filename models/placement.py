@@ -15,6 +15,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from shardplan.models.problem import (
+    BREACH,
     GPU,
     NET,
     RAM,
@@ -51,6 +52,7 @@ class PlacementVars:
     moves: list[tuple[int, object, list[tuple[tuple, object]], list[tuple[int, object]]]] = field(default_factory=list)
     # per running request: (r, kept or None when mandatory, [(current part, same or None)], [(copy host, copy or None)])
     move_cost: object = 0
+    moves_over: object = None   # voluntary disruptions past the budget (charged BREACH each)
 
 
 def add_part_variables(model: cp_model.CpModel, problem: PlacementProblem) -> PlacementVars:
@@ -259,8 +261,11 @@ def add_move_cost(model: cp_model.CpModel, problem: PlacementProblem, v: Placeme
     """Re-planning against what runs (DESIGN.md "What runs now"; invariant 11). Per running request a
     `kept` flag (all its current parts and copies exactly where they are) and per current part a `same`
     flag; the cost is disrupt_weight × (1 − kept) + gib_weight × the GiB whose part or copy is not where
-    it was (while placed). A running request that is not evictable and not forced to move stays placed;
-    at most max_moves non-mandatory running requests are disrupted. No-op without a current placement."""
+    it was (while placed). A running request that is not evictable and not forced to move stays placed,
+    and at most max_moves non-mandatory running requests are disrupted: both charged BREACH per breach
+    as `evaluate` does, not hard constraints, so the model stays feasible whatever the hint (CP-SAT aborts
+    on an infeasible model whose hint covers every variable) and agrees with the local searches. No-op
+    without a current placement."""
     current = problem.current
     if current is None:
         return
@@ -276,7 +281,7 @@ def add_move_cost(model: cp_model.CpModel, problem: PlacementProblem, v: Placeme
         for part in current.parts[r]:
             i = position.get(int(part[0]))
             same = None
-            if i is not None and not forced:
+            if i is not None:  # a forced request's parts on hosts still up may stay too
                 same = model.NewBoolVar(f"same[{r},{part[0]}]")
                 model.AddImplication(same, placed)
                 model.AddImplication(same, v.use[r][i])
@@ -294,7 +299,7 @@ def add_move_cost(model: cp_model.CpModel, problem: PlacementProblem, v: Placeme
         size = int(problem.demand[r, STORAGE])
         for h in current.copies[r]:
             j = stored.get(int(h))
-            copy = v.copy[r][j] if j is not None and not forced else None
+            copy = v.copy[r][j] if j is not None else None
             copies.append((int(h), copy))
             if size:
                 cost.append(gib * size * (placed - copy if copy is not None else placed))
@@ -311,10 +316,14 @@ def add_move_cost(model: cp_model.CpModel, problem: PlacementProblem, v: Placeme
         else:
             cost.append(int(current.disrupt_weight[r]))
         if current.must_place[r]:
-            model.Add(placed == 1)
+            cost.append(BREACH * (1 - placed))
         v.moves.append((r, kept, sames, copies))
     if current.max_moves >= 0 and voluntary:
-        model.Add(sum(voluntary) <= max(current.max_moves - current.outside, 0))
+        allowed = max(current.max_moves - current.outside, 0)
+        over = model.NewIntVar(0, len(voluntary), "moves_over_budget")
+        model.Add(sum(voluntary) - allowed <= over)
+        cost.append(BREACH * over)
+        v.moves_over = over
     v.move_cost = sum(cost)
 
 
@@ -432,6 +441,11 @@ def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVar
                 model.AddHint(same, tuple(part) in parts)
         if kept is not None:
             model.AddHint(kept, problem.current.kept(r, placed, parts, held))
+    if v.moves_over is not None:
+        current = problem.current
+        voluntary = sum(current.voluntary(r, bool(hint.placed[r]), hint.parts[r], hint.storage_hosts[r])
+                        for r in np.flatnonzero(current.running))
+        model.AddHint(v.moves_over, max(0, voluntary - max(current.max_moves - current.outside, 0)))
 
 
 @dataclass

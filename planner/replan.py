@@ -80,21 +80,56 @@ def check_current(raw: pl.DataFrame, hosts: pl.DataFrame, requests: pl.DataFrame
         return CurrentPlacement(empty_current(), str(path), ())
     table = validate_table(raw, CURRENT_COLUMNS, path, key=None).select(list(CURRENT_SCHEMA))
     indexed = table.with_row_index("_row")
-    dup = indexed.filter(pl.struct("request_id", "shard").is_duplicated())
-    if dup.height:
-        first, second = dup.row(0, named=True), dup.row(1, named=True)
-        raise InputError(path, f"request {second['request_id']!r} has shard {second['shard']} twice (first at row "
-                         f"{first['_row'] + 1})", int(second["_row"]) + 1, "shard")
+    _first_repeat(indexed, ("request_id", "shard"), path, "shard",
+                  lambda row, first: f"request {row['request_id']!r} has shard {row['shard']} twice (first at row "
+                                     f"{first + 1})")
     unknown = indexed.filter(~pl.col("host_id").is_in(hosts["host_id"].implode()))
     if unknown.height:
         row = unknown.row(0, named=True)
         raise InputError(path, f"host {row['host_id']!r} is not in tonight's hosts table", int(row["_row"]) + 1,
                          "host_id")
+    _check_rows(indexed, path)
     tonight = set(requests["request_id"].to_list())
     running = indexed.filter(pl.col("request_id").is_in(list(tonight)))
     departed = tuple(sorted(set(table["request_id"].to_list()) - tonight))
     _check_amounts(running, requests, path)
     return CurrentPlacement(running.drop("_row"), str(path), departed)
+
+
+def _first_repeat(indexed: pl.DataFrame, key: tuple[str, ...], path, column: str, message) -> None:
+    """The first row (in file order) that repeats `key`, named with the row it repeats."""
+    seen = indexed.with_columns(pl.col("_row").min().over(list(key)).alias("_first"))
+    repeat = seen.filter(pl.col("_row") > pl.col("_first")).sort("_row")
+    if repeat.height:
+        row = repeat.row(0, named=True)
+        raise InputError(path, message(row, int(row["_first"])), int(row["_row"]) + 1, column)
+
+
+def _check_rows(indexed: pl.DataFrame, path) -> None:
+    """Rows as shards.parquet writes them: compute-side parts (vcpu, RAM, GPU, NIC) and storage copies in
+    rows of their own, compute rows with replica 0, one compute row per request and host, one copy per
+    replica index and per host."""
+    both = indexed.filter((pl.col("storage_gib") > 0) & ((pl.col("vcpu") + pl.col("ram_gib") + pl.col("gpu")) > 0))
+    if both.height:
+        row = both.row(0, named=True)
+        raise InputError(path, f"request {row['request_id']!r}: a row holds a storage copy and compute or memory; "
+                         "they go in rows of their own", int(row["_row"]) + 1, "storage_gib")
+    compute = indexed.filter(pl.col("storage_gib") == 0)
+    bad = compute.filter(pl.col("replica") != 0)
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise InputError(path, f"request {row['request_id']!r}: replica {row['replica']} on a row without "
+                         "storage (compute, memory and GPU parts are replica 0)", int(row["_row"]) + 1, "replica")
+    _first_repeat(compute, ("request_id", "host_id"), path, "host_id",
+                  lambda row, first: f"request {row['request_id']!r} has two compute-side rows on host "
+                                     f"{row['host_id']!r} (first at row {first + 1}); one part per host")
+    copies = indexed.filter(pl.col("storage_gib") > 0)
+    _first_repeat(copies, ("request_id", "replica"), path, "replica",
+                  lambda row, first: f"request {row['request_id']!r} has storage replica {row['replica']} twice "
+                                     f"(first at row {first + 1})")
+    _first_repeat(copies, ("request_id", "host_id"), path, "host_id",
+                  lambda row, first: f"request {row['request_id']!r} has two storage copies on host "
+                                     f"{row['host_id']!r} (first at row {first + 1})")
 
 
 def _check_amounts(running: pl.DataFrame, requests: pl.DataFrame, path: str | Path) -> None:
@@ -121,6 +156,11 @@ def _check_amounts(running: pl.DataFrame, requests: pl.DataFrame, path: str | Pa
         raise InputError(path, f"request {row['request_id']!r}: a storage copy of {row['storage_gib']} GiB, but "
                          f"tonight's requests ask for {row['storage_gib_asked']} GiB", int(row["_row"]) + 1,
                          "storage_gib")
+    bad = copies.filter(pl.col("replica") >= pl.col("replicas"))
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise InputError(path, f"request {row['request_id']!r}: replica {row['replica']}, but tonight's requests ask "
+                         f"for {row['replicas']} replicas (0..{row['replicas'] - 1})", int(row["_row"]) + 1, "replica")
     bad = sums.filter((pl.col("storage_gib") > 0) & (pl.col("copies") != pl.col("replicas")))
     if bad.height:
         row = bad.row(0, named=True)
@@ -133,19 +173,23 @@ def _check_amounts(running: pl.DataFrame, requests: pl.DataFrame, path: str | Pa
 
 
 def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame,
-              whole: bool = False) -> dict[str, str]:
+              whole: bool = False, min_local_ram_gib_per_vcpu: float = 0.5) -> dict[str, str]:
     """Running requests that cannot stay where they are, with the reason (a person can act on it):
     a part on a host that is no longer `up`; a host that can no longer hold the parts it held (its
     existing load grew: the lowest-priority, then largest, running requests there must move until the
     rest fit); a copy on a tier below the request's, a GPU of another model, more hosts than max_shards;
-    in whole-VM mode, a request split over several hosts. The checker applies the same rule."""
+    in whole-VM mode, a request split over several hosts or without a copy beside its VM; and any part
+    that would break an invariant where it is (copies sharing a rack, parts in two zones, less local
+    RAM per vcpu than the option asks, remote memory for latency class low, GPUs without a vcpu beside
+    them): keeping such a request is no valid plan. The checker applies the same rule."""
     if current.height == 0:
         return {}
     reasons: dict[str, str] = {}
-    info = hosts.select("host_id", "status", "storage_type", "gpu_model")
+    info = hosts.select("host_id", "status", "storage_type", "gpu_model", "rack", "zone")
     parts = current.join(info, on="host_id", how="left").join(
-        requests.select("request_id", "priority", "max_shards", pl.col("storage_type").alias("wants_tier"),
-                        pl.col("gpu_model").alias("wants_gpu")), on="request_id", how="left")
+        requests.select("request_id", "priority", "max_shards", "latency_class",
+                        pl.col("storage_type").alias("wants_tier"), pl.col("gpu_model").alias("wants_gpu")),
+        on="request_id", how="left")
     for row in parts.filter(pl.col("status") != "up").sort("request_id", "shard").iter_rows(named=True):
         reasons.setdefault(row["request_id"], f"host {row['host_id']} {row['status']}")
     for row in parts.filter(pl.col("storage_gib") > 0).iter_rows(named=True):
@@ -161,8 +205,37 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     for row in compute.filter(pl.col("hosts") > (1 if whole else pl.col("max_shards"))).iter_rows(named=True):
         reasons.setdefault(row["request_id"], f"spans {row['hosts']} hosts, more than "
                                               f"{'whole-VM mode allows' if whole else 'its max_shards'}")
+    _breaks_invariants(parts, whole, min_local_ram_gib_per_vcpu, reasons)
     _over_capacity(hosts, parts, reasons)
     return dict(sorted(reasons.items()))
+
+
+def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: dict[str, str]) -> None:
+    """Running requests whose parts, left where they are, would break invariants 4–7 tonight."""
+    copies = parts.filter(pl.col("storage_gib") > 0)
+    for row in copies.group_by("request_id", "rack").len().filter(pl.col("len") > 1).sort("request_id").iter_rows(
+            named=True):
+        reasons.setdefault(row["request_id"], f"{row['len']} storage copies share rack {row['rack']}")
+    for row in parts.group_by("request_id").agg(pl.col("zone").n_unique().alias("zones")).filter(
+            pl.col("zones") > 1).sort("request_id").iter_rows(named=True):
+        reasons.setdefault(row["request_id"], f"parts in {row['zones']} zones")
+    per_host = parts.filter(pl.col("storage_gib") == 0).group_by("request_id", "host_id").agg(
+        pl.col("vcpu").sum(), pl.col("ram_gib").sum(), pl.col("gpu").sum(), pl.col("latency_class").first())
+    for row in per_host.sort("request_id", "host_id").iter_rows(named=True):
+        if row["vcpu"] > 0 and row["ram_gib"] < ratio * row["vcpu"] - 1e-9:
+            why = f"{row['ram_gib']} GiB beside {row['vcpu']} vcpu on {row['host_id']}, below {ratio:g} GiB per vcpu"
+        elif row["vcpu"] == 0 and row["ram_gib"] > 0 and row["latency_class"] == "low":
+            why = f"remote memory on {row['host_id']}, which latency class low does not allow"
+        elif row["vcpu"] == 0 and row["gpu"] > 0:
+            why = f"GPUs on {row['host_id']} without a vcpu beside them"
+        else:
+            continue
+        reasons.setdefault(row["request_id"], why)
+    if whole:
+        compute = per_host.select("request_id", "host_id")
+        beside = copies.join(compute, on=["request_id", "host_id"], how="semi")["request_id"].unique().to_list()
+        for request_id in sorted(set(copies["request_id"].to_list()) - set(beside)):
+            reasons.setdefault(request_id, "no storage copy beside its VM, which whole-VM mode asks")
 
 
 def _over_capacity(hosts: pl.DataFrame, parts: pl.DataFrame, reasons: dict[str, str]) -> None:

@@ -40,8 +40,9 @@ import polars as pl
 
 from shardplan.plandir import PlanDir, read_plan_dir
 from shardplan.planner.replan import check_current
-from shardplan.planner.validate.inputs import InputError, load_requests
+from shardplan.planner.validate.inputs import InputError, check_hosts, load_requests, validate_table
 from shardplan.planner.validate.options import OPTION_FIELDS, OptionError, PlanOptions
+from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS
 
 SCENARIO_KEYS = ("name", "drain_racks", "drain_hosts", "fail_zones", "fail_racks", "fail_hosts", "remove_hosts",
                  "add_hosts", "demand", "requests", "options")
@@ -89,6 +90,21 @@ class _Lines:
                     re.search(rf"[{{,]\s*{re.escape(key)}\s*=", self.lines[i]):
                 return i + 1
         return start + 1 if block is not None else None
+
+    def of_sub(self, block: int, table: str, index: int, key: str) -> int | None:
+        """The line of `key` in the index-th [[scenario.<table>]] of a scenario block (its header line if the
+        key is not written there)."""
+        start = self.blocks[block] if block < len(self.blocks) else 0
+        end = self.blocks[block + 1] if block + 1 < len(self.blocks) else len(self.lines)
+        headers = [i for i in range(start, end) if re.match(rf"\s*\[\[\s*scenario\.{table}\s*\]\]", self.lines[i])]
+        if index >= len(headers):
+            return self.of(block, key)
+        stop = next((i for i in range(headers[index] + 1, end) if re.match(r"\s*\[", self.lines[i])), end)
+        for i in range(headers[index], stop):
+            if re.match(rf"\s*{re.escape(key)}\s*=", self.lines[i]) or re.search(rf"[{{,]\s*{re.escape(key)}\s*=",
+                                                                                   self.lines[i]):
+                return i + 1
+        return headers[index] + 1
 
 
 def read_scenarios(path: str | Path, base: PlanDir, base_options: PlanOptions) -> list[Scenario]:
@@ -197,6 +213,11 @@ def _scenario(path: Path, lines: _Lines, k: int, raw: object, base: PlanDir, def
                                 f"request id {sorted(clash)[0]!r} is in the base already")
         requests = pl.concat([requests, added.select(requests.columns)], how="vertical_relaxed")
         edits.append(f"requests: +{added.height} from {extra}")
+    try:
+        validate_table(requests.select([c.name for c in REQUEST_COLUMNS]), REQUEST_COLUMNS, "requests",
+                       key="request_id")
+    except InputError as exc:
+        raise ScenarioError(path, lines.of(k, "name"), "demand", f"the scenario's requests are not valid ({exc})") from exc
     options = _options(path, lines, k, defaults, raw.get("options", {}))
     if raw.get("options"):
         edits.append("options: " + ", ".join(f"{a} = {b}" for a, b in raw["options"].items()))
@@ -217,38 +238,41 @@ def _add_hosts(path: Path, lines: _Lines, k: int, raw: object, hosts: pl.DataFra
         raw = [raw]
     if not isinstance(raw, list):
         raise ScenarioError(path, lines.of(k, "add_hosts"), "add_hosts", "expected [[scenario.add_hosts]] tables")
-    for item in raw:
+    for n, item in enumerate(raw):
+        at = lambda key: lines.of_sub(k, "add_hosts", n, key)  # noqa: E731
+        if not isinstance(item, dict):
+            raise ScenarioError(path, lines.of(k, "add_hosts"), "add_hosts", "expected a table")
         unknown = sorted(set(item) - set(ADD_HOST_KEYS))
         if unknown:
-            raise ScenarioError(path, lines.of(k, unknown[0]), unknown[0],
+            raise ScenarioError(path, at(unknown[0]), unknown[0],
                                 f"unknown add_hosts key (known: {', '.join(ADD_HOST_KEYS)})")
         count = item.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ScenarioError(path, lines.of(k, "count"), "count", f"expected a whole number ≥ 1, got {count!r}")
+            raise ScenarioError(path, at("count"), "count", f"expected a whole number ≥ 1, got {count!r}")
         if "host" in item:
             row = {**_template(hosts, hosts["host_id"][0]), **item["host"]}
             unknown_columns = sorted(set(item["host"]) - set(hosts.columns))
             if unknown_columns:
-                raise ScenarioError(path, lines.of(k, unknown_columns[0]), unknown_columns[0], "unknown hosts column")
+                raise ScenarioError(path, at(unknown_columns[0]), unknown_columns[0], "unknown hosts column")
             if "host_id" not in item["host"]:
-                raise ScenarioError(path, lines.of(k, "host"), "host", "a host given in full needs its host_id")
+                raise ScenarioError(path, at("host"), "host", "a host given in full needs its host_id")
             template, prefix = row, str(item["host"]["host_id"])
         elif "like" in item:
             if item["like"] not in set(hosts["host_id"].to_list()):
-                raise ScenarioError(path, lines.of(k, "like"), "like", f"unknown host {item['like']!r}")
+                raise ScenarioError(path, at("like"), "like", f"unknown host {item['like']!r}")
             template, prefix = _template(hosts, item["like"]), f"{item['like']}-copy-"
         elif "class" in item:
             of_class = hosts.filter(pl.col("host_class") == item["class"])
             if of_class.height == 0:
-                raise ScenarioError(path, lines.of(k, "class"), "class", f"no host of class {item['class']!r}")
+                raise ScenarioError(path, at("class"), "class", f"no host of class {item['class']!r}")
             template, prefix = _template(hosts, of_class["host_id"][0]), f"whatif-{item['class']}-"
         else:
-            raise ScenarioError(path, lines.of(k, "add_hosts"), "add_hosts", "give `like`, `class` or `host`")
+            raise ScenarioError(path, at("add_hosts"), "add_hosts", "give `like`, `class` or `host`")
         if "rack" in item:
             if item["rack"] in set(hosts["rack"].to_list()):
                 zone = hosts.filter(pl.col("rack") == item["rack"])["zone"][0]
                 if "zone" in item and item["zone"] != zone:
-                    raise ScenarioError(path, lines.of(k, "zone"), "zone", f"rack {item['rack']!r} lies in {zone!r}")
+                    raise ScenarioError(path, at("zone"), "zone", f"rack {item['rack']!r} lies in {zone!r}")
             else:
                 zone = item.get("zone", template["zone"])
             template = {**template, "rack": item["rack"], "zone": zone}
@@ -260,14 +284,17 @@ def _add_hosts(path: Path, lines: _Lines, k: int, raw: object, hosts: pl.DataFra
             i += 1
             if host_id in taken:
                 if "host" in item and count == 1:
-                    raise ScenarioError(path, lines.of(k, "host_id"), "host_id", f"host {host_id!r} exists already")
+                    raise ScenarioError(path, at("host_id"), "host_id", f"host {host_id!r} exists already")
                 continue
             rows.append({**template, "host_id": host_id, "status": "up", "used_vcpu": 0, "used_ram_gib": 0,
                          "used_storage_gib": 0, "used_net_gbps": 0.0, "used_gpu": 0})
         try:
-            hosts = pl.concat([hosts, pl.DataFrame(rows, schema=hosts.schema)])
-        except (TypeError, pl.exceptions.PolarsError) as exc:
-            raise ScenarioError(path, lines.of(k, "add_hosts"), "add_hosts", f"bad host values ({exc})") from exc
+            added = pl.DataFrame(rows, schema=hosts.schema)
+            validate_table(added, HOST_COLUMNS, "add_hosts", key="host_id")
+            hosts = check_hosts(pl.concat([hosts, added]), "hosts with the scenario's hosts")
+        except (TypeError, pl.exceptions.PolarsError, InputError) as exc:
+            raise ScenarioError(path, at("host" if "host" in item else "add_hosts"), "add_hosts",
+                                f"bad host values ({exc})") from exc
         edits.append(f"add {count} host(s) like {template.get('host_class')} on {template['rack']}")
     return hosts
 
@@ -283,26 +310,29 @@ def _demand(path: Path, lines: _Lines, k: int, raw: object, requests: pl.DataFra
     if not isinstance(raw, list):
         raise ScenarioError(path, lines.of(k, "demand"), "demand", "expected [[scenario.demand]] tables")
     running = set(base.shards["request_id"].to_list())
-    for item in raw:
+    for n, item in enumerate(raw):
+        at = lambda key: lines.of_sub(k, "demand", n, key)  # noqa: E731
+        if not isinstance(item, dict):
+            raise ScenarioError(path, lines.of(k, "demand"), "demand", "expected a table")
         unknown = sorted(set(item) - set(DEMAND_KEYS))
         if unknown:
-            raise ScenarioError(path, lines.of(k, unknown[0]), unknown[0],
+            raise ScenarioError(path, at(unknown[0]), unknown[0],
                                 f"unknown demand key (known: {', '.join(DEMAND_KEYS)})")
         factor = item.get("factor")
         if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
-            raise ScenarioError(path, lines.of(k, "factor"), "factor", f"expected a number > 0, got {factor!r}")
+            raise ScenarioError(path, at("factor"), "factor", f"expected a number > 0, got {factor!r}")
         keys = [key for key in ("app_type", "user_id") if key in item]
         if len(keys) != 1:
-            raise ScenarioError(path, lines.of(k, "demand"), "demand", "give exactly one of app_type or user_id")
+            raise ScenarioError(path, at("demand"), "demand", "give exactly one of app_type or user_id")
         key = keys[0]
         if item[key] not in set(requests[key].to_list()):
-            raise ScenarioError(path, lines.of(k, key), key, f"no request has {key} {item[key]!r}")
+            raise ScenarioError(path, at(key), key, f"no request has {key} {item[key]!r}")
         group = requests.filter(pl.col(key) == item[key]).sort("request_id")
         change = int(round(group.height * (factor - 1)))
         if change > 0:  # copies of every k-th request of the group, new ids
             step = max(group.height / change, 1.0)
             picks = group[[int(math.floor(i * step)) % group.height for i in range(change)]]
-            copies = picks.with_columns(pl.format("{}-whatif-{}", "request_id", pl.int_range(pl.len()))
+            copies = picks.with_columns(pl.format("{}-whatif{}-{}", "request_id", pl.lit(n), pl.int_range(pl.len()))
                                         .alias("request_id"))
             requests = pl.concat([requests, copies])
         elif change < 0:  # the last ones by id leave (running ones among them: their room is free)

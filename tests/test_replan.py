@@ -50,11 +50,38 @@ SPLIT = shards(("r1", 0, "h1", 0, 8, 16, 0, 0.0, 0, "compute"), ("r2", 0, "h2", 
     ((("r1", 0, "h1", 0, 8, 16, 0, 0.0, 0, "compute"), ("r1", 0, "h2", 0, 0, 0, 0, 0.0, 0, "compute")), "shard",
      "shard 0 twice"),
     ((("r1", 0, "h1", 0, 6, 16, 0, 0.0, 0, "compute"),), "vcpu", "ask for 8"),
+    ((("r1", 0, "h1", 0, 8, 16, 10, 0.0, 0, "compute"),), "storage_gib", "rows of their own"),
+    ((("r1", 0, "h1", 1, 8, 16, 0, 0.0, 0, "compute"),), "replica", "replica 0"),
+    ((("r1", 0, "h1", 0, 4, 8, 0, 0.0, 0, "compute"), ("r1", 1, "h1", 0, 4, 8, 0, 0.0, 0, "compute")), "host_id",
+     "one part per host"),
 ])
 def test_a_bad_current_placement_is_refused_naming_row_and_column(rows, column, words):
     with pytest.raises(InputError) as caught:
         check_current(shards(*rows), two_hosts(), running_pair(), "cur.parquet")
     assert caught.value.column == column and words in str(caught.value) and caught.value.row is not None
+
+
+def test_a_repeated_shard_names_the_row_that_repeats_it():
+    rows = shards(("r1", 0, "h1", 0, 8, 16, 0, 0.0, 0, "compute"), ("r2", 0, "h2", 0, 8, 16, 0, 0.0, 0, "compute"),
+                  ("r1", 0, "h2", 0, 0, 0, 0, 0.0, 0, "compute"), ("r2", 0, "h1", 0, 0, 0, 0, 0.0, 0, "compute"))
+    with pytest.raises(InputError) as caught:
+        check_current(rows, two_hosts(), running_pair(), "cur")
+    assert caught.value.row == 3 and "'r1' has shard 0 twice (first at row 1)" in str(caught.value)
+
+
+def test_parts_that_would_break_an_invariant_where_they_are_must_move():
+    hosts = hosts_table({"host_id": "h1", "rack": "rA", "vcpu": 16, "ram_gib": 64},
+                        {"host_id": "h2", "rack": "rA", "vcpu": 16, "ram_gib": 64})
+    requests = requests_table({"request_id": "r1", "vcpu": 4, "ram_gib": 8, "storage_gib": 10, "replicas": 2},
+                              {"request_id": "r2", "vcpu": 4, "ram_gib": 4})
+    current = shards(("r1", 0, "h1", 0, 4, 8, 0, 0.0, 0, "compute"), ("r1", 1, "h1", 0, 0, 0, 10, 0.0, 0, "storage"),
+                     ("r1", 2, "h2", 1, 0, 0, 10, 0.0, 0, "replica"), ("r2", 0, "h2", 0, 4, 4, 0, 0.0, 0, "compute"))
+    forced = must_move(hosts, requests, current, min_local_ram_gib_per_vcpu=2.0)
+    assert forced == {"r1": "2 storage copies share rack rA", "r2": "4 GiB beside 4 vcpu on h2, below 2 GiB per vcpu"}
+    # planned with a budget of no voluntary moves, neither breaks it, and the plan is valid
+    options = FAST.replace(max_moves=0, min_local_ram_gib_per_vcpu=2.0)
+    result = plan(hosts, requests, options, current=check_current(current, hosts, requests, "cur"))
+    assert check_plan(hosts, requests, result.shards, result.requests_out, options, current=current) == []
 
 
 def test_negative_amounts_are_refused(tmp_path):

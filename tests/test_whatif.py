@@ -40,6 +40,8 @@ def base(tmp_path_factory):
     ('[[scenario]]\nname = "a"\n[[scenario.demand]]\napp_type = "web"\nfactor = 0\n', 5, "factor"),
     ('[[scenario]]\nname = "a"\noptions = { max_movez = 3 }\n', 3, "max_movez"),
     ('[[scenario]]\nname = "a"\n[[scenario.add_hosts]]\nclass = "tpu"\n', 4, "class"),
+    ('[[scenario]]\nname = "a"\n[[scenario.add_hosts]]\nlike = "g0"\ncount = 1\n'
+     '[[scenario.add_hosts]]\nlike = "g0"\ncount = -2\n', 8, "count"),
 ])
 def test_a_bad_scenario_file_is_refused_with_its_line_and_key(base, tmp_path, text, line, key):
     path = tmp_path / "s.toml"

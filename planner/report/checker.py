@@ -376,7 +376,8 @@ def check_running(plan: _PlanTables) -> list[Violation]:
         return []
     tonight = plan.requests.select("request_id", "evictable")
     current = plan.current.join(tonight.select("request_id"), on="request_id", how="semi")
-    forced = must_move(plan.hosts, plan.requests, current, whole=plan.whole)
+    forced = must_move(plan.hosts, plan.requests, current, whole=plan.whole,
+                       min_local_ram_gib_per_vcpu=plan.min_local_ram_gib_per_vcpu)
     placed = set(plan.requests_out.filter(pl.col("status") == "placed")["request_id"].to_list())
     evictable = dict(tonight.iter_rows())
     moved = moved_requests(current, plan.shards)

@@ -262,17 +262,18 @@ def consolidate(problem: PlacementProblem, assignment: Assignment, max_moves: in
         light = np.argsort(spare_share, kind="stable")[:3]
         spare = others[int(light[int(rng.choice(len(light), size=1, replace=False)[0])])]
         stats.detail["rounds"] += 1
-        before = pack.snapshot()
-        if _empty_host(pack, victim, spare, rng, max_moves, patience, stats, began, wall_limit_s) and \
-                pack.round_cost(before[1]) < int(problem.cost[victim]):
+        before = pack.snapshot() if problem.current is not None else None
+        emptied = _empty_host(pack, victim, spare, rng, max_moves, patience, stats, began, wall_limit_s)
+        if emptied and (before is None or pack.round_cost(before[1]) < int(problem.cost[victim])):
             pack.voluntary += pack.pending_voluntary
             stats.detail["hosts_emptied"] += 1
             tried.clear()
             passes_without_success = 0
-        else:  # failed, or (re-planning) freeing the host did not pay for the moves it took
-            pack.restore(before)
+        else:
+            if emptied:  # re-planning: freeing the host did not pay for the moves it took
+                pack.restore(before)
+                stats.moves += 1  # such a round costs a move even when everything fitted at once
             tried.add(victim)
-            stats.moves += 1  # a round costs a move even when everything fitted at once, so the budget ends it
     result = canonical_groups(problem, pack.write(assignment))  # emptied group members: in order again
     stats.final_objective = evaluate(problem, result).total
     if stats.final_objective > stats.start_objective:  # cannot happen: moves keep hosts; a guard, not a path

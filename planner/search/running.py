@@ -87,7 +87,8 @@ def build_running(hosts: pl.DataFrame, requests: pl.DataFrame, placement: Curren
             parts[r].append((h, int(row["vcpu"]), int(row["ram_gib"]), max(int(round(net * NET_UNITS_PER_GBPS)), 0),
                              int(row["gpu"])))
     demand_net = np.ceil(requests["net_gbps"].to_numpy() * NET_UNITS_PER_GBPS - 1e-9).astype(np.int64)
-    reasons = must_move(hosts, requests, placement.shards, whole=options.mode == "whole")
+    reasons = must_move(hosts, requests, placement.shards, whole=options.mode == "whole",
+                        min_local_ram_gib_per_vcpu=options.min_local_ram_gib_per_vcpu)
     ids = requests["request_id"].to_list()
     mandatory = np.array([i in reasons for i in ids], dtype=bool) & np.array([p is not None for p in parts])
     final_parts: list[tuple[Part, ...] | None] = []
