@@ -591,9 +591,16 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
     are recorded."""
     current = None if running is None else running.placement.shards
 
+    stuck: set[str] = set()
+
     def check(shards: pl.DataFrame, requests_out: pl.DataFrame) -> list:
         found = checker(hosts, requests, shards, requests_out, options, current=current)
-        return found or ([] if current is None else unorderable_moves(hosts, requests, current, shards))
+        if found or current is None:
+            return found
+        messages, blocked = unorderable_moves(hosts, requests, current, shards)
+        stuck.clear()
+        stuck.update(blocked)
+        return messages
     problem = stage.problem
     chosen, terms = search.assignment, evaluate(problem, search.assignment)
     start_terms = evaluate(problem, stage.start_hint)
@@ -604,8 +611,18 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
         shards, requests_out = assemble(fleet, requests, chosen.restored(order), options, stage.candidates, running)
     with budget.fixed("check"):
         violations = check(shards, requests_out)
+        for _ in range(3 if running is not None else 0):  # moves no executor can order: keep those requests
+            if not violations or not stuck:
+                break
+            repaired = keep_in_place(chosen, running, requests, stuck, order)
+            if repaired is None:
+                break
+            shards, requests_out = assemble(fleet, requests, repaired.restored(order), options, stage.candidates,
+                                            running)
+            chosen, violations = repaired, check(shards, requests_out)
+            terms = evaluate(problem, chosen)
     if not violations:
-        return Outcome(chosen, terms, shards, requests_out, improved, None)
+        return Outcome(chosen, terms, shards, requests_out, terms.total < start_terms.total, None)
     fallback: dict = {"violations": [str(v) for v in violations[:20]], "violation_count": len(violations),
                       "broken": search.label}
     alternatives = [("warm start", stage.start_hint), ("first-fit decreasing", stage.ffd_hint)]
@@ -621,8 +638,23 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
     raise AssertionError("no fallback passed the checker")  # unreachable: what runs, kept, breaks no invariant
 
 
+def keep_in_place(chosen: Assignment, running: Running, requests: pl.DataFrame, stuck: set[str],
+                  order: np.ndarray) -> Assignment | None:
+    """The plan with the running requests whose moves could not be ordered put back where they run (those
+    free to stay); None when none of them is."""
+    ids = requests["request_id"].to_list()
+    out = chosen.restored(order)
+    kept = running.kept()
+    changed = False
+    for r, request_id in enumerate(ids):
+        if request_id in stuck and running.keepable[r]:
+            out.placed[r], out.parts[r], out.storage_hosts[r] = True, kept.parts[r], kept.storage_hosts[r]
+            changed = True
+    return out.reordered(order) if changed else None
+
+
 def unorderable_moves(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame,
-                      shards: pl.DataFrame) -> list[str]:
+                      shards: pl.DataFrame) -> tuple[list[str], set[str]]:
     """Re-planning: the plan must be reachable from what runs. The executors' action planner orders the moves
     within capacity (staging through free room where it finds some); what it cannot order is returned, so the
     plan is refused like one that breaks an invariant and the next valid alternative is taken."""
@@ -633,8 +665,8 @@ def unorderable_moves(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.D
     replicas = dict(requests.select("request_id", "replicas").iter_rows())
     ordered = plan_actions(list(parts_from_frame(current)), TargetPlan(Path("."), parts_from_frame(shards), spec,
                                                                        replicas, "plan"), spec)
-    return [] if ordered.ok else [f"moves cannot be ordered within capacity: {s.action.kind.value} "
-                                  f"{s.action.part.label}: {s.why}" for s in ordered.stuck]
+    return ([f"moves cannot be ordered within capacity: {s.action.kind.value} {s.action.part.label}: {s.why}"
+             for s in ordered.stuck], {s.action.part.request_id for s in ordered.stuck})
 
 
 def solver_label(search: SearchResult, outcome: Outcome, lp: SolveResult | None, bound: float | None,

@@ -2,6 +2,7 @@
 every search phase, mandatory moves, moves.parquet, invariant 11 and the plan → apply → status → plan loop."""
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -319,3 +320,24 @@ def test_cli_refuses_a_bad_current_placement_and_writes_nothing(tmp_path):
     assert result.exit_code == 2
     assert "current.csv, row 1, column 'host_id'" in result.output and "not in tonight's hosts" in result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_swap_no_executor_can_order_is_found_and_undone():
+    """Two full hosts whose requests trade places: neither create can run before the other's delete."""
+    from shardplan.planner.engine import keep_in_place, unorderable_moves
+    from shardplan.planner.search.running import build_running
+
+    hosts = hosts_table(*[{"host_id": h, "rack": f"r{i}", "vcpu": 8, "ram_gib": 16} for i, h in enumerate(("h1", "h2"))])
+    requests = requests_table({"request_id": "a", "vcpu": 8, "ram_gib": 16}, {"request_id": "b", "vcpu": 8, "ram_gib": 16})
+    current = shards(("a", 0, "h1", 0, 8, 16, 0, 0.0, 0, "compute"), ("b", 0, "h2", 0, 8, 16, 0, 0.0, 0, "compute"))
+    swapped = shards(("a", 0, "h2", 0, 8, 16, 0, 0.0, 0, "compute"), ("b", 0, "h1", 0, 8, 16, 0, 0.0, 0, "compute"))
+    messages, stuck = unorderable_moves(hosts, requests, current, swapped)
+    assert stuck == {"a", "b"} and messages
+    assert unorderable_moves(hosts, requests, current, current) == ([], set())
+    running = build_running(hosts, requests, check_current(current, hosts, requests, "c"), FAST,
+                            (hosts["status"] == "up").to_numpy())
+    from shardplan.models.problem import Assignment
+    order = np.arange(2)
+    plan_swapped = Assignment(np.ones(2, dtype=bool), [[(1, 8, 16, 0, 0)], [(0, 8, 16, 0, 0)]], [[], []])
+    repaired = keep_in_place(plan_swapped, running, requests, stuck, order)
+    assert repaired.parts == [[(0, 8, 16, 0, 0)], [(1, 8, 16, 0, 0)]]

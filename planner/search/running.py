@@ -34,7 +34,7 @@ class Running:
     disrupt_weight: np.ndarray   # (R,) int64
     gib_weight: int
     max_moves: int
-    held: np.ndarray             # (H, 5): room the running parts that may stay take
+    held: np.ndarray             # (H, 5): room running parts take on up hosts (a forced move's too, until it moves)
     reasons: dict[str, str]      # request id → why it must move
     placement: CurrentPlacement
 
@@ -108,7 +108,9 @@ def build_running(hosts: pl.DataFrame, requests: pl.DataFrame, placement: Curren
     held = np.zeros((hosts.height, 5), dtype=np.int64)
     storage = requests["storage_gib"].to_numpy()
     rate_mbps = int(round(rate * NET_UNITS_PER_GBPS))
-    for r in np.flatnonzero(running & ~mandatory):
+    # the parts of a request that must move still hold their room until it has moved: a warm start that
+    # filled it would make two forced moves wait on each other (a swap no executor can order)
+    for r in np.flatnonzero(running):
         for h, v, m, net, g in final_parts[r]:
             held[h] += (v, m, 0, net + (rate_mbps * m if v == 0 else 0), g)
         for h in final_copies[r]:
