@@ -347,21 +347,43 @@ def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_reques
 def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool, measure: str = "sum",
             best_fit: bool = False, running: Running | None = None) -> tuple[Assignment, np.ndarray]:
     """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used. With
-    `running`: what may stay stays where it is, and the rest (new requests, forced moves) is inserted in
-    the room it leaves, as a classic scheduler does."""
+    `running`: what may stay stays where it is; the forced moves go first, into room nobody holds (their
+    old room stays theirs until they have moved, so two forced moves never wait on each other, and what
+    runs comes before what is new); then the new requests, in the room the forced moves left."""
     req = request_arrays(requests)
     order = ffd_order(req["demand"], unplaced_priority(requests, options), fleet, measure)
     max_shards = req["max_shards"] if sharded else np.ones_like(req["max_shards"])
-    inserted = order if running is None else order[~running.keepable[order]]
-    assignment = first_fit(fleet.room_view(), req["demand"], req["tier"], req["gpu_model"], max_shards,
-                           req["replicas"], req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu,
-                           int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)), best_fit)
-    if running is not None:
-        kept = running.kept()
-        for r in np.flatnonzero(running.keepable):
-            assignment.placed[r], assignment.parts[r] = True, kept.parts[r]
-            assignment.storage_hosts[r] = kept.storage_hosts[r]
+    rate = int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS))
+
+    def fit(view: Fleet, inserted: np.ndarray) -> Assignment:
+        return first_fit(view, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
+                         req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu, rate, best_fit)
+
+    if running is None:
+        return fit(fleet.room_view(), order), order
+    forced = fit(fleet.room_view(), order[running.mandatory[order]])
+    left = np.clip(fleet.free - running.held_kept - assignment_usage(forced, req["demand"], rate, fleet.n_hosts), 0,
+                   None)
+    assignment = fit(dataclasses.replace(fleet, free=left, held=None), order[~running.running[order]])
+    kept = running.kept()
+    for r in np.flatnonzero(running.keepable):
+        assignment.placed[r], assignment.parts[r] = True, kept.parts[r]
+        assignment.storage_hosts[r] = kept.storage_hosts[r]
+    for r in np.flatnonzero(forced.placed):
+        assignment.placed[r], assignment.parts[r] = True, forced.parts[r]
+        assignment.storage_hosts[r] = forced.storage_hosts[r]
     return assignment, order
+
+
+def assignment_usage(assignment: Assignment, demand: np.ndarray, remote_mbps_per_gib: int, n_hosts: int) -> np.ndarray:
+    """(H, 5) room an assignment (request index space) takes, remote-memory traffic included."""
+    usage = np.zeros((n_hosts, 5), dtype=np.int64)
+    for r in np.flatnonzero(assignment.placed):
+        for h, v, m, n, g in assignment.parts[r]:
+            usage[h] += (v, m, 0, n + (remote_mbps_per_gib * m if v == 0 else 0), g)
+        for h in assignment.storage_hosts[r]:
+            usage[h, STORAGE] += demand[r, STORAGE]
+    return usage
 
 
 def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,

@@ -37,6 +37,7 @@ class Running:
     held: np.ndarray             # (H, 5): room running parts take on up hosts (a forced move's too, until it moves)
     reasons: dict[str, str]      # request id → why it must move
     placement: CurrentPlacement
+    held_kept: np.ndarray | None = None  # (H, 5): room the running parts that may stay take
 
     @property
     def running(self) -> np.ndarray:
@@ -110,14 +111,22 @@ def build_running(hosts: pl.DataFrame, requests: pl.DataFrame, placement: Curren
     rate_mbps = int(round(rate * NET_UNITS_PER_GBPS))
     # the parts of a request that must move still hold their room until it has moved: a warm start that
     # filled it would make two forced moves wait on each other (a swap no executor can order)
+    held_kept = np.zeros_like(held)
     for r in np.flatnonzero(running):
+        into = held_kept if not mandatory[r] else None
         for h, v, m, net, g in final_parts[r]:
-            held[h] += (v, m, 0, net + (rate_mbps * m if v == 0 else 0), g)
+            room = (v, m, 0, net + (rate_mbps * m if v == 0 else 0), g)
+            held[h] += room
+            if into is not None:
+                into[h] += room
         for h in final_copies[r]:
             held[h, STORAGE] += storage[r]
+            if into is not None:
+                into[h, STORAGE] += storage[r]
     held[~up] = 0
+    held_kept[~up] = 0
     per_dollar = COST_UNITS_PER_DOLLAR / options.move_horizon_h
     disrupt = np.where(running, int(round(options.disruption_cost * per_dollar)), 0).astype(np.int64)
     return Running(final_parts, final_copies, mandatory, running & ~evictable & ~mandatory, disrupt,
                    int(round(options.move_cost_per_gib * per_dollar)), options.max_moves, held,
-                   {i: reasons[i] for i in ids if i in reasons}, placement)
+                   {i: reasons[i] for i in ids if i in reasons}, placement, held_kept)
