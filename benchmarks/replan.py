@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, require_shared_dir, results_path, write_json_atomic  # noqa: E402
 from shardplan.data.generator import DEMO_SEED, demo_fleet, generate_fleet  # noqa: E402
-from shardplan.executors.actions import plan_actions  # noqa: E402
-from shardplan.executors.base import TargetPlan, hosts_from_frame, parts_from_frame  # noqa: E402
+from shardplan.executors.actions import plan_between  # noqa: E402
 from shardplan.planner.engine import demand_units, plan, unplaced_priority  # noqa: E402
 from shardplan.planner.replan import check_current, compare, moved_requests, must_move  # noqa: E402
 from shardplan.planner.report.checker import check_plan  # noqa: E402
+from shardplan.planner.report.diff import active_cost  # noqa: E402
 from shardplan.planner.validate.options import PlanOptions  # noqa: E402
 
 POLICIES = ("from_scratch", "never_move", "incremental", "incremental_budget", "incremental_T/5")
@@ -135,20 +135,6 @@ def weighted_demand(requests: pl.DataFrame, shards: pl.DataFrame, options: PlanO
     return float((unplaced_priority(requests, options) * demand_units(requests, options))[placed].sum())
 
 
-def active_cost(hosts: pl.DataFrame, shards: pl.DataFrame) -> float:
-    loaded = hosts.filter(pl.sum_horizontal(pl.col("^used_.*$")) > 0)["host_id"].to_list()
-    active = set(shards["host_id"].to_list()) | set(loaded)
-    return float(hosts.filter(pl.col("host_id").is_in(list(active)))["cost_per_hour"].sum())
-
-
-def executor_actions(hosts: pl.DataFrame, requests: pl.DataFrame, before: pl.DataFrame, after: pl.DataFrame) -> int:
-    """Actions the sim executor's planner needs to go from `before` to `after` (creates, deletes, copies)."""
-    spec = hosts_from_frame(hosts)
-    replicas = dict(requests.select("request_id", "replicas").iter_rows())
-    target = TargetPlan(Path("."), parts_from_frame(after), spec, replicas, "bench")
-    return len(plan_actions(list(parts_from_frame(before)), target, spec).actions)
-
-
 def run_fleet(name: str, nights: int, time_limit: float, hazard, weekday, seed: int) -> dict:
     week, failed_rack = fleet_week(name, nights, hazard, weekday, seed)
     base = PlanOptions(time_limit_s=time_limit)
@@ -190,8 +176,8 @@ def run_fleet(name: str, nights: int, time_limit: float, hazard, weekday, seed: 
                 "fleet": name, "night": night, "policy": policy, "running": len(running_ids),
                 "disrupted": len(moved), "voluntary": len(moved - set(forced)), "mandatory": len(moved & set(forced)),
                 "moved_gib": counts["moved_gib"],
-                "actions": executor_actions(hosts, requests, was if previous is not None else result.shards.clear(),
-                                            result.shards),
+                "actions": len(plan_between(hosts, requests, was if previous is not None else result.shards.clear(),
+                                            result.shards).actions),
                 "weighted_demand": weighted_demand(requests, result.shards, options),
                 "demand_asked": weighted_demand(requests, requests.select("request_id"), options),
                 "active_cost": active_cost(hosts, result.shards), "wall_s": wall,

@@ -14,8 +14,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from shardplan.executors.base import CAPACITY_SLACK, Action, ActionKind, HostSpec, Part, TargetPlan  # noqa: F401
+import polars as pl
+
+from shardplan.executors.base import (  # noqa: F401
+    CAPACITY_SLACK,
+    Action,
+    ActionKind,
+    HostSpec,
+    Part,
+    TargetPlan,
+    hosts_from_frame,
+    parts_from_frame,
+)
 from shardplan.schema import RESOURCES, tier_rank
 
 
@@ -220,6 +232,15 @@ def diff_actions(current: list[Part], target: TargetPlan) -> tuple[list[Action],
         for old in leftover:
             add(ActionKind.DELETE, old, "not in the plan")
     return actions, waits
+
+
+def plan_between(hosts: pl.DataFrame, requests: pl.DataFrame, before: pl.DataFrame, after: pl.DataFrame) -> ActionPlan:
+    """The ordered actions from one shards table to another, on an input hosts table (the copies each request
+    keeps from the requests table): what an apply of `after` onto `before` would run."""
+    spec = hosts_from_frame(hosts)
+    replicas = dict(requests.select("request_id", "replicas").iter_rows())
+    target = TargetPlan(Path("."), parts_from_frame(after), spec, replicas, "plan")
+    return plan_actions(list(parts_from_frame(before)), target, spec)
 
 
 def plan_actions(current: list[Part], target: TargetPlan, hosts: dict[str, HostSpec] | None = None) -> ActionPlan:

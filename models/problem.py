@@ -343,13 +343,21 @@ def move_cost(problem: PlacementProblem, assignment: Assignment) -> int:
 
 def host_usage(problem: PlacementProblem, assignment: Assignment) -> np.ndarray:
     """(H, 5) resources an assignment takes on each host, remote-memory traffic included."""
-    usage = np.zeros((problem.n_hosts, 5), dtype=np.int64)
+    return assignment_usage(assignment, problem.demand[:, STORAGE], problem.remote_mbps_per_gib, problem.n_hosts)
+
+
+def assignment_usage(assignment: Assignment, storage_gib: np.ndarray, remote_mbps_per_gib: int,
+                     n_hosts: int) -> np.ndarray:
+    """(H, 5) room an assignment takes on each host (storage_gib per copy of each request; memory held where
+    the request has no vcpu adds remote_mbps_per_gib per GiB of NIC traffic): the one usage rule the
+    searches, the warm start and what runs share."""
+    usage = np.zeros((n_hosts, 5), dtype=np.int64)
     for r in np.flatnonzero(assignment.placed):
         for h, v, m, n, g in assignment.parts[r]:
             usage[h, VCPU] += v
             usage[h, RAM] += m
-            usage[h, NET] += n + remote_traffic(problem, m, v)
+            usage[h, NET] += n + (remote_mbps_per_gib * m if v == 0 else 0)
             usage[h, GPU] += g
         for h in assignment.storage_hosts[r]:
-            usage[h, STORAGE] += problem.demand[r, STORAGE]
+            usage[h, STORAGE] += storage_gib[r]
     return usage

@@ -22,7 +22,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -39,6 +38,7 @@ from shardplan.models.problem import (
     PlacementProblem,
     PlanStatus,
     SolveResult,
+    assignment_usage,
     canonical_groups,
     evaluate,
     relabel_by_first_use,
@@ -362,8 +362,8 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
     if running is None:
         return fit(fleet.room_view(), order), order
     forced = fit(fleet.room_view(), order[running.mandatory[order]])
-    left = np.clip(fleet.free - running.held_kept - assignment_usage(forced, req["demand"], rate, fleet.n_hosts), 0,
-                   None)
+    left = np.clip(fleet.free - running.held_kept - assignment_usage(forced, req["demand"][:, STORAGE], rate,
+                                                                     fleet.n_hosts), 0, None)
     assignment = fit(dataclasses.replace(fleet, free=left, held=None), order[~running.running[order]])
     kept = running.kept()
     for r in np.flatnonzero(running.keepable):
@@ -373,17 +373,6 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
         assignment.placed[r], assignment.parts[r] = True, forced.parts[r]
         assignment.storage_hosts[r] = forced.storage_hosts[r]
     return assignment, order
-
-
-def assignment_usage(assignment: Assignment, demand: np.ndarray, remote_mbps_per_gib: int, n_hosts: int) -> np.ndarray:
-    """(H, 5) room an assignment (request index space) takes, remote-memory traffic included."""
-    usage = np.zeros((n_hosts, 5), dtype=np.int64)
-    for r in np.flatnonzero(assignment.placed):
-        for h, v, m, n, g in assignment.parts[r]:
-            usage[h] += (v, m, 0, n + (remote_mbps_per_gib * m if v == 0 else 0), g)
-        for h in assignment.storage_hosts[r]:
-            usage[h, STORAGE] += demand[r, STORAGE]
-    return usage
 
 
 def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
@@ -686,13 +675,9 @@ def unorderable_moves(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.D
     """Re-planning: the plan must be reachable from what runs. The executors' action planner orders the moves
     within capacity (staging through free room where it finds some); what it cannot order is returned, so the
     plan is refused like one that breaks an invariant and the next valid alternative is taken."""
-    from shardplan.executors.actions import plan_actions
-    from shardplan.executors.base import TargetPlan, hosts_from_frame, parts_from_frame
+    from shardplan.executors.actions import plan_between
 
-    spec = hosts_from_frame(hosts)
-    replicas = dict(requests.select("request_id", "replicas").iter_rows())
-    ordered = plan_actions(list(parts_from_frame(current)), TargetPlan(Path("."), parts_from_frame(shards), spec,
-                                                                       replicas, "plan"), spec)
+    ordered = plan_between(hosts, requests, current, shards)
     return ([f"moves cannot be ordered within capacity: {s.action.kind.value} {s.action.part.label}: {s.why}"
              for s in ordered.stuck], {s.action.part.request_id for s in ordered.stuck})
 

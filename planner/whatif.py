@@ -40,6 +40,7 @@ import polars as pl
 
 from shardplan.plandir import PlanDir, read_plan_dir
 from shardplan.planner.replan import check_current
+from shardplan.planner.report.diff import active_cost, weighted_demand
 from shardplan.planner.validate.inputs import InputError, check_hosts, load_requests, validate_table
 from shardplan.planner.validate.options import OPTION_FIELDS, OptionError, PlanOptions
 from shardplan.schema import HOST_COLUMNS, REQUEST_COLUMNS
@@ -75,6 +76,11 @@ class Scenario:
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "scenario"
 
 
+def _sets(line: str, key: str) -> bool:
+    """The TOML line sets `key`: `key = …` or, in an inline table, `{ key = …` / `, key = …`."""
+    return bool(re.match(rf"\s*{re.escape(key)}\s*=", line) or re.search(rf"[{{,]\s*{re.escape(key)}\s*=", line))
+
+
 class _Lines:
     """Line numbers of keys in the scenario file's text, per [[scenario]] block."""
 
@@ -86,8 +92,7 @@ class _Lines:
         start = 0 if block is None else self.blocks[block] if block < len(self.blocks) else 0
         end = self.blocks[block + 1] if block is not None and block + 1 < len(self.blocks) else len(self.lines)
         for i in range(start, end):
-            if re.match(rf"\s*(\[\[?\s*scenario\.)?{re.escape(key)}\b", self.lines[i]) or \
-                    re.search(rf"[{{,]\s*{re.escape(key)}\s*=", self.lines[i]):
+            if re.match(rf"\s*(\[\[?\s*scenario\.)?{re.escape(key)}\b", self.lines[i]) or _sets(self.lines[i], key):
                 return i + 1
         return start + 1 if block is not None else None
 
@@ -101,8 +106,7 @@ class _Lines:
             return self.of(block, key)
         stop = next((i for i in range(headers[index] + 1, end) if re.match(r"\s*\[", self.lines[i])), end)
         for i in range(headers[index], stop):
-            if re.match(rf"\s*{re.escape(key)}\s*=", self.lines[i]) or re.search(rf"[{{,]\s*{re.escape(key)}\s*=",
-                                                                                   self.lines[i]):
+            if _sets(self.lines[i], key):
                 return i + 1
         return headers[index] + 1
 
@@ -233,19 +237,27 @@ def real_requests(requests: pl.DataFrame) -> pl.DataFrame:
     return requests.filter(pl.col(KIND_COLUMN) != RESERVATION_KIND).drop(KIND_COLUMN)
 
 
-def _add_hosts(path: Path, lines: _Lines, k: int, raw: object, hosts: pl.DataFrame, edits: list[str]) -> pl.DataFrame:
+def _sub_tables(path: Path, lines: _Lines, k: int, raw: object, table: str, keys: tuple[str, ...]):
+    """The [[scenario.<table>]] tables of scenario `k`, each checked for unknown keys: (index, table, `at`),
+    where `at(key)` is the line of `key` in that table."""
     if isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list):
-        raise ScenarioError(path, lines.of(k, "add_hosts"), "add_hosts", "expected [[scenario.add_hosts]] tables")
+        raise ScenarioError(path, lines.of(k, table), table, f"expected [[scenario.{table}]] tables")
     for n, item in enumerate(raw):
-        at = lambda key: lines.of_sub(k, "add_hosts", n, key)  # noqa: E731
+        def at(key: str, n: int = n) -> int | None:
+            return lines.of_sub(k, table, n, key)
+
         if not isinstance(item, dict):
-            raise ScenarioError(path, lines.of(k, "add_hosts"), "add_hosts", "expected a table")
-        unknown = sorted(set(item) - set(ADD_HOST_KEYS))
+            raise ScenarioError(path, lines.of(k, table), table, "expected a table")
+        unknown = sorted(set(item) - set(keys))
         if unknown:
-            raise ScenarioError(path, at(unknown[0]), unknown[0],
-                                f"unknown add_hosts key (known: {', '.join(ADD_HOST_KEYS)})")
+            raise ScenarioError(path, at(unknown[0]), unknown[0], f"unknown {table} key (known: {', '.join(keys)})")
+        yield n, item, at
+
+
+def _add_hosts(path: Path, lines: _Lines, k: int, raw: object, hosts: pl.DataFrame, edits: list[str]) -> pl.DataFrame:
+    for n, item, at in _sub_tables(path, lines, k, raw, "add_hosts", ADD_HOST_KEYS):
         count = item.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise ScenarioError(path, at("count"), "count", f"expected a whole number ≥ 1, got {count!r}")
@@ -305,19 +317,8 @@ def _template(hosts: pl.DataFrame, host_id: str) -> dict:
 
 def _demand(path: Path, lines: _Lines, k: int, raw: object, requests: pl.DataFrame, base: PlanDir,
             edits: list[str]) -> pl.DataFrame:
-    if isinstance(raw, dict):
-        raw = [raw]
-    if not isinstance(raw, list):
-        raise ScenarioError(path, lines.of(k, "demand"), "demand", "expected [[scenario.demand]] tables")
     running = set(base.shards["request_id"].to_list())
-    for n, item in enumerate(raw):
-        at = lambda key: lines.of_sub(k, "demand", n, key)  # noqa: E731
-        if not isinstance(item, dict):
-            raise ScenarioError(path, lines.of(k, "demand"), "demand", "expected a table")
-        unknown = sorted(set(item) - set(DEMAND_KEYS))
-        if unknown:
-            raise ScenarioError(path, at(unknown[0]), unknown[0],
-                                f"unknown demand key (known: {', '.join(DEMAND_KEYS)})")
+    for n, item, at in _sub_tables(path, lines, k, raw, "demand", DEMAND_KEYS):
         factor = item.get("factor")
         if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
             raise ScenarioError(path, at("factor"), "factor", f"expected a number > 0, got {factor!r}")
@@ -369,22 +370,6 @@ COMPARISON_SCHEMA: dict[str, pl.DataType] = {
     "wall_s": pl.Float64,
 }
 """One row per plan (the base first): what comparing scenarios side by side reads."""
-
-
-def weighted_demand(requests: pl.DataFrame, requests_out: pl.DataFrame) -> float:
-    """Priority × (vcpu + ram_gib / 4 + 8 × gpu) of the placed requests."""
-    placed = requests.join(requests_out.filter(pl.col("status") == "placed").select("request_id"), on="request_id")
-    if placed.height == 0:
-        return 0.0
-    return float(placed.select((pl.col("priority") * (pl.col("vcpu") + pl.col("ram_gib") / 4 + 8 * pl.col("gpu")))
-                               .sum()).item())
-
-
-def active_cost(hosts: pl.DataFrame, shards: pl.DataFrame) -> float:
-    """Hourly cost of the hosts that hold a shard or existing load."""
-    loaded = hosts.filter(pl.sum_horizontal(pl.col("^used_.*$")) > 0)["host_id"].to_list()
-    active = set(shards["host_id"].to_list()) | set(loaded)
-    return float(hosts.filter(pl.col("host_id").is_in(list(active)))["cost_per_hour"].sum())
 
 
 def compare_row(name: str, plan_dir: str, hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame,

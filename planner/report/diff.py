@@ -258,14 +258,25 @@ def group_by_reason(parts: pl.DataFrame) -> pl.DataFrame:
             .sort(["parts", "reason"], descending=[True, False]))
 
 
-def placed_demand(plan: PlanDir) -> float:
-    """Priority-weighted demand placed: priority × (vcpu + ram_gib / 4 + 8 × gpu), real requests only."""
-    placed = plan.requests_out.filter(pl.col("status") == "placed").select("request_id")
-    joined = plan.requests.join(placed, on="request_id")
-    if joined.height == 0:
+def weighted_demand(requests: pl.DataFrame, requests_out: pl.DataFrame) -> float:
+    """Priority-weighted demand placed: priority × (vcpu + ram_gib / 4 + 8 × gpu) of the requests placed."""
+    placed = requests.join(requests_out.filter(pl.col("status") == "placed").select("request_id"), on="request_id")
+    if placed.height == 0:
         return 0.0
-    return float(joined.select((pl.col("priority") * (pl.col("vcpu") + pl.col("ram_gib") / 4 + 8 * pl.col("gpu")))
+    return float(placed.select((pl.col("priority") * (pl.col("vcpu") + pl.col("ram_gib") / 4 + 8 * pl.col("gpu")))
                                .sum()).item())
+
+
+def active_cost(hosts: pl.DataFrame, shards: pl.DataFrame) -> float:
+    """Hourly cost of the hosts that hold a shard or existing load."""
+    loaded = hosts.filter(pl.sum_horizontal(pl.col("^used_.*$")) > 0)["host_id"].to_list()
+    active = set(shards["host_id"].to_list()) | set(loaded)
+    return float(hosts.filter(pl.col("host_id").is_in(list(active)))["cost_per_hour"].sum())
+
+
+def placed_demand(plan: PlanDir) -> float:
+    """A plan directory's priority-weighted demand placed (real requests: blocks are reserved, not placed)."""
+    return weighted_demand(plan.requests, plan.requests_out)
 
 
 def diff_plans(dir_a: str | Path | PlanDir, dir_b: str | Path | PlanDir, moved_only: bool | None = None) -> PlanDiff:

@@ -14,10 +14,10 @@ import polars as pl
 from shardplan.models.problem import (
     COST_UNITS_PER_DOLLAR,
     NET_UNITS_PER_GBPS,
-    STORAGE,
     Assignment,
     Current,
     Part,
+    assignment_usage,
 )
 from shardplan.planner.replan import CurrentPlacement, must_move
 from shardplan.planner.validate.options import PlanOptions
@@ -106,23 +106,14 @@ def build_running(hosts: pl.DataFrame, requests: pl.DataFrame, placement: Curren
     final_copies = [None if c is None else tuple(h for _, h in sorted(c)) for c in copies]
     evictable = requests["evictable"].to_numpy().astype(bool)
     running = np.array([p is not None for p in final_parts], dtype=bool)
-    held = np.zeros((hosts.height, 5), dtype=np.int64)
-    storage = requests["storage_gib"].to_numpy()
-    rate_mbps = int(round(rate * NET_UNITS_PER_GBPS))
     # the parts of a request that must move still hold their room until it has moved: a warm start that
     # filled it would make two forced moves wait on each other (a swap no executor can order)
-    held_kept = np.zeros_like(held)
-    for r in np.flatnonzero(running):
-        into = held_kept if not mandatory[r] else None
-        for h, v, m, net, g in final_parts[r]:
-            room = (v, m, 0, net + (rate_mbps * m if v == 0 else 0), g)
-            held[h] += room
-            if into is not None:
-                into[h] += room
-        for h in final_copies[r]:
-            held[h, STORAGE] += storage[r]
-            if into is not None:
-                into[h, STORAGE] += storage[r]
+    storage = requests["storage_gib"].to_numpy()
+    rate_mbps = int(round(rate * NET_UNITS_PER_GBPS))
+    everything = Assignment(running.copy(), [list(p or ()) for p in final_parts], [list(c or ()) for c in final_copies])
+    held = assignment_usage(everything, storage, rate_mbps, hosts.height)
+    held_kept = assignment_usage(Assignment(running & ~mandatory, everything.parts, everything.storage_hosts),
+                                 storage, rate_mbps, hosts.height)
     held[~up] = 0
     held_kept[~up] = 0
     per_dollar = COST_UNITS_PER_DOLLAR / options.move_horizon_h
