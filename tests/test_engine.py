@@ -111,3 +111,21 @@ def test_nightly_on_demo(tmp_path):
     assert CliRunner().invoke(app, ["check", str(tmp_path / "n")]).exit_code == 0
     plan_json = json.loads((tmp_path / "n" / "plan.json").read_text())
     assert plan_json["placed"] > 0 and plan_json["options"]["time_limit_s"] == 4
+
+
+def test_a_request_no_host_can_hold_does_not_stop_the_search():
+    """The only unplaced request has no candidate (it weighs 0 in the objective): LNS must still run, not
+    draw its seed from all-zero weights (it raised 'probabilities contain NaN')."""
+    from shardplan.planner.engine import plan
+    from shardplan.planner.validate.options import PlanOptions
+    from tests.fleets import hosts_table, requests_table
+
+    hosts = hosts_table(*[{"host_id": f"h{i}", "rack": f"r{i % 3}", "zone": "z1", "vcpu": 16, "ram_gib": 64,
+                           "used_vcpu": 4 * (i % 2), "used_ram_gib": 8} for i in range(6)])
+    requests = requests_table(*[{"request_id": f"q{i:02d}", "vcpu": 12 if i < 4 else 4, "ram_gib": 24,
+                                 "max_shards": 3} for i in range(12)],
+                              {"request_id": "big", "vcpu": 40, "ram_gib": 8, "max_shards": 1})
+    result = plan(hosts, requests, PlanOptions(time_limit_s=4, lp_bound=False))
+    out = dict(zip(result.requests_out["request_id"], result.requests_out["status"]))
+    assert out.pop("big") == "unplaced" and set(out.values()) == {"placed"}
+    assert result.plan_json["lns"] is not None  # the search this is about ran

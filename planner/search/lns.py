@@ -108,7 +108,8 @@ def improve(problem: PlacementProblem, start: Assignment, budget_s: float, seed:
             hosts.add(first)
             if take:
                 hosts.update(int(h) for h in rng.choice(same_zone, size=take, replace=False))
-        elif len(unplaced) and draw < 0.6:
+        elif len(unplaced) and draw < 0.6 and problem.unplaced_weight[unplaced].sum() > 0:
+            # (a request with no candidate weighs 0: it cannot seed a neighbourhood)
             weights = problem.unplaced_weight[unplaced].astype(float)
             seed_request = int(rng.choice(unplaced, p=weights / weights.sum()))
             pool = np.union1d(problem.compute_candidates[seed_request], problem.storage_candidates[seed_request])
