@@ -118,3 +118,23 @@ def test_version_and_ids_kept_whole(tmp_path, tables):
     assert str(tmp_path / "p") in result.output.replace("\n", "")
     out = pl.read_parquet(tmp_path / "p" / "requests.parquet")
     assert out.height == 30
+
+
+def test_a_later_command_in_the_same_process_gets_its_whole_time_limit(tmp_path, monkeypatch):
+    """`--time-limit` counts from the command's start: in a process that ran commands before (CliRunner in
+    tests, a caller of `app`), the clock restarts, instead of counting from the module's import."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from shardplan.planner.cli import app, common
+    hosts, requests = generate_fleet(8, 12, seed=3)
+    hosts.write_parquet(tmp_path / "h.parquet")
+    requests.write_parquet(tmp_path / "r.parquet")
+    monkeypatch.setattr(common, "COMMAND_STARTED", common.COMMAND_STARTED - 1000.0)  # imported long ago
+    monkeypatch.setattr(common, "_invocations", 1)                                # and ran a command since
+    result = CliRunner().invoke(app, ["plan", "--hosts", str(tmp_path / "h.parquet"), "--requests",
+                                      str(tmp_path / "r.parquet"), "--out", str(tmp_path / "p"), "--time-limit", "5"])
+    assert result.exit_code == 0, result.output
+    budget = json.loads((tmp_path / "p" / "plan.json").read_text())["budget"]
+    assert budget["elapsed_s"] < 5 and not budget["wall_clock_cap_fired"]

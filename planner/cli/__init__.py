@@ -8,6 +8,7 @@ from shardplan.planner.cli import common  # noqa: F401  (first: --time-limit cou
 from shardplan.planner.cli import executors as executor_commands  # noqa: E402
 from shardplan.planner.cli import forecast as forecast_commands  # noqa: E402
 from shardplan.planner.cli import plan as plan_commands  # noqa: E402
+from shardplan.planner.cli import report as report_commands  # noqa: E402
 from shardplan.planner.cli import whatif as whatif_commands  # noqa: E402
 
 app = typer.Typer(help="shardplan: nightly planner that shards VM requests across a heterogeneous fleet.",
@@ -26,12 +27,14 @@ def _version(show: bool) -> None:
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="print the version and exit")) -> None:
     """shardplan: nightly planner that shards VM requests across a heterogeneous fleet."""
+    common.start_invocation()
 
 
 plan_commands.register(app)
 executor_commands.register(app)
 forecast_commands.register(app)
 whatif_commands.register(app)
+report_commands.register(app)
 
 if __name__ == "__main__":
     app()

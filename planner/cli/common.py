@@ -8,7 +8,23 @@ import sys
 import time
 
 COMMAND_STARTED = time.perf_counter()
-"""When the command started (this module is imported first thing): `--time-limit` counts from here."""
+"""When the command started (this module is imported first thing): `--time-limit` counts from here. A process
+that runs several commands (tests through CliRunner, a caller of `app`) restarts the clock at each later one
+(`start_invocation`), so a command's limit is never spent before it began."""
+_invocations = 0
+
+
+def start_invocation() -> None:
+    """Called as each command starts (the app's callback): the first one keeps the import time, which is the
+    nearest to the process's start; later ones in the same process count from now."""
+    global COMMAND_STARTED, _invocations
+    if _invocations:
+        COMMAND_STARTED = time.perf_counter()
+    _invocations += 1
+
+
+def command_started() -> float:
+    return COMMAND_STARTED
 
 from pathlib import Path  # noqa: E402
 
@@ -71,7 +87,7 @@ def start_command(options: PlanOptions, out: Path, force: bool):
     except OutDirError as exc:
         errors.print(f"bad option: {exc}", style="bold red", markup=False)
         raise typer.Exit(2) from exc
-    return new_budget(options, started=COMMAND_STARTED)
+    return new_budget(options, started=command_started())
 
 
 def warn_fallback(fallback: dict) -> None:
