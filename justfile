@@ -18,6 +18,7 @@ bench:
     python benchmarks/replication.py
     python benchmarks/replan.py
     python benchmarks/whatif.py
+    python benchmarks/report.py
 
 # regenerate the embedded demo from the seeded generator
 regen-demo:

@@ -459,6 +459,21 @@ class PlacementSolution:
     n_constraints: int = 0
     deterministic_s: float = 0.0  # CP-SAT deterministic time spent, hint completion included
     extra_terms: dict[str, int] = field(default_factory=dict)  # values of the terms a caller added
+    trajectory: list[tuple[float, float, float]] = field(default_factory=list)
+    """(seconds since the solve started, objective, best bound) at each solution CP-SAT found (solver units)."""
+
+
+class _Trajectory(cp_model.CpSolverSolutionCallback):
+    """Records each improving solution's objective and the bound at that moment (it does not steer the search)."""
+
+    def __init__(self, started: float) -> None:
+        super().__init__()
+        self.started = started
+        self.points: list[tuple[float, float, float]] = []
+
+    def on_solution_callback(self) -> None:
+        self.points.append((time.perf_counter() - self.started, float(self.ObjectiveValue()),
+                            float(self.BestObjectiveBound())))
 
 
 ConstraintFamily = Callable[[cp_model.CpModel, PlacementProblem, PlacementVars], None]
@@ -544,7 +559,8 @@ class PlacementModel:
         if log_callback is not None:
             solver.parameters.log_search_progress = True
             solver.log_callback = log_callback
-        code = solver.Solve(model)
+        trajectory = _Trajectory(start)
+        code = solver.Solve(model, trajectory)
         elapsed = time.perf_counter() - start
         status = _STATUS.get(code, PlanStatus.TIMEOUT_NO_SOLUTION)
         proto = model.Proto()
@@ -561,7 +577,7 @@ class PlacementModel:
                                moves=value(self.terms.moves))
         result = SolveResult(status, objective, bound, relative_gap(objective, bound), elapsed, "cp-sat")
         return PlacementSolution(result, read_assignment(problem, solver, v), terms, n_vars, n_cons, dtime,
-                                 {name: value(x) for name, x in self.terms.extra.items()})
+                                 {name: value(x) for name, x in self.terms.extra.items()}, trajectory.points)
 
 
 _STATUS = {cp_model.OPTIMAL: PlanStatus.OPTIMAL, cp_model.FEASIBLE: PlanStatus.FEASIBLE,

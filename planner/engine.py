@@ -127,6 +127,8 @@ class CpSatReport:
     constraints: int
     deterministic_s: float
     stopped_by: Stop
+    started_s: float = 0.0   # the budget's clock when the solve started
+    trajectory: list[tuple[float, float, float]] = field(default_factory=list)  # (s since start, objective, bound)
 
     def to_dict(self) -> dict[str, object]:
         return {**in_dollars(self.result), "variables": self.variables, "constraints": self.constraints,
@@ -213,11 +215,43 @@ class PlanReport:
             "candidates": self.candidates,
             "checker_fallback": self.checker_fallback,
             "budget": self.budget.to_dict(),
+            "progress": self.progress(),
         }
         for key in ("reserved", "reservation_blocks", "reservations", "nightly", "migration"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
+
+
+    def progress(self) -> list[dict[str, object]]:
+        """The objective of the best plan each phase left and the bounds known, over the command's time ($/h;
+        `t_s` from the budget's start): the warm start, each local search's result, every solution CP-SAT found
+        with its bound (over the model's candidates), the LP bound and the final plan after assignment."""
+        ended = {p.phase: p.end_s for p in self.budget.phases if p.end_s is not None}
+        search, scale = self.search, COST_UNITS_PER_DOLLAR
+        points: list[dict[str, object]] = []
+
+        def add(phase: str, t: float | None, objective: float | None, bound: float | None = None) -> None:
+            if t is not None and (objective is not None or bound is not None):
+                points.append({"phase": phase, "t_s": round(t, 3), "objective": objective, "bound": bound})
+
+        add("warm_start", ended.get("warm_start"), self.warm_start.get("objective"))
+        if search.recreate is not None and search.recreate.stats is not None:
+            add("ruin_recreate", ended.get("ruin_recreate"), search.recreate.stats.final_objective / scale)
+        if search.consolidation is not None:
+            add("consolidation", ended.get("consolidation"), search.consolidation.final_objective / scale)
+        if search.cp_sat is not None:
+            for t, objective, bound in search.cp_sat.trajectory:
+                add("cp_sat", search.cp_sat.started_s + t, objective / scale, bound / scale)
+            result = search.cp_sat.result
+            add("cp_sat", ended.get("cp_sat"), None if result.objective is None else result.objective / scale,
+                None if result.best_bound is None else result.best_bound / scale)
+        if search.lns is not None:
+            add("lns", ended.get("lns"), search.lns.final_objective / scale)
+        if self.lp_relaxation is not None and self.lp_relaxation.objective is not None:
+            add("lp_bound", ended.get("bound"), None, self.lp_relaxation.objective / scale)
+        add("final", ended.get("check", ended.get("assign")), self.result.objective, self.result.best_bound)
+        return sorted(points, key=lambda point: point["t_s"])
 
 
 @dataclass
@@ -526,13 +560,14 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions, bud
         # the cap covers building the model too: the solve gets what building it left
         model.problem = dataclasses.replace(model.problem,
                                             wall_limit_s=max(grant.wall_cap_s - (time.perf_counter() - began), 0.01))
+        solve_started = budget.elapsed()
         solution = model.solve(hint, log_callback=solver_log)
         wall = time.perf_counter() - began
         out.proved_optimal = solution.result.status == PlanStatus.OPTIMAL
         used = solution.deterministic_s / grant.units_per_s if grant.deterministic else wall
         charged = budget.charge(grant, used, wall, Stop.DONE if out.proved_optimal else Stop.BUDGET)
         out.cp_sat = CpSatReport(solution.result, solution.n_variables, solution.n_constraints,
-                                 solution.deterministic_s, charged.stopped_by)
+                                 solution.deterministic_s, charged.stopped_by, solve_started, solution.trajectory)
         out.bound = solution.result.best_bound
         if solution.terms is not None and solution.terms.total <= evaluate(problem, hint).total:
             out.assignment = solution.assignment

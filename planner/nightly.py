@@ -152,16 +152,36 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
     return NightlyRun(inputs, forecaster, forecast, sizing, blocks, planned, violations, notes, seconds)
 
 
+def demand_history(run: NightlyRun) -> pl.DataFrame | None:
+    """The hourly demand per (user_id, app_type) the forecaster was trained on (its last train_days), which
+    the plan directory keeps as inputs/history.parquet so its report can draw forecast against history."""
+    from datetime import timedelta
+
+    from shardplan.forecasting.history import hourly_demand
+
+    if run.forecast is None or run.inputs.history is None or run.inputs.history.height == 0:
+        return None
+    demand = hourly_demand(run.inputs.history)
+    days = int((run.planned.plan_json.get("nightly") or {}).get("reservation_options", {}).get("train_days", 14))
+    return demand.filter(pl.col("ts") > demand["ts"].max() - timedelta(days=days))
+
+
 def export_nightly(run: NightlyRun, out: Path) -> None:
-    """Write the plan directory (with reservations.parquet when pre-allocation ran) and forecast.parquet."""
+    """Write the plan directory (with reservations.parquet when pre-allocation ran), forecast.parquet and the
+    demand history it was forecast from (inputs/history.parquet)."""
+    from shardplan.files import parquet_bytes, write_atomically
     from shardplan.forecasting.export import write_forecast
+    from shardplan.plandir import INPUT_HISTORY_FILE
     from shardplan.planner.report.export import write_plan_dir
 
     planned = run.planned
+    history = demand_history(run)
     write_plan_dir(out, hosts=run.inputs.hosts, requests=planned.requests, shards=planned.shards,
                    requests_out=planned.requests_out, plan_json=planned.plan_json,
                    reservations=planned.reservations if run.sizing is not None else None,
-                   keep=("forecast.parquet",) if run.forecast is not None else (),
+                   keep=("forecast.parquet", INPUT_HISTORY_FILE) if run.forecast is not None else (),
                    filters=planned.plan.filter_counts, current=planned.plan.current, moves=planned.plan.moves)
     if run.forecast is not None:
         write_forecast(run.forecast, out, {"forecaster": run.forecaster, "history": run.inputs.history_source})
+    if history is not None:
+        write_atomically(out / INPUT_HISTORY_FILE, parquet_bytes(history))

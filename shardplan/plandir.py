@@ -34,6 +34,8 @@ INPUT_HOSTS_FILE = "inputs/hosts.parquet"
 INPUT_REQUESTS_FILE = "inputs/requests.parquet"
 INPUT_CURRENT_FILE = "inputs/current.parquet"
 MOVES_FILE = "moves.parquet"
+INPUT_HISTORY_FILE = "inputs/history.parquet"   # nightly: the hourly demand per (user, app type) it forecast from
+REPORT_FILE = "report.html"
 
 
 
@@ -44,7 +46,7 @@ class PlanExportError(ValueError):
 PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "moves.parquet",
               "filters.parquet",
               "forecast.parquet", "report.html", "plan.json", "inputs/hosts.parquet", "inputs/requests.parquet",
-              "inputs/current.parquet")
+              "inputs/current.parquet", "inputs/history.parquet")
 """Every file a plan directory may hold: what --force replaces and what counts as stale."""
 
 

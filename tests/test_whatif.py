@@ -70,6 +70,10 @@ def test_scenarios_are_planned_from_the_base_and_compared(base, tmp_path):
     for name in ("drain-r1", "web-x2", "two-more-gpu"):
         assert check_plan_dir(tmp_path / "out" / name) == []
     assert pl.read_parquet(tmp_path / "out" / "comparison.parquet").height == 4
+    from tests.test_report import unpack  # the one page comparing the scenarios
+    figures = json.loads(unpack((tmp_path / "out" / "report.html").read_text(), "figures"))
+    compared = figures["fig-whatif-comparison"]["data"]
+    assert [list(trace["x"]) for trace in compared] == [["drain r1", "web x2", "two more gpu"]] * 6
     hosts = pl.read_parquet(tmp_path / "out" / "two-more-gpu" / "inputs/hosts.parquet")
     assert hosts.height == 8 and hosts.filter(pl.col("host_id").str.starts_with("g0-copy-"))["gpu"].to_list() == [2, 2]
 

@@ -23,11 +23,12 @@ from shardplan.planner.validate.options import PlanOptions
 
 def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reservation_options: ReservationOptions,
                 forecaster: str, console: Console, errors: Console, force: bool = False, as_json: bool = False,
-                current_path: Path | None = None) -> int:
+                current_path: Path | None = None, report: bool = True) -> int:
     """The `shardplan nightly` command body: progress bar per stage, summary tables; returns the exit code.
     `--time-limit` bounds the whole command: its budget starts with the command."""
     from shardplan.planner.cli.common import print_summary, print_violations, start_command, warn_fallback
     from shardplan.planner.replan import load_current
+    from shardplan.planner.report.page import report_seconds
     from shardplan.planner.validate.inputs import InputError
 
     budget = start_command(plan_options, out, force)
@@ -53,6 +54,8 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
             bar.stop()
             errors.print("bad input: " + str(exc), style="bold red", markup=False)
             return 2
+        if report:  # the page is drawn after the export, inside --time-limit
+            budget.extra_after_s = report_seconds(inputs.hosts.height)
         run = run_nightly(inputs, plan_options, reservation_options, forecaster, note=stage, budget=budget)
         if run.violations:
             bar.stop()
@@ -64,6 +67,11 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
         with budget.fixed("export"):
             export_nightly(run, out)
         run.stage_seconds["export"] = time.perf_counter() - started
+        if report:
+            stage("export", "report.html")
+            started = time.perf_counter()
+            run.notes.extend(write_report(out, budget, inputs.hosts.height))
+            run.stage_seconds["report"] = time.perf_counter() - started
         bar.update(task, completed=len(NIGHTLY_STAGES), description="done")
     if run.planned.plan_json.get("checker_fallback"):
         warn_fallback(run.planned.plan_json["checker_fallback"])
@@ -78,6 +86,24 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
     console.print(f"nightly: {budget.elapsed():.1f}s wall ("
                   + ", ".join(f"{k} {v:.1f}s" for k, v in run.stage_seconds.items()) + ")")
     return 0
+
+
+def write_report(out: Path, budget, n_hosts: int) -> list[str]:
+    """OUT/report.html from the plan directory just written, when the time limit leaves room for it; the notes
+    to print (a skipped or failed report never fails the nightly: the plan is written and valid)."""
+    from shardplan.plandir import REPORT_FILE
+    from shardplan.planner.report.page import report_seconds, write_plan_report
+
+    left = budget.time_limit_s - budget.elapsed()
+    if left < report_seconds(n_hosts):
+        return [f"report.html skipped: {left:.1f}s of the time limit left, it needs about "
+                f"{report_seconds(n_hosts):.1f}s (run `shardplan report {out} --out {out / REPORT_FILE}`)"]
+    try:
+        with budget.fixed("report"):
+            written = write_plan_report(out, out / REPORT_FILE)
+    except Exception as exc:  # drawing is not planning: say so and keep the plan
+        return [f"report.html not written ({type(exc).__name__}: {exc}); the plan directory is complete"]
+    return [f"report: {written.page} ({written.bytes / 1e6:.1f} MB, {written.figures} figures)"]
 
 
 def reservation_table(run: NightlyRun) -> Table:

@@ -145,6 +145,8 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed"),
         force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+        report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report.html, the plan drawn "
+                                    "(shardplan report); skipped, with a note, when the time limit leaves no room"),
     ) -> None:
         """The nightly job: history → forecast → reservation sizing → plan (requests + reservation blocks) → check → export."""
         from shardplan.forecasting.forecasters import FORECASTERS
@@ -169,7 +171,7 @@ def register(app: typer.Typer) -> None:
             errors.print(f"[bold red]bad option[/]: {exc}")
             raise typer.Exit(2) from exc
         raise typer.Exit(nightly_cli(data, out, options, reservation_options, name, console, errors, force, as_json,
-                                     current_path))
+                                     current_path, report))
 
     @app.command("check")
     def check_command(plan_dir: Path = typer.Argument(..., help="plan directory")) -> None:

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from shardplan.planner.cli.common import COMMAND_STARTED, console, errors
+from shardplan.planner.cli.common import command_started, console, errors
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
             errors.print(f"[{i + 1}/{len(planned)}] {scenario.name}: " + ("; ".join(scenario.edits) or "no edits"))
 
         try:
-            table = run_whatif(base, planned, out, limit, COMMAND_STARTED, force, note)
+            table = run_whatif(base, planned, out, limit, command_started(), force, note)
         except OutDirError as exc:
             errors.print(f"bad option: {exc}", style="bold red", markup=False)
             raise typer.Exit(2) from exc
@@ -53,10 +53,30 @@ def register(app: typer.Typer) -> None:
         write_atomically(out / "comparison.json", json.dumps(table.to_dicts(), indent=1))
         if parquet is not None:
             write_atomically(parquet, parquet_bytes(table))
+        _report(out, table, limit)
         if as_json:
             sys.stdout.write(json.dumps(table.to_dicts()) + "\n")
             return
         console.print(render_comparison(table))
+
+
+def _report(out: Path, table, limit: float) -> None:
+    """OUT/report.html: the scenarios side by side, when the time limit leaves room (a note otherwise)."""
+    import time
+
+    from shardplan.planner.report.page import REPORT_S_FIXED, write_whatif_report
+
+    left = limit - (time.perf_counter() - command_started())
+    if left < REPORT_S_FIXED:
+        errors.print(f"note: report.html skipped, {left:.1f}s of the time limit left (run `shardplan report {out} "
+                     f"--out {out / 'report.html'}`)")
+        return
+    try:
+        written = write_whatif_report(out, table)
+    except Exception as exc:  # drawing is not planning: the plans and the comparison are written
+        errors.print(f"note: report.html not written ({type(exc).__name__}: {exc})", markup=False)
+        return
+    errors.print(f"report: {written.page} ({written.bytes / 1e6:.1f} MB, {written.figures} figures)", markup=False)
 
 
 def render_comparison(table) -> Table:

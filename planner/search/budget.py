@@ -70,11 +70,12 @@ class PhaseCharge:
     charged_s: float | None
     wall_cap_s: float | None
     stopped_by: Stop
+    end_s: float | None = None   # seconds since the budget started when the phase ended
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
         out["stopped_by"] = self.stopped_by.value
-        for key in ("wall_s", "granted_s", "charged_s", "wall_cap_s"):
+        for key in ("wall_s", "granted_s", "charged_s", "wall_cap_s", "end_s"):
             if out[key] is not None:
                 out[key] = round(out[key], 3)
         return out
@@ -93,6 +94,7 @@ class SearchBudget:
     before_s: float = 0.0        # set aside for the fixed phases before the search
     after_s: float = 0.0         # set aside for the phases after the search (bound, assign, check, export)
     charged_s: float = 0.0       # nominal seconds the search phases used
+    extra_after_s: float = 0.0   # set aside for what the command does after the plan (nightly's report page)
     phases: list[PhaseCharge] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -115,6 +117,7 @@ class SearchBudget:
     def set_aside(self, before_s: float, after_s: float) -> None:
         """Estimated seconds of the fixed phases before and after the search (from the problem's size,
         never from the clock), together at most 60% of the limit."""
+        after_s += self.extra_after_s
         total = before_s + after_s
         scale = min(1.0, 0.6 * self.time_limit_s / total) if total > 0 else 1.0
         self.before_s, self.after_s = before_s * scale, after_s * scale
@@ -134,8 +137,9 @@ class SearchBudget:
 
     def tail_grant(self, phase: str, limit_s: float) -> Grant:
         """For a phase after the search (the bound): up to `limit_s`, within the time set aside after the
-        search less a second for assignment, check and export."""
-        room = max(self.deadline - self.clock() - min(1.0, self.after_s / 2), 0.0)
+        search less a second for assignment, check and export, and what the command does after the plan."""
+        extra = min(self.extra_after_s, self.after_s)
+        room = max(self.deadline - self.clock() - min(1.0, (self.after_s - extra) / 2) - extra, 0.0)
         seconds = max(min(limit_s, room), 0.0)
         return Grant(phase, seconds, seconds, False, self.units_per_s)
 
@@ -146,16 +150,16 @@ class SearchBudget:
         if stopped_by == Stop.BUDGET and grant.deterministic and wall_s >= 0.98 * grant.wall_cap_s \
                 and used_s < 0.95 * grant.seconds:
             stopped_by = Stop.WALL_CAP
-        record = PhaseCharge(grant.phase, wall_s, grant.seconds, used_s, grant.wall_cap_s, stopped_by)
+        record = PhaseCharge(grant.phase, wall_s, grant.seconds, used_s, grant.wall_cap_s, stopped_by, self.elapsed())
         self.phases.append(record)
         return record
 
     def note_cap(self, phase: str) -> None:
         """A fixed phase cut its optional work short at the deadline (e.g. warm-start variants)."""
-        self.phases.append(PhaseCharge(phase, 0.0, None, None, None, Stop.WALL_CAP))
+        self.phases.append(PhaseCharge(phase, 0.0, None, None, None, Stop.WALL_CAP, self.elapsed()))
 
     def skip(self, phase: str) -> None:
-        self.phases.append(PhaseCharge(phase, 0.0, None, None, None, Stop.SKIPPED))
+        self.phases.append(PhaseCharge(phase, 0.0, None, None, None, Stop.SKIPPED, self.elapsed()))
 
     @contextmanager
     def fixed(self, phase: str) -> Iterator[None]:
@@ -164,7 +168,7 @@ class SearchBudget:
         try:
             yield
         finally:
-            self.phases.append(PhaseCharge(phase, self.clock() - began, None, None, None, Stop.FIXED))
+            self.phases.append(PhaseCharge(phase, self.clock() - began, None, None, None, Stop.FIXED, self.elapsed()))
 
     @property
     def cap_fired(self) -> bool:
