@@ -414,9 +414,10 @@ def run_whatif(base_dir: str | Path, scenarios: list[Scenario], out_dir: str | P
     out_dir = Path(out_dir)
     rows = [compare_row("base", str(base_dir), base.hosts, real_requests(base.requests), base.shards,
                         base.requests_out, base.plan, None)]
-    from shardplan.planner.report.page import REPORT_S_FIXED
+    from shardplan.planner.report.page import REPORT_S_FIXED, REPORT_S_PER_SCENARIO
 
-    reserve = 1.0 + 0.2 * len(scenarios) + REPORT_S_FIXED  # reading, comparing, the table and the report page
+    # reading, comparing, the table and the report page
+    reserve = 1.0 + 0.2 * len(scenarios) + REPORT_S_FIXED + REPORT_S_PER_SCENARIO * (len(scenarios) + 1)
     for i, scenario in enumerate(scenarios):
         left = time_limit_s - (time.perf_counter() - started) - reserve
         share = max(left / (len(scenarios) - i), 1.0)

@@ -136,6 +136,17 @@ def test_against_a_base_draws_what_moved(small_plan, tmp_path):
     write_plan_dir(edited, hosts=hosts, requests=base.requests, shards=result.shards,
                    requests_out=result.requests_out, plan_json=result.plan_json, current=result.current,
                    moves=result.moves)
+    # re-planned: "before" is everything that ran, "after" is hosts.parquet's used, split into kept and new parts
+    stages = host_stages(read_plan_dir(edited)).join(read_plan_dir(edited).hosts_out, on="host_id")
+    ran = current.shards.group_by("host_id").agg(pl.col("vcpu").sum().alias("ran"))
+    stages = stages.join(ran, on="host_id", how="left").join(hosts.select("host_id", "used_vcpu"), on="host_id")
+    assert (stages["vcpu_before"] - stages["used_vcpu"] - stages["ran"].fill_null(0)).abs().max() < 1e-9
+    assert (stages["vcpu_existing"] + stages["vcpu_shards"] - stages["vcpu_used"]).abs().max() < 1e-9
+    drained = stages.filter(pl.col("host_id") == "h1").row(0, named=True)
+    assert drained["vcpu_before"] > drained["used_vcpu"] and drained["vcpu_shards"] == 0
+    kept = result.shards.join(current.shards, on=["request_id", "host_id", "replica", "vcpu", "ram_gib",
+                                                 "storage_gib", "gpu"], how="semi")["vcpu"].sum()
+    assert stages["vcpu_existing"].sum() - stages["used_vcpu"].sum() == pytest.approx(kept)
     out = tmp_path / "r.html"
     written = CliRunner().invoke(app, ["report", str(edited), "--against", str(small_plan), "--out", str(out)])
     assert written.exit_code == 0, written.output

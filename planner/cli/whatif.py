@@ -64,10 +64,10 @@ def _report(out: Path, table, limit: float) -> None:
     """OUT/report.html: the scenarios side by side, when the time limit leaves room (a note otherwise)."""
     import time
 
-    from shardplan.planner.report.page import REPORT_S_FIXED, write_whatif_report
+    from shardplan.planner.report.page import REPORT_S_FIXED, REPORT_S_PER_SCENARIO, write_whatif_report
 
     left = limit - (time.perf_counter() - command_started())
-    if left < REPORT_S_FIXED:
+    if left < REPORT_S_FIXED + REPORT_S_PER_SCENARIO * table.height:
         errors.print(f"note: report.html skipped, {left:.1f}s of the time limit left (run `shardplan report {out} "
                      f"--out {out / 'report.html'}`)")
         return

@@ -78,31 +78,50 @@ def _parts_load(shards: pl.DataFrame | None, prefix: str) -> pl.DataFrame:
     return shards.group_by("host_id").agg(*[pl.col(r).sum().cast(pl.Float64).alias(f"{prefix}{r}") for r in RESOURCES])
 
 
+def _staying(current: pl.DataFrame | None, shards: pl.DataFrame) -> pl.DataFrame:
+    """Per host, the parts of what ran that tonight's plan keeps exactly where and as they were (matched as a
+    multiset on request, host, replica and amounts: DESIGN.md's definition of a part that did not move)."""
+    from shardplan.planner.replan import PART_KEY
+
+    key = ["request_id", *PART_KEY]
+    if current is None or current.height == 0 or shards.height == 0:
+        return _parts_load(None, "stay_")
+    ran = current.group_by(key).agg(pl.len().alias("_n_ran"))
+    now = shards.group_by(key).agg(pl.len().alias("_n_now"), pl.col("net_gbps").mean())
+    both = ran.join(now, on=key).with_columns(pl.min_horizontal("_n_ran", "_n_now").alias("_n"))
+    return both.group_by("host_id").agg(*[(pl.col(r) * pl.col("_n")).sum().cast(pl.Float64).alias(f"stay_{r}")
+                                          for r in RESOURCES])
+
+
 def host_stages(plan: PlanDir) -> pl.DataFrame:
-    """Per host: capacity, the load that was there before tonight's plan (other tenants, plus what ran when the
-    plan is an edit of it), tonight's shards (what ran and stays is counted as before, not as new) and the
-    reserved blocks, per resource. Columns host_id, zone, rack, host_class, <r>_capacity, <r>_existing,
-    <r>_shards, <r>_reserved."""
+    """Per host and resource: capacity; `before`, the load before tonight's plan (other tenants' load, plus all
+    that ran when the plan is an edit of it); `existing`, the part of it still there after the plan (other
+    tenants', and the running parts kept where they were); `shards`, tonight's parts that are new on the host
+    (new requests, and running parts that moved in); `reserved`, the reserved blocks. existing + shards is what
+    hosts.parquet counts as used. Columns host_id, zone, rack, host_class, status, <r>_capacity, <r>_before,
+    <r>_existing, <r>_shards, <r>_reserved."""
     hosts = plan.hosts
     frame = _capacities(hosts).join(
         hosts.select("host_id", *[pl.col(f"used_{r}").cast(pl.Float64).alias(f"{r}_other") for r in RESOURCES]),
         on="host_id")
-    ran = _parts_load(plan.current, "ran_")
-    after = _parts_load(plan.shards, "now_")
     reserved = (plan.hosts_out.select("host_id", *[pl.col(f"{r}_reserved").cast(pl.Float64).alias(f"{r}_reserved")
                                                     for r in RESOURCES]))
-    frame = (frame.join(ran, on="host_id", how="left").join(after, on="host_id", how="left")
+    frame = (frame.join(_parts_load(plan.current, "ran_"), on="host_id", how="left")
+             .join(_parts_load(plan.shards, "now_"), on="host_id", how="left")
+             .join(_staying(plan.current, plan.shards), on="host_id", how="left")
              .join(reserved, on="host_id", how="left").fill_null(0.0))
     columns = []
     for r in RESOURCES:
-        # what ran counts as existing load where it still runs; a part that left frees its room
-        stays = pl.min_horizontal(pl.col(f"ran_{r}"), pl.col(f"now_{r}"))
-        columns += [(pl.col(f"{r}_other") + stays).alias(f"{r}_existing"),
-                    (pl.col(f"now_{r}") - stays).alias(f"{r}_shards")]
+        columns += [(pl.col(f"{r}_other") + pl.col(f"ran_{r}")).alias(f"{r}_before"),
+                    (pl.col(f"{r}_other") + pl.col(f"stay_{r}")).alias(f"{r}_existing"),
+                    (pl.col(f"now_{r}") - pl.col(f"stay_{r}")).alias(f"{r}_shards")]
     return (frame.with_columns(columns)
             .select("host_id", "zone", "rack", "host_class", "status",
-                    *[f"{r}_{kind}" for r in RESOURCES for kind in ("capacity", "existing", "shards", "reserved")])
+                    *[f"{r}_{kind}" for r in RESOURCES for kind in STAGE_KINDS])
             .sort("zone", "rack", "host_id"))
+
+
+STAGE_KINDS = ("capacity", "before", "existing", "shards", "reserved")
 
 
 def _share(used: pl.Expr, capacity: pl.Expr) -> pl.Expr:
@@ -159,14 +178,13 @@ def utilisation_section(plan: PlanDir, host_rows_max: int = HOST_ROWS_MAX) -> Se
                                                    pl.format("{} hosts, {} not up", pl.len(),
                                                              (pl.col("status") != "up").sum()).alias("note"),
                                                    *[pl.col(c).sum() for c in stages.columns
-                                                     if c.split("_")[-1] in ("capacity", "existing", "shards",
-                                                                             "reserved")])
+                                                     if c.split("_")[-1] in STAGE_KINDS])
                 .sort("zone", "rack").with_columns(pl.col("rack").alias("label")))
     else:
         rows = stages.with_columns(pl.col("host_id").alias("label"), pl.lit(1).alias("hosts"),
                                    pl.format("{}, {}", "host_class", "status").alias("note"))
     has_reserved = any(rows[f"{r}_reserved"].sum() > 0 for r in RESOURCES)
-    panels = [("before tonight", ("existing",)), ("after: + tonight's shards", ("existing", "shards"))]
+    panels = [("before tonight", ("before",)), ("after tonight's plan", ("existing", "shards"))]
     if has_reserved:
         panels.append(("after: + reserved blocks", ("existing", "shards", "reserved")))
     labels = rows["label"].to_list()
@@ -198,20 +216,19 @@ def utilisation_section(plan: PlanDir, host_rows_max: int = HOST_ROWS_MAX) -> Se
                                                                                     pl.col("label").first())
         ticks = first["label"].to_list()
     fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=ticks,
-                     ticktext=[t if by_rack else t.rsplit("-", 1)[0] for t in ticks], tickfont={"size": 9})
+                     ticktext=ticks if by_rack else first["rack"].to_list(), tickfont={"size": 9})
     fig.update_layout(template=TEMPLATE, height=_height(len(labels), 5 if not by_rack else 14),
                       margin={"l": 90, "r": 20, "t": 50, "b": 40})
     unit = f"one row per rack ({stages.height:,} hosts > {host_rows_max})" if by_rack else "one row per host"
-    heat = Figure("utilisation-heatmap", f"Used share of each resource, {unit}, zone and rack in order; "
-                  "existing load is other tenants' (and, re-planning, what ran and stays). Hover for the amounts.",
-                  fig)
+    heat = Figure("utilisation-heatmap", f"Used share of each resource, {unit}, zone and rack in order: before "
+                  "tonight's plan (other tenants' load, and what ran when the plan is an edit of it) and after it. "
+                  "Hover for the amounts and the host's status.", fig)
     return Section("utilisation", "Fleet utilisation", figures=[heat, _zone_bars(stages)])
 
 
 def _zone_bars(stages: pl.DataFrame) -> Figure:
     zones = stages.group_by("zone").agg(*[pl.col(c).sum() for c in stages.columns
-                                          if c.split("_")[-1] in ("capacity", "existing", "shards", "reserved")]
-                                        ).sort("zone")
+                                          if c.split("_")[-1] in STAGE_KINDS]).sort("zone")
     fig = make_subplots(rows=1, cols=len(RESOURCES), subplot_titles=[RESOURCE_LABELS[r] for r in RESOURCES],
                         horizontal_spacing=0.04)
     for col, r in enumerate(RESOURCES, start=1):
@@ -228,8 +245,9 @@ def _zone_bars(stages: pl.DataFrame) -> Figure:
     fig.update_layout(template=TEMPLATE, barmode="stack", height=340, yaxis_tickformat=".0%",
                       margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend={"orientation": "h", "y": -0.15})
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
-    return Figure("utilisation-zones", "Capacity by zone: existing load, tonight's new shards, reserved blocks and "
-                  "what is left free.", fig)
+    return Figure("utilisation-zones", "Capacity by zone after tonight's plan: existing load (other tenants', and "
+                  "running parts kept where they were), tonight's new parts (new requests, and running parts that "
+                  "moved in), reserved blocks and what is left free.", fig)
 
 
 # --- the sharded requests -----------------------------------------------------------------------------
@@ -388,7 +406,11 @@ def solver_section(plan: PlanDir) -> Section:
     points = info.get("progress") or []
     if points:
         fig = go.Figure()
-        incumbent = [p for p in points if p.get("objective") is not None]
+        incumbent, best = [], math.inf
+        for p in points:  # the best plan so far: a CP-SAT solution worse than the hint it started from is not kept
+            if p.get("objective") is not None:
+                best = p["objective"] if p["phase"] == "final" else min(best, p["objective"])
+                incumbent.append({**p, "objective": best})
         fig.add_trace(go.Scatter(x=[p["t_s"] for p in incumbent], y=[p["objective"] for p in incumbent],
                                  mode="lines+markers", line_shape="hv", name="best plan's objective",
                                  text=[p["phase"] for p in incumbent],
@@ -405,12 +427,12 @@ def solver_section(plan: PlanDir) -> Section:
             fig.add_hline(y=info["best_bound"], line_dash="dash", line_color="#718096",
                           annotation_text=f"reported bound {_fmt(info['best_bound'])} "
                                           f"(gap {100 * (info.get('gap') or 0):.1f} %)")
-        fig.update_layout(template=TEMPLATE, height=360, xaxis_title="seconds since the command started",
+        fig.update_layout(template=TEMPLATE, height=360, xaxis_title="seconds since the plan's budget started",
                           yaxis_title="$/h-equivalent", margin={"l": 80, "r": 20, "t": 30, "b": 50},
                           legend={"orientation": "h", "y": -0.25})
         section.figures.append(Figure("solver-progress", "The best plan's objective after each phase (warm start, "
                                       "ruin and recreate, each CP-SAT solution, LNS, the final plan) and the bounds "
-                                      "as they were proved (plan.json progress).", fig))
+                                      "known at those moments (plan.json progress).", fig))
     phases = (info.get("budget") or {}).get("phases") or []
     if phases:
         frame = pl.DataFrame([{k: p.get(k) for k in ("phase", "wall_s", "granted_s", "stopped_by")} for p in phases],
@@ -497,6 +519,9 @@ def forecast_section(plan: PlanDir) -> Section | None:
                         "hosts for each app type's window (reservations.parquet).")
     if history is None:
         section.text.append("The plan directory holds no inputs/history.parquet: only the forecast is drawn.")
+    if forecast.height == 0:
+        section.text.append("forecast.parquet has no rows: nothing to draw.")
+        return section
     apps = sorted(forecast["app_type"].unique().to_list())
     pooled = forecast.group_by("app_type", "ts").agg(pl.col("vcpu", "vcpu_lo", "vcpu_hi", "ram_gib", "ram_gib_lo",
                                                             "ram_gib_hi").sum()).sort("app_type", "ts")
@@ -586,6 +611,18 @@ def plan_sections(plan: PlanDir, base: PlanDir | None = None, host_rows_max: int
     return sections
 
 
+def _scenario_dir(out_dir: Path, plan_dir: str, is_base: bool) -> Path | None:
+    """A plan directory named in comparison.parquet (as the what-if command was given it, maybe relative to where
+    it ran): as written, else a scenario's folder inside the run's folder, else relative to the run's parent."""
+    from shardplan.plandir import PLAN_FILE
+
+    given = Path(plan_dir)
+    tries = [given] if given.is_absolute() else [given, out_dir.parent / given]
+    if not is_base:
+        tries.insert(1, out_dir / given.name)
+    return next((p for p in tries if (p / PLAN_FILE).is_file()), None)
+
+
 def whatif_sections(out_dir: Path, comparison: pl.DataFrame) -> list[Section]:
     """The what-if page: the scenarios' figures side by side, then each scenario's utilisation against the base."""
     from shardplan.plandir import read_plan_dir
@@ -606,12 +643,13 @@ def whatif_sections(out_dir: Path, comparison: pl.DataFrame) -> list[Section]:
                       row=i // 3 + 1, col=i % 3 + 1)
     fig.update_layout(template=TEMPLATE, height=620, margin={"l": 60, "r": 20, "t": 50, "b": 80})
     section.figures.append(Figure("whatif-comparison", "Each scenario against the base plan.", fig))
-    utilisation, moves, unplaced = [], [], []
+    utilisation, moves, unplaced, missing = [], [], [], []
     for row in comparison.iter_rows(named=True):
-        try:
-            planned = read_plan_dir(row["plan_dir"])
-        except Exception:  # a base directory that moved since: the table still shows its figures
+        found = _scenario_dir(out_dir, row["plan_dir"], row["scenario"] == "base")
+        if found is None:
+            missing.append(f"{row['scenario']} ({row['plan_dir']})")
             continue
+        planned = read_plan_dir(found)
         used = planned.hosts_out.select(*[pl.col(f"{r}_used").sum().alias(r) for r in RESOURCES])
         cap = planned.hosts_out.select(*[pl.col(f"{r}_capacity").sum().alias(r) for r in RESOURCES])
         utilisation.append((row["scenario"], [used[r][0] / cap[r][0] if cap[r][0] else 0.0 for r in RESOURCES]))
@@ -654,6 +692,9 @@ def whatif_sections(out_dir: Path, comparison: pl.DataFrame) -> list[Section]:
                           margin={"l": 60, "r": 20, "t": 30, "b": 40})
         section.figures.append(Figure("whatif-utilisation", "Fleet utilisation per resource in each plan "
                                       "(used over capacity, all hosts).", fig))
+    if missing:
+        section.text.append("Not drawn, their plan directories are not where comparison.parquet says (relative to "
+                            f"this folder or the current one): {', '.join(missing)}.")
     table = comparison.select("scenario", "status", "placed", "unplaced", "placed_demand_delta", "moves_mandatory",
                               "moves_voluntary", "lost", "moved_gib", "hosts_freed", "active_cost_delta", "wall_s")
     section.tables.append(Table("comparison.parquet", table))
