@@ -9,6 +9,7 @@ from shardplan.planner.cli import executors as executor_commands  # noqa: E402
 from shardplan.planner.cli import forecast as forecast_commands  # noqa: E402
 from shardplan.planner.cli import plan as plan_commands  # noqa: E402
 from shardplan.planner.cli import report as report_commands  # noqa: E402
+from shardplan.planner.cli import route as route_commands  # noqa: E402
 from shardplan.planner.cli import whatif as whatif_commands  # noqa: E402
 
 app = typer.Typer(help="shardplan: nightly planner that shards VM requests across a heterogeneous fleet.",
@@ -35,6 +36,7 @@ executor_commands.register(app)
 forecast_commands.register(app)
 whatif_commands.register(app)
 report_commands.register(app)
+route_commands.register(app)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,349 @@
+"""Discrete-event replay of a VM's tasks through a routing policy, on SimPy.
+
+A task becomes *ready* when it has arrived and its parents have finished; the policy then routes it to a compute
+part, where it waits in that part's queue (first come first served, with backfilling of the next
+`backfill` queued tasks that fit) until the part has its cores free: the part's vcpu less the other tenants'
+live load (:mod:`~shardplan.executors.routing.load`) less the cores its running tasks hold. A task needing more
+cores than the load leaves starts when the part is otherwise idle (it never exceeds the part's vcpu). It then runs
+for
+
+    input transfer + work_core_s / (cores × cpu_score) × (1 + remote share × slowdown) + task_overhead_s
+
+where the input transfer moves its parents' output from the parts they ran on (by distance, :class:`~shardplan.
+executors.routing.vm.Distances`), and the remote share is the part of its memory that does not fit in the part's
+local RAM beside what its running tasks hold (that memory lives on the VM's remote-memory host, or the nearest
+other part). `dispatch_interval_s` makes the workflow manager start at most one task per interval (a Makeflow
+master is one process; calibrated on the recorded BLAST runs, see benchmarks/routing.py).
+
+The schedule (DESIGN.md): task_id, host_id, shard, start_s, end_s, cores, remote_gib (remote memory GiB +
+input GiB fetched from other parts).
+"""
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import simpy
+
+from shardplan.executors.routing.load import LoadSeries, idle
+from shardplan.executors.routing.policies import Policy, get_policy
+from shardplan.executors.routing.tasks import TaskSet
+from shardplan.executors.routing.vm import VirtualMachine
+
+SCHEDULE_SCHEMA = {"task_id": pl.Utf8, "host_id": pl.Utf8, "shard": pl.Int64, "start_s": pl.Float64,
+                   "end_s": pl.Float64, "cores": pl.Int64, "remote_gib": pl.Float64}
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """What shapes a replay besides the policy: `backfill` (queued tasks scanned for one that fits, ≥ 1),
+    `task_overhead_s` (seconds added to every task: staging, process start), `dispatch_interval_s` (the
+    workflow manager starts at most one task per interval; 0 = no limit)."""
+
+    backfill: int = 8
+    task_overhead_s: float = 0.0
+    dispatch_interval_s: float = 0.0
+
+
+@dataclass
+class PartState:
+    """A compute part's live state during the replay."""
+
+    vcpu: int
+    available: int           # vcpu less the other tenants' load now
+    gpu_free: int
+    busy: int = 0            # cores of running tasks
+    mem_used: float = 0.0
+    queue: deque = field(default_factory=deque)
+    queued_cores: int = 0
+    queued_core_s: float = 0.0   # work of the queued tasks, core-seconds at this part's speed
+    running: list = field(default_factory=list)  # heap of (end_s, cores)
+
+
+@dataclass
+class Replay:
+    """A finished replay: the schedule and its figures."""
+
+    policy: str
+    schedule: pl.DataFrame
+    makespan_s: float
+    mean_slowdown: float
+    p99_slowdown: float
+    remote_gib: float
+    decision_us_median: float
+    decision_us_p99: float
+    wall_s: float
+    unfinished: int
+
+    def figures(self) -> dict[str, float]:
+        return {"policy": self.policy, "makespan_s": self.makespan_s, "mean_slowdown": self.mean_slowdown,
+                "p99_slowdown": self.p99_slowdown, "remote_gib": self.remote_gib,
+                "decision_us_median": self.decision_us_median, "decision_us_p99": self.decision_us_p99,
+                "wall_s": self.wall_s, "unfinished": self.unfinished}
+
+
+class Simulation:
+    def __init__(self, vm: VirtualMachine, tasks: TaskSet, policy: Policy, loads: list[LoadSeries] | None = None,
+                 options: SimOptions | None = None, fixed: list[int] | None = None) -> None:
+        self.vm, self.tasks, self.policy = vm, tasks, policy
+        self.options = options or SimOptions()
+        self.loads = loads or [idle() for _ in vm.parts]
+        if len(self.loads) < len(vm.parts):
+            self.loads = [*self.loads, *[idle() for _ in range(len(vm.parts) - len(self.loads))]]
+        self.fixed = fixed
+        self.env = simpy.Environment()
+        self.levels = vm.levels()
+        self.remote_levels = [vm.remote_level(p) for p in vm.parts]
+        self.speed = np.array([p.cpu_score for p in vm.parts])
+        self.state = [PartState(p.vcpu, p.vcpu, p.gpu) for p in vm.parts]
+        n = len(tasks)
+        self.waiting = np.array([len(p) for p in tasks.parents])
+        self.part_of = np.full(n, -1)
+        self.ready_at = np.full(n, np.nan)
+        self.start = np.full(n, np.nan)
+        self.end = np.full(n, np.nan)
+        self.remote = np.zeros(n)
+        self.remote_mem = np.zeros(n)
+        self.decisions: list[int] = []
+        self.done = 0
+        self.all_done = self.env.event()
+        self.next_dispatch = 0.0
+        self.gpu_parts = [i for i, p in enumerate(vm.parts) if p.gpu > 0]
+
+    # --- what policies read -------------------------------------------------------------------------------
+
+    def input_by_part(self, task: int) -> dict[int, float]:
+        """GiB of the task's input held on each part (its parents' outputs, split evenly over its parents)."""
+        parents = self.tasks.parents[task]
+        if not parents:
+            return {}
+        share = self.tasks.input_gib[task] / len(parents)
+        held: dict[int, float] = {}
+        for parent in parents:
+            part = int(self.part_of[parent])
+            held[part] = held.get(part, 0.0) + max(share, 1e-9)
+        return held
+
+    def transfer_s(self, task: int, part: int) -> tuple[float, float]:
+        """(seconds, GiB) to bring the task's input to `part` from where its parents ran."""
+        seconds, moved = 0.0, 0.0
+        for source, gib in self.input_by_part(task).items():
+            if source != part and source >= 0:
+                seconds += self.vm.distances.transfer_s(gib, self.levels[source][part])
+                moved += gib
+        return seconds, moved
+
+    def remote_share(self, task: int, part: int) -> float:
+        memory = self.tasks.memory[task]
+        if memory <= 0:
+            return 0.0
+        local = self.vm.parts[part].local_ram_gib
+        over = self.state[part].mem_used + memory - local
+        return min(max(over, 0.0) / memory, 1.0)
+
+    def run_s(self, task: int, part: int) -> float:
+        """Running time on `part` now (no wait): transfer + compute slowed by remote memory + overhead."""
+        transfer, _ = self.transfer_s(task, part)
+        slow = 1.0 + self.remote_share(task, part) * self.vm.distances.slowdown(self.remote_levels[part])
+        return (transfer + self.tasks.work[task] / (self.tasks.cores[task] * self.speed[part]) * slow
+                + self.options.task_overhead_s)
+
+    def estimate_finish(self, task: int, part: int) -> float:
+        """When the task would finish if queued on `part` now (the shardplan policy's estimate)."""
+        state = self.state[part]
+        now = self.env.now
+        cores = int(self.tasks.cores[task])
+        free = state.available - state.busy
+        if free >= cores and not state.queue:
+            wait = 0.0
+        else:
+            running = sum((end - now) * c for end, c in state.running)
+            backlog = running + state.queued_core_s
+            wait = backlog / max(state.available, 1)
+        return now + wait + self.run_s(task, part)
+
+    # --- the replay ---------------------------------------------------------------------------------------
+
+    def eligible(self, task: int) -> list[int]:
+        need = self.tasks.gpu[task]
+        if need > 0:
+            return [i for i in self.gpu_parts if self.vm.parts[i].gpu >= need]
+        return list(range(len(self.vm.parts)))
+
+    def ready(self, task: int) -> None:
+        self.ready_at[task] = self.env.now
+        if self.fixed is not None:
+            part = self.fixed[task]
+        else:
+            began = time.perf_counter_ns()
+            part = self.policy.choose(task, self.eligible(task), self)
+            self.decisions.append(time.perf_counter_ns() - began)
+        self.part_of[task] = part
+        state = self.state[part]
+        state.queue.append(task)
+        state.queued_cores += int(self.tasks.cores[task])
+        state.queued_core_s += self.tasks.work[task] / self.speed[part]
+        self.dispatch(part)
+
+    def dispatch(self, part: int) -> None:
+        state = self.state[part]
+        scanned = 0
+        queue = state.queue
+        while queue and scanned < len(queue) and scanned < self.options.backfill:
+            task = queue[scanned]
+            cores = int(self.tasks.cores[task])
+            fits = (state.busy + cores <= state.available or state.busy == 0) and self.tasks.gpu[task] <= state.gpu_free
+            if not fits:
+                scanned += 1
+                continue
+            if self.options.dispatch_interval_s > 0 and self.env.now < self.next_dispatch:
+                wake = self.env.timeout(self.next_dispatch - self.env.now)
+                wake.callbacks.append(lambda _e, p=part: self.dispatch(p))
+                return
+            del queue[scanned]
+            self._start(task, part)
+            self.next_dispatch = self.env.now + self.options.dispatch_interval_s
+
+    def _start(self, task: int, part: int) -> None:
+        state = self.state[part]
+        cores = int(self.tasks.cores[task])
+        state.queued_cores -= cores
+        state.queued_core_s -= self.tasks.work[task] / self.speed[part]
+        transfer, moved = self.transfer_s(task, part)
+        share = self.remote_share(task, part)
+        slow = 1.0 + share * self.vm.distances.slowdown(self.remote_levels[part])
+        duration = (transfer + self.tasks.work[task] / (cores * self.speed[part]) * slow + self.options.task_overhead_s)
+        now = self.env.now
+        self.start[task] = now
+        self.remote_mem[task] = share * self.tasks.memory[task]
+        self.remote[task] = self.remote_mem[task] + moved
+        state.busy += cores
+        state.gpu_free -= int(self.tasks.gpu[task])
+        state.mem_used += self.tasks.memory[task]
+        heapq.heappush(state.running, (now + duration, cores))
+        event = self.env.timeout(duration)
+        event.callbacks.append(lambda _e, t=task, p=part: self._finish(t, p))
+
+    def _finish(self, task: int, part: int) -> None:
+        state = self.state[part]
+        now = self.env.now
+        self.end[task] = now
+        cores = int(self.tasks.cores[task])
+        state.busy -= cores
+        state.gpu_free += int(self.tasks.gpu[task])
+        state.mem_used -= self.tasks.memory[task]
+        # drop this task's entry from the running heap (the earliest end with these cores)
+        for i, (end, c) in enumerate(state.running):
+            if c == cores and abs(end - now) < 1e-6:
+                state.running[i] = state.running[-1]
+                state.running.pop()
+                heapq.heapify(state.running)
+                break
+        self.done += 1
+        for child in self.tasks.children[task]:
+            self.waiting[child] -= 1
+            if self.waiting[child] == 0:
+                self._arrive(child)
+        self.dispatch(part)
+        if self.done == len(self.tasks):
+            self.all_done.succeed()
+
+    def _arrive(self, task: int) -> None:
+        delay = self.tasks.arrival[task] - self.env.now
+        if delay > 0:
+            event = self.env.timeout(delay)
+            event.callbacks.append(lambda _e, t=task: self.ready(t))
+        else:
+            self.ready(task)
+
+    def _load(self, part: int, series: LoadSeries) -> None:
+        taken = series.cores_taken(self.vm.parts[part].vcpu)
+        state = self.state[part]
+        state.available = int(self.vm.parts[part].vcpu - taken[0])
+
+        def step(i: int) -> None:
+            state.available = int(self.vm.parts[part].vcpu - taken[i])
+            self.dispatch(part)
+            if i + 1 < len(taken):
+                event = self.env.timeout(series.times[i + 1] - series.times[i])
+                event.callbacks.append(lambda _e: step(i + 1))
+
+        if len(taken) > 1:
+            event = self.env.timeout(series.times[1])
+            event.callbacks.append(lambda _e: step(1))
+
+    def run(self) -> Replay:
+        began = time.perf_counter()
+        for part, series in enumerate(self.loads[:len(self.vm.parts)]):
+            self._load(part, series)
+        for task in np.flatnonzero(self.waiting == 0):
+            self._arrive(int(task))
+        if len(self.tasks):
+            self.env.run(until=self.all_done)
+        wall = time.perf_counter() - began
+        return self._replay(wall)
+
+    def _replay(self, wall: float) -> Replay:
+        tasks, vm = self.tasks, self.vm
+        finished = ~np.isnan(self.end)
+        parts = self.part_of
+        schedule = pl.DataFrame({
+            "task_id": [tasks.ids[i] for i in np.flatnonzero(finished)],
+            "host_id": [vm.parts[parts[i]].host_id for i in np.flatnonzero(finished)],
+            "shard": [vm.parts[parts[i]].shard for i in np.flatnonzero(finished)],
+            "start_s": self.start[finished], "end_s": self.end[finished],
+            "cores": tasks.cores[finished].astype(np.int64), "remote_gib": self.remote[finished],
+        }, schema=SCHEDULE_SCHEMA)
+        ideal = tasks.work / (tasks.cores * vm.fastest)
+        slowdown = (self.end - self.ready_at)[finished] / np.maximum(ideal[finished], 1e-9)
+        decisions = np.array(self.decisions, dtype=float) / 1000.0 if self.decisions else np.zeros(1)
+        return Replay(self.policy.name if self.fixed is None else "replay", schedule,
+                      float(np.nanmax(self.end)) if finished.any() else 0.0,
+                      float(slowdown.mean()) if len(slowdown) else 0.0,
+                      float(np.percentile(slowdown, 99)) if len(slowdown) else 0.0,
+                      float(self.remote.sum()), float(np.median(decisions)), float(np.percentile(decisions, 99)),
+                      wall, int((~finished).sum()))
+
+
+def route(vm: VirtualMachine, tasks: TaskSet, policy: str = "shardplan", loads: list[LoadSeries] | None = None,
+          options: SimOptions | None = None, seed: int = 0, fixed: list[int] | None = None) -> Replay:
+    """Replay `tasks` on `vm` through the named policy (or a fixed part per task, `fixed`)."""
+    return Simulation(vm, tasks, get_policy(policy, vm, seed=seed), loads, options, fixed).run()
+
+
+def lower_bound(vm: VirtualMachine, tasks: TaskSet, loads: list[LoadSeries] | None = None) -> dict[str, float]:
+    """No schedule can finish earlier than either: the critical path with every task at the VM's fastest part
+    (arrivals included), or the moment the VM's capacity — Σ over parts of (vcpu less the live load) × cpu_score,
+    integrated from the first arrival — has given the tasks' total work (without `loads`, the load is taken as
+    none, which only lowers the bound). A task is never given more cores than the load leaves (but a part's only
+    task; the bound ignores that exception)."""
+    critical = tasks.critical_path_s(vm.fastest)
+    first = float(tasks.arrival.min()) if len(tasks) else 0.0
+    total = float(tasks.work.sum())
+    capacity = sum(p.vcpu * p.cpu_score for p in vm.parts)
+    volume = first + total / capacity
+    if loads and total > 0:
+        volume = _fill_time(vm, loads, first, total)
+    return {"critical_path_s": critical, "work_over_capacity_s": volume, "lower_bound_s": max(critical, volume)}
+
+
+def _fill_time(vm: VirtualMachine, loads: list[LoadSeries], first: float, total: float) -> float:
+    """The first time T with ∫_first^T Σ_p (vcpu_p − load_p(t)) × cpu_score_p dt ≥ total."""
+    series = [*loads[:len(vm.parts)], *[idle() for _ in range(len(vm.parts) - len(loads))]]
+    moments = np.unique(np.concatenate([[first], *[s.times[s.times > first] for s in series]]))
+    rates = np.zeros(len(moments))
+    for part, s in zip(vm.parts, series):
+        taken = s.cores_taken(part.vcpu)
+        index = np.clip(np.searchsorted(s.times, moments, side="right") - 1, 0, len(taken) - 1)
+        rates += np.maximum(part.vcpu - taken[index], 0) * part.cpu_score
+    spans = np.diff(np.append(moments, np.inf))
+    given = 0.0
+    for moment, rate, span in zip(moments, rates, spans):
+        if rate > 0 and given + rate * span >= total:
+            return float(moment + (total - given) / rate)
+        given += rate * span
+    return float(moments[-1])
