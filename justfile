@@ -19,6 +19,7 @@ bench:
     python benchmarks/replan.py
     python benchmarks/whatif.py
     python benchmarks/report.py
+    python benchmarks/routing.py
 
 # regenerate the embedded demo from the seeded generator
 regen-demo:

@@ -42,9 +42,9 @@ WINDOW_TASKS = 12
 
 
 def plan_vms(work: Path) -> dict[int, object]:
-    """Plan each VM (40, 60 and 80 vcpu with 4 GiB per vcpu, on hosts with 12–24 vcpu and 3 GiB per free vcpu
-    free) alone on its own seeded 12-host fleet of unequal speed, and read it back as the router sees it:
-    {compute parts: VirtualMachine}."""
+    """Plan each VM (40, 60 and 80 vcpu with 2.5 GiB per vcpu, on hosts with 12–24 vcpu and 1.5 GiB per free vcpu
+    free, so that about half of its memory is remote) alone on its own seeded 12-host fleet of unequal speed, and
+    read it back as the router sees it: {compute parts: VirtualMachine}."""
     from shardplan.executors.routing.vm import vm_from_plan
     from shardplan.planner.engine import plan
     from shardplan.planner.report.export import write_plan_dir
@@ -58,10 +58,10 @@ def plan_vms(work: Path) -> dict[int, object]:
         for i in range(12):
             free = int(rng.choice([12, 16, 20, 24]))
             rows.append({"host_id": f"h{i:02d}", "rack": f"r{i // 4}", "zone": "z1", "vcpu": 32,
-                         "used_vcpu": 32 - free, "ram_gib": 256, "used_ram_gib": 256 - 3 * free,
+                         "used_vcpu": 32 - free, "ram_gib": 256, "used_ram_gib": int(256 - 1.5 * free),
                          "cpu_score": round(float(rng.uniform(0.7, 1.6)), 2), "mem_bw_gbps": 100.0})
         hosts = hosts_table(*rows)
-        requests = requests_table({"request_id": f"vm{n}", "vcpu": vcpu, "ram_gib": 4 * vcpu, "max_shards": n + 1,
+        requests = requests_table({"request_id": f"vm{n}", "vcpu": vcpu, "ram_gib": int(2.5 * vcpu), "max_shards": n + 3,
                                    "latency_class": "tolerant", "priority": 5})
         result = plan(hosts, requests, PlanOptions(time_limit_s=6, lp_bound=False, seed=0))
         out = work / f"vm{n}"
@@ -86,7 +86,9 @@ def run_policies(vm, tasks, loads, seed: int) -> dict:
         replay = route(vm, tasks, name, loads, seed=seed)
         problems = check_schedule(vm, tasks, replay.schedule)
         out[name] = {**replay.figures(), "violations": len(problems)}
-    one = route(vm.one_host(), tasks, "shardplan", loads[:1], seed=seed)
+    from shardplan.executors.routing.load import pooled
+
+    one = route(vm.one_host(), tasks, "shardplan", [pooled(loads, [p.vcpu for p in vm.parts])], seed=seed)
     out["one_host_makespan_s"] = one.makespan_s
     return out
 
@@ -128,7 +130,7 @@ def calibration(datasets: Path, runs: pl.DataFrame) -> dict:
                 out.append(abs(simulated - row["makespan_s"]) / row["makespan_s"])
         return out
 
-    grid = [(o, d) for o in (0.0, 1.0, 2.0, 5.0, 10.0, 20.0) for d in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)]
+    grid = [(o, d) for o in (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0) for d in (0.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)]
     scored = [(float(np.median(errors(SimOptions(task_overhead_s=o, dispatch_interval_s=d), "blast"))), o, d)
               for o, d in grid]
     best_error, overhead, interval = min(scored)

@@ -160,7 +160,8 @@ def test_a_vm_is_read_from_its_plan(split_plan):
     assert vm.total_vcpu == 40 and len(vm.parts) >= 3
     assert {p.cpu_score for p in vm.parts} <= {1.0, 1.25, 1.5}
     whole = vm.one_host()
-    assert len(whole.parts) == 1 and whole.total_vcpu == 40 and whole.fastest == vm.fastest
+    assert len(whole.parts) == 1 and whole.total_vcpu == 40
+    assert whole.fastest == pytest.approx(sum(p.vcpu * p.cpu_score for p in vm.parts) / 40)
 
 
 def test_cli_route_compare_and_check_schedule(split_plan, tmp_path):
@@ -226,3 +227,41 @@ def test_the_exact_window_schedule_is_valid_and_no_policy_beats_it():
     for policy in POLICIES:
         assert route(vm, tasks, policy).makespan_s >= solved.result.objective - slack, policy
     assert solved.result.objective >= lower_bound(vm, tasks)["lower_bound_s"] - 1e-9
+
+
+def test_pooled_load_is_the_vcpu_weighted_share():
+    from shardplan.executors.routing.load import pooled
+
+    a = LoadSeries("a", np.array([0.0, 10.0]), np.array([0.5, 1.0]))
+    b = LoadSeries("b", np.array([0.0, 5.0]), np.array([0.0, 0.2]))
+    one = pooled([a, b], [10, 30])
+    assert list(one.times) == [0.0, 5.0, 10.0]
+    assert one.util == pytest.approx([0.125, 0.125 + 0.15, 0.25 + 0.15])
+
+
+@needs_shared
+def test_cli_tasks_writes_a_trace_as_a_tasks_table(tmp_path):
+    out = tmp_path / "t.csv"
+    instance = "makeflow/blast/blast-chameleon-small-001.json"
+    result = CliRunner().invoke(app, ["tasks", "wfcommons", "--instance", instance, "--datasets", str(DATASETS),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    from shardplan.executors.routing.tasks import load_tasks
+
+    assert len(load_tasks(out)) == wfcommons_runs(DATASETS).filter(pl.col("instance") == instance)["tasks"][0]
+    result = CliRunner().invoke(app, ["tasks", "nope", "--out", str(tmp_path / "x.csv")])
+    assert result.exit_code == 2 and not (tmp_path / "x.csv").exists()
+
+
+@needs_shared
+def test_gpu_pods_route_only_to_parts_with_gpus():
+    from shardplan.executors.routing.tasks import openb_gpu_tasks, scaled_to
+
+    vm = VirtualMachine("vm", (Part(0, 0, "cpu", "r1", "z1", 32, 128.0, 0, 1.0, 100.0),
+                               Part(1, 1, "gpu", "r2", "z1", 32, 128.0, 4, 1.0, 100.0)))
+    frame = scaled_to(openb_gpu_tasks(DATASETS, limit=60), vm.max_part_vcpu, vm.max_part_gpu)
+    assert frame.height == 60 and (frame["gpu"] > 0).all()
+    tasks = validate_tasks(frame, "openb", vm.max_part_vcpu, vm.max_part_gpu)
+    for policy in POLICIES:
+        replay = route(vm, tasks, policy)
+        assert set(replay.schedule["host_id"]) == {"gpu"} and check_schedule(vm, tasks, replay.schedule) == []

@@ -34,6 +34,16 @@ class LoadSeries:
         return float(self.util[max(i, 0)])
 
 
+def pooled(loads: list[LoadSeries], vcpu: list[int]) -> LoadSeries:
+    """The parts' loads as one host's: at every moment the vcpu-weighted mean of their shares (the load a VM on one
+    host with all the parts' vcpu would see)."""
+    times = np.unique(np.concatenate([s.times for s in loads]))
+    total = float(sum(vcpu))
+    util = sum(v * s.util[np.clip(np.searchsorted(s.times, times, side="right") - 1, 0, len(s.util) - 1)]
+               for s, v in zip(loads, vcpu)) / total
+    return LoadSeries("pooled(" + ", ".join(s.source for s in loads) + ")", times, np.asarray(util, dtype=float))
+
+
 def idle() -> LoadSeries:
     return LoadSeries("none", np.array([0.0]), np.array([0.0]))
 

@@ -13,10 +13,15 @@ GPUs the task needs are offered (`eligible`).
 - `power_of_two`: two eligible parts drawn at random, the less loaded of them (Sparrow's sampling).
 - `locality`: the part that holds most of the task's input (its parents' outputs), unless its queue is longer than
   `locality_max_queue` tasks per available core; then the least loaded (delay scheduling's rule, with no delay).
-- `shardplan` (the default): the part where the task is estimated to *finish* earliest — the wait for cores there
-  (work queued and running ahead of it over the cores available, at the part's speed), the transfer of its input
-  from the parts its parents ran on, its run at the part's speed, slowed by the share of its memory that would be
-  remote and by how far that memory is (:class:`~shardplan.executors.routing.vm.Distances`).
+- `shardplan` (the default): *late binding* — a ready task waits in the VM's own queue, most critical first
+  (HEFT's upward rank: its run time plus its longest chain of descendants), and goes to the part where it would
+  *finish* earliest: when that part has its cores free (what runs there and the tasks already promised to it),
+  plus the transfer of its input from the parts its parents ran on, plus its run at the part's speed, slowed by
+  the share of its memory that would be remote and by how far that memory is (:class:`~shardplan.executors.
+  routing.vm.Distances`). When the best part is busy the task waits for it, and its cores are promised so that no
+  later task takes them; among parts within `locality_slack` (2 % of the run) of the best finish, the one that
+  holds most of its input wins. A policy with `late_binding` set offers `place(task, eligible, sim, claimed)`
+  → (part, start now?) instead of `choose`; the others queue each task on a part the moment it is ready.
 """
 from __future__ import annotations
 
@@ -28,6 +33,12 @@ from shardplan.executors.routing.vm import VirtualMachine
 
 POLICIES: dict[str, Callable[..., "Policy"]] = {}
 DEFAULT_POLICY = "shardplan"
+DATA_S_PER_GIB = 8 * 1.073741824 / 10.0
+"""shardplan's price of moving data, in seconds of finish time per GiB fetched from another part or held in remote
+memory: 0.86 s, what one GiB takes on the default other-rack link (10 Gbps). The task's own transfer time is in its
+finish already; this charges the move once more for the tenants who share that link. Set from that argument, not
+fitted: on the Nextflow runs (benchmarks/routing_tune.py, not scored) no weight from 0 to 10 s/GiB changed a
+makespan or a GiB moved, since those small workflows fit on the fastest part."""
 
 
 def register_policy(name: str, factory: Callable[..., "Policy"]) -> None:
@@ -115,14 +126,43 @@ class Locality(Policy):
 
 
 class EarliestFinish(Policy):
-    """shardplan's router: earliest estimated finish time (see the module docstring)."""
+    """shardplan's router: earliest estimated finish time, bound late (see the module docstring)."""
 
     name = "shardplan"
+    late_binding = True
+
+    def __init__(self, vm: VirtualMachine, seed: int = 0, **options: float) -> None:
+        super().__init__(vm, seed, **options)
+        self.weight = float(options.get("data_s_per_gib", DATA_S_PER_GIB))
+        self.slack = float(options.get("locality_slack", 0.02))
 
     def choose(self, task: int, eligible: list[int], sim) -> int:
+        """Queue-at-arrival form (used when late binding is off): the part with the earliest estimated finish."""
         if len(eligible) == 1:
             return eligible[0]
         return min(eligible, key=lambda p: (sim.estimate_finish(task, p), p))
+
+    def place(self, task: int, eligible: list[int], sim, claimed: list[int]) -> tuple[int, bool]:
+        """(part, start now?): the part where the task would finish first — when its cores are free there (what
+        runs and what waits for it counted), its input fetched, at the part's speed, slowed by remote memory;
+        among parts within `locality_slack` of the best finish, the one that holds most of its input."""
+        cores = sim.cores[task]
+        now = sim.env.now
+        weight = self.weight
+        best: list[tuple[float, float, int]] = []
+        gpu = sim.gpu[task]
+        for part in eligible:
+            free_at = sim.when_free(part, cores, claimed[part], gpu)
+            run, moved = sim.assess(task, part)
+            best.append(((free_at if free_at > now else now) + run + weight * moved, free_at, part))
+        finish = min(b[0] for b in best)
+        slack = self.slack * max(finish - now, 0.0)
+        close = [b for b in best if b[0] <= finish + slack]
+        if len(close) > 1:
+            held = sim.input_by_part(task)
+            close.sort(key=lambda b: (-held.get(b[2], 0.0), sim.remote_share(task, b[2]), b[0], b[2]))
+        chosen = close[0] if len(close) > 1 else min(best)
+        return chosen[2], chosen[1] <= now
 
 
 for _policy in (RoundRobin, Random, LeastLoaded, PowerOfTwo, Locality, EarliestFinish):

@@ -1,7 +1,7 @@
 """What a valid schedule is (DESIGN.md "Tasks inside a sharded VM"), checked row by row: every task once; start
 ≥ arrival and ≥ every parent's end; no task faster than its host allows (end − start ≥ work_core_s / (cores ×
-cpu_score)); at every instant the cores of the tasks running on a part ≤ its vcpu; GPU tasks only on parts that
-hold GPUs. `check_schedule` returns every violation, not only the first."""
+cpu_score)); at every instant the cores of the tasks running on a part ≤ its vcpu (and their GPUs ≤ its GPUs);
+GPU tasks only on parts that hold GPUs. `check_schedule` returns every violation, not only the first."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -71,15 +71,16 @@ def check_schedule(vm: VirtualMachine, tasks: TaskSet, schedule: pl.DataFrame) -
             problems.append(f"task {task!r} needs {int(tasks.gpu[i])} GPU(s); part {part.host_id} has {part.gpu}")
         if row["remote_gib"] is not None and row["remote_gib"] < 0:
             problems.append(f"task {task!r}: negative remote_gib")
-        by_part.setdefault((part.host_id, part.shard), []).append((row["start_s"], row["end_s"], row["cores"], task))
+        by_part.setdefault((part.host_id, part.shard), []).append((row["start_s"], row["end_s"], row["cores"],
+                                                                   int(tasks.gpu[i]), task))
     for key, runs in by_part.items():
-        vcpu = parts[key].vcpu
-        events = sorted([(s, 1, c, t) for s, _e, c, t in runs] + [(e, 0, -c, t) for _s, e, c, t in runs])
-        used = 0
-        for moment, _kind, delta, task in events:  # ends (kind 0) before starts at the same instant
-            used += delta
-            if used > vcpu:
-                problems.append(f"part {key[0]} (shard {key[1]}): {used} cores in use at {moment:.6g} s when task "
-                                f"{task!r} starts; the part has {vcpu} vcpu")
-                break
+        for what, column, limit in (("cores", 2, parts[key].vcpu), ("GPUs", 3, parts[key].gpu)):
+            events = sorted([(r[0], 1, r[column], r[4]) for r in runs] + [(r[1], 0, -r[column], r[4]) for r in runs])
+            used = 0
+            for moment, _kind, delta, task in events:  # ends (kind 0) before starts at the same instant
+                used += delta
+                if used > limit:
+                    problems.append(f"part {key[0]} (shard {key[1]}): {used} {what} in use at {moment:.6g} s when "
+                                    f"task {task!r} starts; the part has {limit} {'vcpu' if what == 'cores' else what}")
+                    break
     return problems

@@ -42,11 +42,13 @@ SCHEDULE_SCHEMA = {"task_id": pl.Utf8, "host_id": pl.Utf8, "shard": pl.Int64, "s
 class SimOptions:
     """What shapes a replay besides the policy: `backfill` (queued tasks scanned for one that fits, ≥ 1),
     `task_overhead_s` (seconds added to every task: staging, process start), `dispatch_interval_s` (the
-    workflow manager starts at most one task per interval; 0 = no limit)."""
+    workflow manager starts at most one task per interval; 0 = no limit), `late_scan` (waiting tasks a
+    late-binding policy looks at per event)."""
 
     backfill: int = 8
     task_overhead_s: float = 0.0
     dispatch_interval_s: float = 0.0
+    late_scan: int = 32
 
 
 @dataclass
@@ -90,6 +92,11 @@ class Simulation:
     def __init__(self, vm: VirtualMachine, tasks: TaskSet, policy: Policy, loads: list[LoadSeries] | None = None,
                  options: SimOptions | None = None, fixed: list[int] | None = None) -> None:
         self.vm, self.tasks, self.policy = vm, tasks, policy
+        # plain lists: the hot paths read one task at a time, and a list item is several times cheaper than numpy's
+        self.work, self.cores = tasks.work.tolist(), [int(c) for c in tasks.cores]
+        self.memory, self.gpu, self.input_gib = tasks.memory.tolist(), [int(g) for g in tasks.gpu], tasks.input_gib.tolist()
+        self.local_ram = [p.local_ram_gib for p in vm.parts]
+        self.speed_l = [p.cpu_score for p in vm.parts]
         self.options = options or SimOptions()
         self.loads = loads or [idle() for _ in vm.parts]
         if len(self.loads) < len(vm.parts):
@@ -113,6 +120,12 @@ class Simulation:
         self.all_done = self.env.event()
         self.next_dispatch = 0.0
         self.gpu_parts = [i for i, p in enumerate(vm.parts) if p.gpu > 0]
+        self.all_parts = list(range(len(vm.parts)))
+        self.late = bool(getattr(policy, "late_binding", False)) and fixed is None
+        self.pool: list[tuple[float, int, int]] = []   # late binding: (−rank, arrival order, task) not yet placed
+        self.rank = self._upward_rank() if self.late else None
+        self.wake_pending = False
+        self.seq = 0
 
     # --- what policies read -------------------------------------------------------------------------------
 
@@ -121,7 +134,7 @@ class Simulation:
         parents = self.tasks.parents[task]
         if not parents:
             return {}
-        share = self.tasks.input_gib[task] / len(parents)
+        share = self.input_gib[task] / len(parents)
         held: dict[int, float] = {}
         for parent in parents:
             part = int(self.part_of[parent])
@@ -130,6 +143,8 @@ class Simulation:
 
     def transfer_s(self, task: int, part: int) -> tuple[float, float]:
         """(seconds, GiB) to bring the task's input to `part` from where its parents ran."""
+        if not self.tasks.parents[task]:
+            return 0.0, 0.0
         seconds, moved = 0.0, 0.0
         for source, gib in self.input_by_part(task).items():
             if source != part and source >= 0:
@@ -138,44 +153,85 @@ class Simulation:
         return seconds, moved
 
     def remote_share(self, task: int, part: int) -> float:
-        memory = self.tasks.memory[task]
+        memory = self.memory[task]
         if memory <= 0:
             return 0.0
-        local = self.vm.parts[part].local_ram_gib
-        over = self.state[part].mem_used + memory - local
-        return min(max(over, 0.0) / memory, 1.0)
+        over = self.state[part].mem_used + memory - self.local_ram[part]
+        return min(over, memory) / memory if over > 0 else 0.0
+
+    def assess(self, task: int, part: int) -> tuple[float, float]:
+        """(running time on `part` now, GiB it would move there: input fetched + memory held remotely)."""
+        transfer, moved = self.transfer_s(task, part)
+        share = self.remote_share(task, part)
+        slow = 1.0 + share * self.vm.distances.slowdown(self.remote_levels[part]) if share else 1.0
+        run = transfer + self.work[task] / (self.cores[task] * self.speed_l[part]) * slow + self.options.task_overhead_s
+        return run, moved + share * self.memory[task]
 
     def run_s(self, task: int, part: int) -> float:
         """Running time on `part` now (no wait): transfer + compute slowed by remote memory + overhead."""
-        transfer, _ = self.transfer_s(task, part)
-        slow = 1.0 + self.remote_share(task, part) * self.vm.distances.slowdown(self.remote_levels[part])
-        return (transfer + self.tasks.work[task] / (self.tasks.cores[task] * self.speed[part]) * slow
-                + self.options.task_overhead_s)
+        return self.assess(task, part)[0]
 
     def estimate_finish(self, task: int, part: int) -> float:
         """When the task would finish if queued on `part` now (the shardplan policy's estimate)."""
         state = self.state[part]
         now = self.env.now
-        cores = int(self.tasks.cores[task])
+        cores = self.cores[task]
         free = state.available - state.busy
         if free >= cores and not state.queue:
             wait = 0.0
         else:
-            running = sum((end - now) * c for end, c in state.running)
+            running = sum((end - now) * c for end, c, _g in state.running)
             backlog = running + state.queued_core_s
             wait = backlog / max(state.available, 1)
         return now + wait + self.run_s(task, part)
 
+    def when_free(self, part: int, cores: int, claimed: int = 0, gpu: int = 0) -> float:
+        """When `cores` cores (and `gpu` GPUs) are free on `part` for a new task, if nothing else starts there and
+        the load stays as it is now (`claimed`: cores already promised to tasks waiting for this part)."""
+        state = self.state[part]
+        now = self.env.now
+        free = state.available - state.busy - claimed
+        gpus = state.gpu_free
+        if free >= cores and gpus >= gpu:
+            return now
+        if state.busy == 0 and claimed == 0 and gpus >= gpu:
+            return now  # a task bigger than what the load leaves runs when the part is otherwise idle
+        moment = now
+        for end, c, g in sorted(state.running):
+            free += c
+            gpus += g
+            moment = end
+            if free >= cores and gpus >= gpu:
+                return moment
+        return moment
+
+    def _upward_rank(self) -> np.ndarray:
+        """The longest chain of mean run times below a task (HEFT's upward rank less the task's own run): tasks that
+        hold up most work go first; tasks with no children, or equal chains, in the order they became ready."""
+        speed = float(np.mean(self.speed))
+        mean_run = self.tasks.work / (self.tasks.cores * speed)
+        below = np.zeros(len(self.tasks))
+        for task in reversed(self.tasks.order):
+            children = self.tasks.children[task]
+            if children:
+                below[task] = max(below[c] + mean_run[c] for c in children)
+        return below
+
     # --- the replay ---------------------------------------------------------------------------------------
 
     def eligible(self, task: int) -> list[int]:
-        need = self.tasks.gpu[task]
+        need = self.gpu[task]
         if need > 0:
             return [i for i in self.gpu_parts if self.vm.parts[i].gpu >= need]
-        return list(range(len(self.vm.parts)))
+        return self.all_parts
 
     def ready(self, task: int) -> None:
         self.ready_at[task] = self.env.now
+        if self.late:
+            self.seq += 1
+            heapq.heappush(self.pool, (-float(self.rank[task]), self.seq, task))
+            self.place_pool()
+            return
         if self.fixed is not None:
             part = self.fixed[task]
         else:
@@ -185,8 +241,8 @@ class Simulation:
         self.part_of[task] = part
         state = self.state[part]
         state.queue.append(task)
-        state.queued_cores += int(self.tasks.cores[task])
-        state.queued_core_s += self.tasks.work[task] / self.speed[part]
+        state.queued_cores += self.cores[task]
+        state.queued_core_s += self.work[task] / self.speed[part]
         self.dispatch(part)
 
     def dispatch(self, part: int) -> None:
@@ -195,8 +251,8 @@ class Simulation:
         queue = state.queue
         while queue and scanned < len(queue) and scanned < self.options.backfill:
             task = queue[scanned]
-            cores = int(self.tasks.cores[task])
-            fits = (state.busy + cores <= state.available or state.busy == 0) and self.tasks.gpu[task] <= state.gpu_free
+            cores = self.cores[task]
+            fits = (state.busy + cores <= state.available or state.busy == 0) and self.gpu[task] <= state.gpu_free
             if not fits:
                 scanned += 1
                 continue
@@ -208,23 +264,69 @@ class Simulation:
             self._start(task, part)
             self.next_dispatch = self.env.now + self.options.dispatch_interval_s
 
-    def _start(self, task: int, part: int) -> None:
+    def place_pool(self) -> None:
+        """Late binding: the waiting tasks, most critical first, each placed where it would finish earliest; a task
+        whose best part is busy waits for it (its cores are promised, so no later task takes them) and the next one
+        is looked at, up to `late_scan` tasks per event."""
+        if not self.pool:
+            return
+        if self.options.dispatch_interval_s > 0 and self.env.now < self.next_dispatch:
+            if not self.wake_pending:
+                self.wake_pending = True
+                wake = self.env.timeout(self.next_dispatch - self.env.now)
+                wake.callbacks.append(lambda _e: self._wake())
+            return
+        claimed = [0] * len(self.state)
+        free = [s.available - s.busy for s in self.state]
+        if max(free) <= 0 and all(s.busy > 0 for s in self.state):
+            return
+        held = []
+        scanned = 0
+        while self.pool and scanned < self.options.late_scan:
+            item = heapq.heappop(self.pool)
+            task = item[2]
+            scanned += 1
+            began = time.perf_counter_ns()
+            part, now = self.policy.place(task, self.eligible(task), self, claimed)
+            self.decisions.append(time.perf_counter_ns() - began)
+            cores = self.cores[task]
+            if now:
+                self.part_of[task] = part
+                self._start(task, part, queued=False)
+                free[part] -= cores
+                if self.options.dispatch_interval_s > 0:
+                    self.next_dispatch = self.env.now + self.options.dispatch_interval_s
+                    break
+            else:
+                claimed[part] += cores
+                held.append(item)
+            if all(f - c <= 0 for f, c in zip(free, claimed)):
+                break
+        for item in held:
+            heapq.heappush(self.pool, item)
+
+    def _wake(self) -> None:
+        self.wake_pending = False
+        self.place_pool()
+
+    def _start(self, task: int, part: int, queued: bool = True) -> None:
         state = self.state[part]
-        cores = int(self.tasks.cores[task])
-        state.queued_cores -= cores
-        state.queued_core_s -= self.tasks.work[task] / self.speed[part]
+        cores = self.cores[task]
+        if queued:
+            state.queued_cores -= cores
+            state.queued_core_s -= self.work[task] / self.speed[part]
         transfer, moved = self.transfer_s(task, part)
         share = self.remote_share(task, part)
         slow = 1.0 + share * self.vm.distances.slowdown(self.remote_levels[part])
-        duration = (transfer + self.tasks.work[task] / (cores * self.speed[part]) * slow + self.options.task_overhead_s)
+        duration = (transfer + self.work[task] / (cores * self.speed[part]) * slow + self.options.task_overhead_s)
         now = self.env.now
         self.start[task] = now
-        self.remote_mem[task] = share * self.tasks.memory[task]
+        self.remote_mem[task] = share * self.memory[task]
         self.remote[task] = self.remote_mem[task] + moved
         state.busy += cores
-        state.gpu_free -= int(self.tasks.gpu[task])
-        state.mem_used += self.tasks.memory[task]
-        heapq.heappush(state.running, (now + duration, cores))
+        state.gpu_free -= self.gpu[task]
+        state.mem_used += self.memory[task]
+        heapq.heappush(state.running, (now + duration, cores, self.gpu[task]))
         event = self.env.timeout(duration)
         event.callbacks.append(lambda _e, t=task, p=part: self._finish(t, p))
 
@@ -232,12 +334,12 @@ class Simulation:
         state = self.state[part]
         now = self.env.now
         self.end[task] = now
-        cores = int(self.tasks.cores[task])
+        cores = self.cores[task]
         state.busy -= cores
-        state.gpu_free += int(self.tasks.gpu[task])
-        state.mem_used -= self.tasks.memory[task]
+        state.gpu_free += self.gpu[task]
+        state.mem_used -= self.memory[task]
         # drop this task's entry from the running heap (the earliest end with these cores)
-        for i, (end, c) in enumerate(state.running):
+        for i, (end, c, _g) in enumerate(state.running):
             if c == cores and abs(end - now) < 1e-6:
                 state.running[i] = state.running[-1]
                 state.running.pop()
@@ -248,7 +350,10 @@ class Simulation:
             self.waiting[child] -= 1
             if self.waiting[child] == 0:
                 self._arrive(child)
-        self.dispatch(part)
+        if self.late:
+            self.place_pool()
+        else:
+            self.dispatch(part)
         if self.done == len(self.tasks):
             self.all_done.succeed()
 
@@ -267,7 +372,10 @@ class Simulation:
 
         def step(i: int) -> None:
             state.available = int(self.vm.parts[part].vcpu - taken[i])
-            self.dispatch(part)
+            if self.late:
+                self.place_pool()
+            else:
+                self.dispatch(part)
             if i + 1 < len(taken):
                 event = self.env.timeout(series.times[i + 1] - series.times[i])
                 event.callbacks.append(lambda _e: step(i + 1))

@@ -124,12 +124,14 @@ class VirtualMachine:
         return [[self.distances.level(a, b) for b in self.parts] for a in self.parts]
 
     def one_host(self) -> "VirtualMachine":
-        """The same VM on one host of its fastest part's speed with all its vcpu and RAM local (the reference a
-        split is measured against)."""
-        best = max(self.parts, key=lambda p: (p.cpu_score, p.vcpu))
+        """The same VM on one host with all its vcpu, RAM and GPUs local, at the parts' vcpu-weighted mean speed
+        (the same compute capacity): the reference a split is measured against, so its cost is the split's own —
+        data and memory across hosts, cores that cannot be pooled — not the parts' speed."""
+        best = max(self.parts, key=lambda p: (p.vcpu, p.cpu_score))
+        speed = sum(p.vcpu * p.cpu_score for p in self.parts) / self.total_vcpu
         whole = Part(0, best.shard, best.host_id, best.rack, best.zone, self.total_vcpu,
                      sum(p.local_ram_gib for p in self.parts) + sum(m.ram_gib for m in self.memory),
-                     sum(p.gpu for p in self.parts), best.cpu_score, best.mem_bw_gbps)
+                     sum(p.gpu for p in self.parts), speed, best.mem_bw_gbps)
         return VirtualMachine(self.request_id, (whole,), (), self.storage_hosts, self.distances)
 
 

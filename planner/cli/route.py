@@ -64,10 +64,20 @@ def register(app: typer.Typer) -> None:
             write_atomically(schedule, payload)
         rows = [{**r.figures(), "share_of_lower_bound": r.makespan_s / bound["lower_bound_s"]
                  if bound["lower_bound_s"] > 0 else None} for r in replays]
+        # what the split costs: the same tasks on one host holding all of the VM, at the parts' mean speed and load
+        from shardplan.executors.routing.load import pooled
+
+        whole = route(vm.one_host(), task_set, policy,
+                      None if loads is None else [pooled(loads, [p.vcpu for p in vm.parts])], seed=seed)
+        split = {"one_host_makespan_s": whole.makespan_s,
+                 "split_cost": chosen.makespan_s / whole.makespan_s if whole.makespan_s > 0 else None}
         if as_json is not None:
             write_atomically(as_json, json.dumps({"request_id": request_id, "parts": len(vm.parts), "tasks": len(task_set),
-                                                  "lower_bound": bound, "policies": rows}, indent=1))
+                                                  "lower_bound": bound, "policies": rows, "split": split}, indent=1))
         console.print(render_replays(rows, request_id, len(vm.parts), len(task_set), bound["lower_bound_s"]))
+        if split["split_cost"] is not None:
+            console.print(f"split cost ({policy}): {chosen.makespan_s:,.1f} s on {len(vm.parts)} parts against "
+                          f"{whole.makespan_s:,.1f} s on one host of the same capacity: × {split['split_cost']:.2f}")
 
     @app.command("check-schedule")
     def check_schedule_command(
@@ -95,6 +105,48 @@ def register(app: typer.Typer) -> None:
         if problems:
             raise typer.Exit(1)
         console.print(f"schedule ok: {table.height} tasks on {len(vm.parts)} parts of {request_id}")
+
+
+    @app.command("tasks")
+    def tasks_command(
+        trace: str = typer.Argument(..., help="wfcommons, alibaba-v2017 or openb-gpu"),
+        out: Path = typer.Option(..., "--out", help="tasks table to write (.csv or .parquet)"),
+        instance: Optional[str] = typer.Option(None, "--instance", help="wfcommons: the execution, e.g. "
+                                               "makeflow/blast/blast-chameleon-small-001.json (default: list them)"),
+        jobs: Optional[int] = typer.Option(None, "--jobs", help="alibaba-v2017: sample this many jobs (seeded)"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="openb-gpu: the first N GPU pods"),
+        seed: int = typer.Option(0, "--seed"),
+        datasets: Path = typer.Option(Path("../shared/datasets"), "--datasets", help="where the real traces are"),
+    ) -> None:
+        """Write a tasks table (DESIGN.md columns) from a real task trace, for `shardplan route --tasks`."""
+        from shardplan.executors.routing.tasks import (
+            TaskError,
+            alibaba_batch_tasks,
+            openb_gpu_tasks,
+            validate_tasks,
+            wfcommons_runs,
+            wfcommons_tasks,
+        )
+        from shardplan.files import parquet_bytes, write_atomically
+
+        try:
+            if trace == "wfcommons":
+                if instance is None:
+                    console.print(wfcommons_runs(datasets))
+                    raise typer.Exit(0)
+                frame = wfcommons_tasks(datasets, instance)
+            elif trace == "alibaba-v2017":
+                frame = alibaba_batch_tasks(datasets, jobs=jobs, seed=seed)
+            elif trace == "openb-gpu":
+                frame = openb_gpu_tasks(datasets, limit)
+            else:
+                raise TaskError(trace, "unknown trace (wfcommons, alibaba-v2017, openb-gpu)")
+            validate_tasks(frame, trace)
+        except (TaskError, FileNotFoundError, OSError) as exc:
+            errors.print(f"bad input: {exc}", style="bold red", markup=False)
+            raise typer.Exit(2) from exc
+        write_atomically(out, parquet_bytes(frame) if out.suffix == ".parquet" else frame.write_csv().encode())
+        console.print(f"tasks: {frame.height:,} rows from {trace} → {out}")
 
 
 def _loads(load: str | None, datasets: Path, n: int):
