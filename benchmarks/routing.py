@@ -86,10 +86,9 @@ def run_policies(vm, tasks, loads, seed: int) -> dict:
         replay = route(vm, tasks, name, loads, seed=seed)
         problems = check_schedule(vm, tasks, replay.schedule)
         out[name] = {**replay.figures(), "violations": len(problems)}
-    from shardplan.executors.routing.load import pooled
+    from shardplan.executors.routing.simulate import split_cost
 
-    one = route(vm.one_host(), tasks, "shardplan", [pooled(loads, [p.vcpu for p in vm.parts])], seed=seed)
-    out["one_host_makespan_s"] = one.makespan_s
+    out["one_host_makespan_s"] = split_cost(vm, tasks, loads, "shardplan", seed)["one_host_makespan_s"]
     return out
 
 

@@ -265,3 +265,15 @@ def test_gpu_pods_route_only_to_parts_with_gpus():
     for policy in POLICIES:
         replay = route(vm, tasks, policy)
         assert set(replay.schedule["host_id"]) == {"gpu"} and check_schedule(vm, tasks, replay.schedule) == []
+
+
+def test_cli_split_cost_lists_every_split_request(split_plan, tmp_path):
+    tasks = tmp_path / "tasks.csv"
+    tasks_frame(30).write_csv(tasks)
+    out = tmp_path / "cost.parquet"
+    result = CliRunner().invoke(app, ["split-cost", str(split_plan), "--tasks", str(tasks), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pl.read_parquet(out)
+    assert table["request_id"].to_list() == ["big"] and table["parts"][0] == len(vm_from_plan(split_plan, "big").parts)
+    row = table.row(0, named=True)
+    assert row["split_cost"] == pytest.approx(row["split_makespan_s"] / row["one_host_makespan_s"])

@@ -455,3 +455,16 @@ def _fill_time(vm: VirtualMachine, loads: list[LoadSeries], first: float, total:
             return float(moment + (total - given) / rate)
         given += rate * span
     return float(moments[-1])
+
+
+def split_cost(vm: VirtualMachine, tasks: TaskSet, loads: list[LoadSeries] | None = None, policy: str = "shardplan",
+               seed: int = 0, split: Replay | None = None) -> dict[str, float | None]:
+    """What the split costs the tasks: the makespan on the VM's parts against the same VM on one host of the same
+    capacity (:meth:`VirtualMachine.one_host`) under the parts' pooled load. Above 1: the split slows the work."""
+    from shardplan.executors.routing.load import pooled
+
+    split = split or route(vm, tasks, policy, loads, seed=seed)
+    whole = route(vm.one_host(), tasks, policy, None if loads is None else [pooled(loads, [p.vcpu for p in vm.parts])],
+                  seed=seed)
+    return {"split_makespan_s": split.makespan_s, "one_host_makespan_s": whole.makespan_s,
+            "split_cost": split.makespan_s / whole.makespan_s if whole.makespan_s > 0 else None}

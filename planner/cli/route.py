@@ -65,19 +65,17 @@ def register(app: typer.Typer) -> None:
         rows = [{**r.figures(), "share_of_lower_bound": r.makespan_s / bound["lower_bound_s"]
                  if bound["lower_bound_s"] > 0 else None} for r in replays]
         # what the split costs: the same tasks on one host holding all of the VM, at the parts' mean speed and load
-        from shardplan.executors.routing.load import pooled
+        from shardplan.executors.routing.simulate import split_cost
 
-        whole = route(vm.one_host(), task_set, policy,
-                      None if loads is None else [pooled(loads, [p.vcpu for p in vm.parts])], seed=seed)
-        split = {"one_host_makespan_s": whole.makespan_s,
-                 "split_cost": chosen.makespan_s / whole.makespan_s if whole.makespan_s > 0 else None}
+        split = split_cost(vm, task_set, loads, policy, seed, chosen)
         if as_json is not None:
             write_atomically(as_json, json.dumps({"request_id": request_id, "parts": len(vm.parts), "tasks": len(task_set),
                                                   "lower_bound": bound, "policies": rows, "split": split}, indent=1))
         console.print(render_replays(rows, request_id, len(vm.parts), len(task_set), bound["lower_bound_s"]))
         if split["split_cost"] is not None:
             console.print(f"split cost ({policy}): {chosen.makespan_s:,.1f} s on {len(vm.parts)} parts against "
-                          f"{whole.makespan_s:,.1f} s on one host of the same capacity: × {split['split_cost']:.2f}")
+                          f"{split['one_host_makespan_s']:,.1f} s on one host of the same capacity: "
+                          f"× {split['split_cost']:.2f}")
 
     @app.command("check-schedule")
     def check_schedule_command(
@@ -106,6 +104,51 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         console.print(f"schedule ok: {table.height} tasks on {len(vm.parts)} parts of {request_id}")
 
+
+    @app.command("split-cost")
+    def split_cost_command(
+        plan_dir: Path = typer.Argument(..., help="plan directory"),
+        tasks: Path = typer.Option(..., "--tasks", help="tasks table run on every split request (cores and GPUs "
+                                   "clipped to each VM's largest part)"),
+        out: Optional[Path] = typer.Option(None, "--out", help="write the table here (.parquet or .csv)"),
+        load: Optional[str] = typer.Option(None, "--load", help="as for route"),
+        datasets: Path = typer.Option(Path("../shared/datasets"), "--datasets"),
+        policy: str = typer.Option("shardplan", "--policy"),
+    ) -> None:
+        """Per placed request split over several compute parts: what its split costs the given tasks (makespan on
+        its parts against one host of the same capacity), so an operator sees which VMs a split hurts."""
+        import polars as pl
+
+        from shardplan.executors.routing.simulate import split_cost
+        from shardplan.executors.routing.tasks import TaskError, read_tasks_frame, scaled_to, validate_tasks
+        from shardplan.executors.routing.vm import vm_from_plan
+        from shardplan.files import parquet_bytes, write_atomically
+        from shardplan.plandir import PlanDirError, read_plan_dir
+
+        try:
+            plan = read_plan_dir(plan_dir)
+            frame = validate_tasks(read_tasks_frame(tasks), str(tasks)).frame
+        except (PlanDirError, TaskError) as exc:
+            errors.print(f"bad input: {exc}", style="bold red", markup=False)
+            raise typer.Exit(2) from exc
+        placed = plan.requests_out.filter(pl.col("status") == "placed")["request_id"]
+        compute = (plan.shards.filter((pl.col("vcpu") > 0) & pl.col("request_id").is_in(placed.implode()))
+                   .group_by("request_id").len().filter(pl.col("len") > 1).sort("request_id"))
+        rows = []
+        for request_id in compute["request_id"]:
+            vm = vm_from_plan(plan, request_id)
+            mine = validate_tasks(scaled_to(frame, vm.max_part_vcpu, vm.max_part_gpu), str(tasks))
+            if (mine.gpu > 0).any() and vm.max_part_gpu == 0:
+                continue
+            rows.append({"request_id": request_id, "parts": len(vm.parts), "vcpu": vm.total_vcpu,
+                         "remote_ram_gib": sum(m.ram_gib for m in vm.memory),
+                         **split_cost(vm, mine, _loads(load, datasets, len(vm.parts)), policy)})
+        table = pl.DataFrame(rows, schema={"request_id": pl.Utf8, "parts": pl.Int64, "vcpu": pl.Int64,
+                                           "remote_ram_gib": pl.Float64, "split_makespan_s": pl.Float64,
+                                           "one_host_makespan_s": pl.Float64, "split_cost": pl.Float64})
+        if out is not None:
+            write_atomically(out, parquet_bytes(table) if out.suffix == ".parquet" else table.write_csv().encode())
+        console.print(table.sort("split_cost", descending=True, nulls_last=True))
 
     @app.command("tasks")
     def tasks_command(
