@@ -39,6 +39,8 @@ from benchmarks.common import print_table, require_shared_dir, results_path, wri
 
 POLICY_ORDER = ("round_robin", "random", "least_loaded", "power_of_two", "locality", "shardplan")
 WINDOW_TASKS = 12
+ALIBABA_SAMPLES = 6
+ALIBABA_JOBS = 150
 
 
 def plan_vms(work: Path) -> dict[int, object]:
@@ -169,8 +171,8 @@ def summarise(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--alibaba-samples", type=int, default=6)
-    parser.add_argument("--alibaba-jobs", type=int, default=150)
+    parser.add_argument("--alibaba-samples", type=int, default=ALIBABA_SAMPLES)
+    parser.add_argument("--alibaba-jobs", type=int, default=ALIBABA_JOBS)
     parser.add_argument("--quick", action="store_true", help="three Makeflow runs, one Alibaba sample, no calibration")
     args = parser.parse_args(argv)
     datasets = require_shared_dir() / "datasets"

@@ -20,7 +20,9 @@ GPUs the task needs are offered (`eligible`).
   the share of its memory that would be remote and by how far that memory is (:class:`~shardplan.executors.
   routing.vm.Distances`). When the best part is busy the task waits for it, and its cores are promised so that no
   later task takes them; among parts within `locality_slack` (2 % of the run) of the best finish, the one that
-  holds most of its input wins. A policy with `late_binding` set offers `place(task, eligible, sim, claimed)`
+  holds most of its input wins. Cores that no waiting task is promised go to the shortest waiting tasks that fit
+  them now (EASY backfilling: small tasks stop waiting behind long ones, and the tasks ahead keep their promised
+  cores). A policy with `late_binding` set offers `place(task, eligible, sim, claimed)`
   → (part, start now?) instead of `choose`; the others queue each task on a part the moment it is ready.
 """
 from __future__ import annotations
@@ -33,6 +35,10 @@ from shardplan.executors.routing.vm import VirtualMachine
 
 POLICIES: dict[str, Callable[..., "Policy"]] = {}
 DEFAULT_POLICY = "shardplan"
+DEADLINE_FACTOR = 0.0
+"""Order of the waiting tasks that hold up equal chains: earliest deadline first, a task's deadline its ready time
+plus this many times its run (0: first come first served; large: shortest first). Chosen on the Nextflow runs
+(benchmarks/routing_tune.py), never on the scored Makeflow and Alibaba runs."""
 DATA_S_PER_GIB = 8 * 1.073741824 / 10.0
 """shardplan's price of moving data, in seconds of finish time per GiB fetched from another part or held in remote
 memory: 0.86 s, what one GiB takes on the default other-rack link (10 Gbps). The task's own transfer time is in its
@@ -130,9 +136,11 @@ class EarliestFinish(Policy):
 
     name = "shardplan"
     late_binding = True
+    backfill_short = True
 
     def __init__(self, vm: VirtualMachine, seed: int = 0, **options: float) -> None:
         super().__init__(vm, seed, **options)
+        self.deadline_factor = float(options.get("deadline_factor", DEADLINE_FACTOR))
         self.weight = float(options.get("data_s_per_gib", DATA_S_PER_GIB))
         self.slack = float(options.get("locality_slack", 0.02))
 

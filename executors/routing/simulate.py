@@ -122,8 +122,14 @@ class Simulation:
         self.gpu_parts = [i for i, p in enumerate(vm.parts) if p.gpu > 0]
         self.all_parts = list(range(len(vm.parts)))
         self.late = bool(getattr(policy, "late_binding", False)) and fixed is None
-        self.pool: list[tuple[float, int, int]] = []   # late binding: (−rank, arrival order, task) not yet placed
+        # late binding: (−chain below, deadline, arrival order, task) not yet placed
+        self.pool: list[tuple[float, float, int, int]] = []
+        self.own: list[float] = []
         self.rank = self._upward_rank() if self.late else None
+        self.backfill_short = self.late and bool(getattr(policy, "backfill_short", False))
+        self.deadline_factor = float(getattr(policy, "deadline_factor", 0.0))
+        self.short: list[tuple[float, int, int]] = []   # the same waiting tasks, shortest first (backfilling)
+        self.placed = [False] * len(tasks)
         self.wake_pending = False
         self.seq = 0
 
@@ -207,9 +213,11 @@ class Simulation:
 
     def _upward_rank(self) -> np.ndarray:
         """The longest chain of mean run times below a task (HEFT's upward rank less the task's own run): tasks that
-        hold up most work go first; tasks with no children, or equal chains, in the order they became ready."""
+        hold up most work go first; among equal chains (tasks with no children, the many leaves of a split), earliest
+        deadline first (see `ready`)."""
         speed = float(np.mean(self.speed))
         mean_run = self.tasks.work / (self.tasks.cores * speed)
+        self.own = mean_run.tolist()
         below = np.zeros(len(self.tasks))
         for task in reversed(self.tasks.order):
             children = self.tasks.children[task]
@@ -229,7 +237,12 @@ class Simulation:
         self.ready_at[task] = self.env.now
         if self.late:
             self.seq += 1
-            heapq.heappush(self.pool, (-float(self.rank[task]), self.seq, task))
+            # among equal chains, earliest deadline first, a task's deadline its ready time + `deadline_factor` × its
+            # run: 0 is first come first served, large is shortest first (slowdown ≤ factor for whoever meets it)
+            deadline = self.env.now + self.deadline_factor * self.own[task]
+            heapq.heappush(self.pool, (-float(self.rank[task]), deadline, self.seq, task))
+            if self.backfill_short:
+                heapq.heappush(self.short, (self.own[task], self.seq, task))
             self.place_pool()
             return
         if self.fixed is not None:
@@ -284,7 +297,9 @@ class Simulation:
         scanned = 0
         while self.pool and scanned < self.options.late_scan:
             item = heapq.heappop(self.pool)
-            task = item[2]
+            task = item[-1]
+            if self.placed[task]:  # started by the backfill since it was queued
+                continue
             scanned += 1
             began = time.perf_counter_ns()
             part, now = self.policy.place(task, self.eligible(task), self, claimed)
@@ -304,6 +319,35 @@ class Simulation:
                 break
         for item in held:
             heapq.heappush(self.pool, item)
+        if self.backfill_short and any(f - c > 0 for f, c in zip(free, claimed)):
+            self._backfill(free, claimed)
+
+    def _backfill(self, free: list[int], claimed: list[int]) -> None:
+        """Cores no waiting task is promised go to the shortest waiting tasks that can start on them now (EASY
+        backfilling: the tasks ahead keep their promised cores, so they start no later for it)."""
+        put_back = []
+        misses = 0
+        while self.short and misses < self.options.late_scan:
+            item = heapq.heappop(self.short)
+            task = item[2]
+            if self.placed[task]:
+                continue
+            cores, gpu = self.cores[task], self.gpu[task]
+            fits = [p for p in self.eligible(task) if free[p] - claimed[p] >= cores and self.state[p].gpu_free >= gpu]
+            if not fits:
+                put_back.append(item)
+                misses += 1
+                continue
+            began = time.perf_counter_ns()
+            part, _ = self.policy.place(task, fits, self, claimed)
+            self.decisions.append(time.perf_counter_ns() - began)
+            self.part_of[task] = part
+            self._start(task, part, queued=False)
+            free[part] -= cores
+            if all(f - c <= 0 for f, c in zip(free, claimed)):
+                break
+        for item in put_back:
+            heapq.heappush(self.short, item)
 
     def _wake(self) -> None:
         self.wake_pending = False
@@ -320,6 +364,7 @@ class Simulation:
         slow = 1.0 + share * self.vm.distances.slowdown(self.remote_levels[part])
         duration = (transfer + self.work[task] / (cores * self.speed[part]) * slow + self.options.task_overhead_s)
         now = self.env.now
+        self.placed[task] = True
         self.start[task] = now
         self.remote_mem[task] = share * self.memory[task]
         self.remote[task] = self.remote_mem[task] + moved

@@ -249,11 +249,12 @@ def wfcommons_tasks(datasets: Path, instance: str) -> pl.DataFrame:
 
 
 def alibaba_batch_tasks(datasets: Path, ram_gib_per_unit: float = 512.0, jobs: int | None = None,
-                        seed: int = 0, every_row: bool = False) -> pl.DataFrame:
+                        seed: int = 0, every_row: bool = False, exclude_jobs: set[int] | None = None) -> pl.DataFrame:
     """The Alibaba v2017 batch tasks as a tasks table (see the module docstring); `jobs` samples that many jobs
     (seeded), else every usable task. Arrival is relative to the first task kept; `job_id` is kept beside.
     `every_row` keeps all 80,553 rows (the speed benchmark): a task with no plan_cpu asks for 1 core, one with
-    no end or an end before its create runs 1 s, a create before the trace's start is 0."""
+    no end or an end before its create runs 1 s, a create before the trace's start is 0. `exclude_jobs` leaves
+    those jobs out (a sample disjoint from another)."""
     raw = pl.read_csv(datasets / ALIBABA_BATCH_CSV, infer_schema_length=0)
     raw = raw.rename({c: c.strip() for c in raw.columns})
     frame = raw.select(
@@ -271,6 +272,8 @@ def alibaba_batch_tasks(datasets: Path, ram_gib_per_unit: float = 512.0, jobs: i
     else:
         frame = frame.filter((pl.col("status") == "Terminated") & (pl.col("end") >= pl.col("create"))
                              & pl.col("plan_cpu").is_not_null() & (pl.col("create") >= 0))
+    if exclude_jobs:
+        frame = frame.filter(~pl.col("job_id").is_in(sorted(exclude_jobs)))
     if jobs is not None:
         chosen = frame.select("job_id").unique().sort("job_id").sample(n=min(jobs, frame["job_id"].n_unique()),
                                                                        seed=seed)
