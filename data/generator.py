@@ -470,6 +470,8 @@ def _raw_requests(rng: np.random.Generator, n_requests: int, bare: pl.DataFrame,
         "replicas": columns["replicas"].astype(np.int64),
         "latency_class": pl.Series(columns["latency_class"].tolist(), dtype=pl.Utf8),
         "evictable": np.zeros(n_requests, dtype=bool),  # nothing runs yet: re-planning sets it per scenario
+        "min_cpu_score": np.zeros(n_requests),          # no performance needs in the seeded fleets yet
+        "min_storage_iops": np.zeros(n_requests),
     }, schema=_REQUEST_SCHEMA)
 
 

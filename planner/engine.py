@@ -391,7 +391,8 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
 
     def fit(view: Fleet, inserted: np.ndarray) -> Assignment:
         return first_fit(view, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
-                         req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu, rate, best_fit)
+                         req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu, rate, best_fit,
+                         req["min_cpu"], req["min_iops"])
 
     if running is None:
         return fit(fleet.room_view(), order), order

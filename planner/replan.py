@@ -178,6 +178,7 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     a part on a host that is no longer `up`; a host that can no longer hold the parts it held (its
     existing load grew: the lowest-priority, then largest, running requests there must move until the
     rest fit); a copy on a tier below the request's, a GPU of another model, more hosts than max_shards;
+    a compute part on a host slower than its min_cpu_score, a copy on storage below its min_storage_iops;
     in whole-VM mode, a request split over several hosts or without a copy beside its VM; and any part
     that would break an invariant where it is (copies sharing a rack, parts in two zones, less local
     RAM per vcpu than the option asks, remote memory for latency class low, GPUs without a vcpu beside
@@ -185,9 +186,11 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     if current.height == 0:
         return {}
     reasons: dict[str, str] = {}
-    info = hosts.select("host_id", "status", "storage_type", "gpu_model", "rack", "zone")
+    info = hosts.select("host_id", "status", "storage_type", "gpu_model", "rack", "zone",
+                        *[c for c in ("cpu_score", "storage_iops") if c in hosts.columns])
+    needs = [c for c in ("min_cpu_score", "min_storage_iops") if c in requests.columns]
     parts = current.join(info, on="host_id", how="left").join(
-        requests.select("request_id", "priority", "max_shards", "latency_class",
+        requests.select("request_id", "priority", "max_shards", "latency_class", *needs,
                         pl.col("storage_type").alias("wants_tier"), pl.col("gpu_model").alias("wants_gpu")),
         on="request_id", how="left")
     for row in parts.filter(pl.col("status") != "up").sort("request_id", "shard").iter_rows(named=True):
@@ -200,6 +203,16 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
         if row["gpu_model"] != row["wants_gpu"]:
             reasons.setdefault(row["request_id"], f"host {row['host_id']} has {row['gpu_model']} GPUs, not "
                                                   f"{row['wants_gpu']}")
+    if "min_cpu_score" in parts.columns and "cpu_score" in parts.columns:
+        slow = parts.filter((pl.col("vcpu") > 0) & (pl.col("cpu_score") < pl.col("min_cpu_score") - 1e-9))
+        for row in slow.sort("request_id", "shard").iter_rows(named=True):
+            reasons.setdefault(row["request_id"], f"host {row['host_id']} has cpu_score {row['cpu_score']:g}, below "
+                                                  f"its min_cpu_score {row['min_cpu_score']:g}")
+    if "min_storage_iops" in parts.columns and "storage_iops" in parts.columns:
+        slow = parts.filter((pl.col("storage_gib") > 0) & (pl.col("storage_iops") < pl.col("min_storage_iops") - 1e-9))
+        for row in slow.sort("request_id", "shard").iter_rows(named=True):
+            reasons.setdefault(row["request_id"], f"host {row['host_id']} has storage_iops {row['storage_iops']:g}, "
+                                                  f"below its min_storage_iops {row['min_storage_iops']:g}")
     compute = parts.filter(pl.col("storage_gib") == 0).group_by("request_id").agg(
         pl.col("host_id").n_unique().alias("hosts"), pl.col("max_shards").first())
     for row in compute.filter(pl.col("hosts") > (1 if whole else pl.col("max_shards"))).iter_rows(named=True):

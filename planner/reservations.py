@@ -371,6 +371,8 @@ def with_blocks(requests: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
     if clash.height:
         raise ValueError(f"reservation block id {clash['request_id'][0]!r} is already a request id")
     columns = [c.name for c in REQUEST_COLUMNS]
+    blocks = blocks.with_columns(pl.lit(c.default, dtype=c.polars_dtype).alias(c.name) for c in REQUEST_COLUMNS
+                                 if c.name not in blocks.columns and not c.required)
     real = requests.select(*columns, pl.lit(REQUEST_KIND).alias(KIND_COLUMN))
     return pl.concat([real, blocks.select(*columns, KIND_COLUMN).cast(real.schema)], how="vertical")
 

@@ -112,6 +112,8 @@ REQUEST_COLUMNS: tuple[Column, ...] = (
     Column("replicas", int, required=False, default=1, minimum=1),
     Column("latency_class", str, required=False, default="medium", allowed=LATENCY_CLASSES),
     Column("evictable", bool, required=False, default=False),
+    Column("min_cpu_score", float, required=False, default=0.0, minimum=0),
+    Column("min_storage_iops", float, required=False, default=0.0, minimum=0),
 )
 
 HISTORY_COLUMNS: tuple[Column, ...] = (

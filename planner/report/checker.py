@@ -1,4 +1,4 @@
-"""The plan invariants of DESIGN.md (1–9 and, re-planning, 11), checked on the exported tables.
+"""The plan invariants of DESIGN.md (1–10 and, re-planning, 11), checked on the exported tables.
 
 One function per invariant; each returns every violation it finds (not the first),
 computed with polars joins and group-bys over the shards. Amounts are compared with
@@ -54,6 +54,7 @@ INVARIANTS: dict[int, str] = {
     7: "one zone per request",
     8: "no shards on hosts that are not up",
     9: "request statuses and references",
+    10: "performance needs: cpu_score and storage_iops",
     11: "what runs is kept placed, within the move budget",
 }
 
@@ -367,6 +368,24 @@ def check_statuses(plan: _PlanTables) -> list[Violation]:
     return found
 
 
+def check_performance(plan: _PlanTables) -> list[Violation]:
+    """Invariant 10: compute parts (vcpu > 0) on hosts whose cpu_score ≥ the request's min_cpu_score; storage
+    copies on hosts whose storage_iops ≥ its min_storage_iops."""
+    needs = plan.requests.select("request_id", pl.col("min_cpu_score").fill_null(0.0),
+                                 pl.col("min_storage_iops").fill_null(0.0))
+    shards = (plan.shards.join(needs, on="request_id", how="inner")
+              .join(plan.hosts.select("host_id", "cpu_score", "storage_iops"), on="host_id", how="inner"))
+    slow = shards.filter((pl.col("vcpu") > 0) & (pl.col("cpu_score") < pl.col("min_cpu_score") - 1e-9))
+    found = [Violation(10, row["request_id"], row["host_id"], f"{row['vcpu']} vcpu on a host of cpu_score "
+                       f"{row['cpu_score']:g} < min_cpu_score {row['min_cpu_score']:g}")
+             for row in slow.iter_rows(named=True)]
+    slow = shards.filter((pl.col("storage_gib") > 0) & (pl.col("storage_iops") < pl.col("min_storage_iops") - 1e-9))
+    found += [Violation(10, row["request_id"], row["host_id"], f"storage copy {row['replica']} on a host of "
+                        f"storage_iops {row['storage_iops']:g} < min_storage_iops {row['min_storage_iops']:g}")
+              for row in slow.iter_rows(named=True)]
+    return found
+
+
 def check_running(plan: _PlanTables) -> list[Violation]:
     """Invariant 11: a running request (in the current placement and tonight's requests) that is not
     evictable is placed, unless it must move (`shardplan.planner.replan.must_move`: a host no longer up
@@ -396,7 +415,7 @@ def check_running(plan: _PlanTables) -> list[Violation]:
 
 
 CHECKS = (check_demand, check_capacity, check_span, check_local_memory, check_gpu,
-          check_storage, check_zone, check_host_status, check_statuses, check_running)
+          check_storage, check_zone, check_host_status, check_statuses, check_performance, check_running)
 """One check per invariant, in invariant order."""
 
 

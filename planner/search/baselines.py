@@ -45,9 +45,11 @@ def host_order(fleet: Fleet) -> np.ndarray:
 def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.ndarray,
               max_shards: np.ndarray, replicas: np.ndarray, low_latency: np.ndarray, order: np.ndarray,
               sharded: bool, min_local_ram_per_vcpu: float, remote_mbps_per_gib: int = 50,
-              best_fit: bool = False) -> Assignment:
+              best_fit: bool = False, min_cpu: np.ndarray | None = None,
+              min_iops: np.ndarray | None = None) -> Assignment:
     """FFD over the requests in `order` (best_fit: the fitting host with least capacity left over);
-    returns an assignment in request index space."""
+    returns an assignment in request index space. `min_cpu` / `min_iops`: the requests' performance needs
+    (invariant 10): parts only on hosts fast enough, copies only on storage fast enough."""
     free = fleet.free.copy()
     hosts = host_order(fleet)
     up_hosts = hosts[fleet.up[hosts]]
@@ -55,8 +57,11 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
     for r in order:
         d = demand[r]
         gpu_fit = (gpu_model[r] == "") | (fleet.gpu_model == gpu_model[r])
+        compute_hosts = up_hosts if min_cpu is None or min_cpu[r] <= 0 else up_hosts[fleet.cpu_ok(min_cpu[r])[up_hosts]]
         storage_hosts = up_hosts[fleet.tier[up_hosts] >= tier[r]]
-        placed = place(fleet, free, up_hosts, storage_hosts, d, gpu_fit, replicas[r],
+        if min_iops is not None and min_iops[r] > 0:
+            storage_hosts = storage_hosts[fleet.iops_ok(min_iops[r])[storage_hosts]]
+        placed = place(fleet, free, compute_hosts, storage_hosts, d, gpu_fit, replicas[r],
                        max_shards[r] if sharded else 1, min_local_ram_per_vcpu, remote_mbps_per_gib,
                        not low_latency[r], best_fit)
         if placed is None:

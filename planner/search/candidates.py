@@ -28,6 +28,9 @@ from shardplan.models.problem import GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE,
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import capacity_expr, tier_rank
 
+PERFORMANCE_EPSILON = 1e-9
+"""A host meets a performance need at most this far below it (floating-point slack only)."""
+
 
 @dataclass(frozen=True)
 class Fleet:
@@ -47,6 +50,22 @@ class Fleet:
     rack_names: list[str]
     zone_names: list[str]
     held: np.ndarray | None = None  # (H, 5) room running parts that may stay take (re-planning); None: none
+    cpu_score: np.ndarray | None = None     # (H,) float: what min_cpu_score is compared with (None: all 1.0)
+    storage_iops: np.ndarray | None = None  # (H,) float: what min_storage_iops is compared with (None: all 0)
+
+    def cpu_ok(self, minimum: float) -> np.ndarray:
+        """(H,) bool: hosts fast enough for a compute part of a request asking `minimum` (invariant 10)."""
+        if minimum <= 0:
+            return np.ones(self.n_hosts, dtype=bool)
+        score = np.ones(self.n_hosts) if self.cpu_score is None else self.cpu_score
+        return score >= minimum - PERFORMANCE_EPSILON
+
+    def iops_ok(self, minimum: float) -> np.ndarray:
+        """(H,) bool: hosts whose storage is fast enough for a copy of a request asking `minimum`."""
+        if minimum <= 0:
+            return np.ones(self.n_hosts, dtype=bool)
+        iops = np.zeros(self.n_hosts) if self.storage_iops is None else self.storage_iops
+        return iops >= minimum - PERFORMANCE_EPSILON
 
     @property
     def n_hosts(self) -> int:
@@ -89,12 +108,15 @@ def build_fleet(hosts: pl.DataFrame, held: np.ndarray | None = None) -> Fleet:
     up = (hosts["status"] == "up").to_numpy()
     cost = hosts["cost_per_hour"].to_numpy().astype(float)
     held_rows = [()] * len(zone) if held is None else [tuple(x) for x in held.tolist()]
-    keys = [(z, r, tuple(f), c, a, t, g, u, k) for z, r, f, c, a, t, g, u, k in
-            zip(zone, rack, free.tolist(), cost, active, tier, gpu_model, up, held_rows)]
+    cpu_score = hosts["cpu_score"].to_numpy().astype(float)
+    storage_iops = hosts["storage_iops"].to_numpy().astype(float)
+    # hosts of one class are interchangeable for every filter: speed and IOPS are part of the key
+    keys = [(z, r, tuple(f), c, a, t, g, u, k, cs, io) for z, r, f, c, a, t, g, u, k, cs, io in
+            zip(zone, rack, free.tolist(), cost, active, tier, gpu_model, up, held_rows, cpu_score, storage_iops)]
     class_of: dict[tuple, int] = {}
     host_class = np.array([class_of.setdefault(k, len(class_of)) for k in keys], dtype=np.int64)
     return Fleet(hosts["host_id"].to_list(), free, capacity, cost, active, up, rack, zone, tier, gpu_model,
-                 host_class, rack_names, zone_names, held)
+                 host_class, rack_names, zone_names, held, cpu_score, storage_iops)
 
 
 @dataclass(frozen=True)
@@ -122,7 +144,15 @@ def request_arrays(requests: pl.DataFrame) -> dict[str, np.ndarray]:
         "max_shards": requests["max_shards"].to_numpy().astype(np.int64),
         "replicas": requests["replicas"].to_numpy().astype(np.int64),
         "low_latency": (requests["latency_class"] == "low").to_numpy(),
+        "min_cpu": _column_or(requests, "min_cpu_score", 0.0),
+        "min_iops": _column_or(requests, "min_storage_iops", 0.0),
     }
+
+
+def _column_or(frame: pl.DataFrame, name: str, default: float) -> np.ndarray:
+    if name not in frame.columns:
+        return np.full(frame.height, default)
+    return frame[name].fill_null(default).to_numpy().astype(float)
 
 
 def _class_representatives(fleet: Fleet) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -219,6 +249,14 @@ def _part_room(v: FilterView) -> np.ndarray:
     return takes | can_gpu
 
 
+def _rep_cpu(v: FilterView) -> np.ndarray:
+    return np.ones(len(v.reps)) if v.fleet.cpu_score is None else v.fleet.cpu_score[v.reps]
+
+
+def _rep_iops(v: FilterView) -> np.ndarray:
+    return np.zeros(len(v.reps)) if v.fleet.storage_iops is None else v.fleet.storage_iops[v.reps]
+
+
 def _stores(v: FilterView, ok: np.ndarray) -> np.ndarray:
     return (v.demand[:, STORAGE, None] == 0) | ok
 
@@ -242,6 +280,12 @@ COMPUTE_FILTERS: tuple[HostFilter, ...] = (
     HostFilter("storage_gib", "insufficient free storage_gib",
                lambda v: _stores(v, v.free[None, :, STORAGE] >= v.demand[:, STORAGE, None]), mode="whole"),
     HostFilter("part_room", "no free vcpu with local RAM, nor RAM for remote memory", _part_room, mode="sharded"),
+    HostFilter("cpu_score", "host cpu_score below the request's min_cpu_score (invariant 10)", lambda v: (
+        v.req["min_cpu"][:, None] <= 0) | (_rep_cpu(v)[None, :] >= v.req["min_cpu"][:, None] - PERFORMANCE_EPSILON)),
+    HostFilter("storage_iops", "host storage_iops below the request's min_storage_iops (invariant 10)",
+               lambda v: _stores(v, (v.req["min_iops"][:, None] <= 0)
+                                 | (_rep_iops(v)[None, :] >= v.req["min_iops"][:, None] - PERFORMANCE_EPSILON)),
+               mode="whole"),
 )
 """The compute-side filters in the order they run; the first a host fails is the reason counted for it."""
 
@@ -253,6 +297,8 @@ FILTER_REASONS: dict[str, str] = {
     **{name: f"lack {name}" for name in ("vcpu", "ram_gib", "net_gbps", "gpu", "storage_gib")},
     "storage_tier": "are below its storage tier",
     "part_room": "lack room for any part (a vcpu with its local RAM, RAM for remote memory, or NIC room)",
+    "cpu_score": "have a cpu_score below its min_cpu_score",
+    "storage_iops": "have storage_iops below its min_storage_iops",
     "ranked_out": "ranked below the best top_k classes",
 }
 """Each filter's name → what a drop by it means (storage copies use storage_tier and storage_gib too)."""
@@ -300,6 +346,10 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         s_alive &= ~drop
         drop = s_alive & (rep_free[None, :, STORAGE] < d[:, STORAGE, None]) & stores[:, None]
         _count(reason_rows, lo, "storage", "storage_gib", drop, weight)
+        s_alive &= ~drop
+        need_iops = req["min_iops"][lo:hi, None]
+        drop = s_alive & (need_iops > 0) & (_rep_iops(view)[None, :] < need_iops - PERFORMANCE_EPSILON) & stores[:, None]
+        _count(reason_rows, lo, "storage", "storage_iops", drop, weight)
         s_alive &= ~drop & stores[:, None]
         s_score = np.where(s_alive, -np.abs(fleet.tier[reps][None, :] - req["tier"][lo:hi, None]) +
                            1.0 * fleet.active[reps][None, :]
@@ -326,9 +376,12 @@ def find_candidates(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
             hosts = np.union1d(hosts, must)
             if demand[r, STORAGE] > 0:
                 s_hosts = np.union1d(s_hosts, must)
-        hosts = np.sort(hosts)
+        # hosts the warm start or what runs used come back in even when a filter dropped them: performance
+        # needs are hard (invariant 10), so they are applied again here
+        hosts = np.sort(hosts[fleet.cpu_ok(req["min_cpu"][r])[hosts]])
         s_hosts = np.sort(s_hosts[(fleet.tier[s_hosts] >= req["tier"][r]) &
-                                  (fleet.free[s_hosts, STORAGE] >= demand[r, STORAGE]) & fleet.up[s_hosts]])
+                                  (fleet.free[s_hosts, STORAGE] >= demand[r, STORAGE]) & fleet.up[s_hosts]
+                                  & fleet.iops_ok(req["min_iops"][r])[s_hosts]])
         compute.append(hosts)
         gpu_ok.append((fleet.free[hosts, GPU] >= 1) & ((req["gpu_model"][r] == "") |
                                                        (fleet.gpu_model[hosts] == req["gpu_model"][r])))
