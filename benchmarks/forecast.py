@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, require_shared_dir, results_path, write_json_atomic  # noqa: E402
 from shardplan.forecasting.backtest import BacktestSettings, load_adjustment, run_backtest  # noqa: E402
-from shardplan.forecasting.forecasters import BASELINES, get_forecaster  # noqa: E402
+from shardplan.forecasting.forecasters import BASELINES, PEERS, get_forecaster  # noqa: E402
 from shardplan.forecasting.history import demand_long, hourly_demand, system_load  # noqa: E402
 from shardplan.forecasting.traces import load_azure_cpu, load_bitbrains  # noqa: E402
 
@@ -179,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", default="bitbrains,azure")
     parser.add_argument("--origins", type=int, default=6, help="scored origins per trace, spread evenly")
-    parser.add_argument("--forecasters", default=f"{SHIPPED},{REFERENCE},{','.join(BASELINES)}")
+    parser.add_argument("--forecasters", default=f"{SHIPPED},{REFERENCE},{','.join(PEERS)},{','.join(BASELINES)}")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--sample", type=int, default=None, help="VMs per trace for a quick run (default: all)")
+    parser.add_argument("--results", default="forecast", help="name of the JSON under benchmarks/results/")
     args = parser.parse_args(argv)
     shared = require_shared_dir()
     forecasters = [n.strip() for n in args.forecasters.split(",") if n.strip()]
@@ -202,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         bitbrains = histories.get("bitbrains")
         if bitbrains is None:
             bitbrains = load_trace("bitbrains", shared)
-        report["speed"] = speed(bitbrains, [SHIPPED, *BASELINES])
+        report["speed"] = speed(bitbrains, [SHIPPED, *PEERS, *BASELINES])
     report["total_wall_s"] = time.perf_counter() - begun
     report["load_average_1_5_15"] = list(os.getloadavg())  # the machine is shared: context for the timings
     report["sample_vms"] = args.sample
-    path = write_json_atomic(results_path("forecast"), report)
+    path = write_json_atomic(results_path(args.results), report)
     console.print(f"wrote {path}")
     return 0
 

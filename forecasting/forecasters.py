@@ -1,4 +1,5 @@
-"""The forecasters by name: the seasonal-naive baselines and Prophet (loaded only when asked for).
+"""The forecasters by name: the seasonal-naive baselines, Prophet and statsforecast's models (each library loaded
+only when asked for).
 
 Callers ask :func:`get_forecaster` for a name; nothing tests names. The interface and the baselines
 live in forecasting.base, which Prophet's module builds on too.
@@ -22,6 +23,14 @@ def _prophet_plain(**settings: object) -> Forecaster:
     return ProphetForecaster.plain(**settings)
 
 
+def _statsforecast(name: str, model: str) -> Callable[..., Forecaster]:
+    def make(**settings: object) -> Forecaster:
+        from shardplan.forecasting.statsforecast_models import StatsForecastModel  # statsforecast loads when asked
+
+        return StatsForecastModel(name, model, **settings)
+    return make
+
+
 FORECASTERS: dict[str, Callable[..., Forecaster]] = {
     "prophet": _prophet,
     "prophet_plain": _prophet_plain,
@@ -29,7 +38,13 @@ FORECASTERS: dict[str, Callable[..., Forecaster]] = {
     "same_hour_yesterday": lambda: SeasonalNaive("same_hour_yesterday", period_hours=24),
     "same_hour_last_week": lambda: SeasonalNaive("same_hour_last_week", period_hours=168),
     "mean_7_same_hours": lambda: SeasonalNaive("mean_7_same_hours", period_hours=24, seasons=7),
+    "mstl": _statsforecast("mstl", "mstl"),
+    "auto_ets": _statsforecast("auto_ets", "auto_ets"),
+    "auto_theta": _statsforecast("auto_theta", "auto_theta"),
+    "sf_seasonal_naive": _statsforecast("sf_seasonal_naive", "seasonal_naive"),
 }
+PEERS: tuple[str, ...] = ("mstl", "auto_ets", "auto_theta", "sf_seasonal_naive")
+"""statsforecast's models (forecasting.statsforecast_models): the peers every forecasting benchmark shows."""
 BASELINES: tuple[str, ...] = ("last_value", "same_hour_yesterday", "same_hour_last_week", "mean_7_same_hours")
 DEFAULT_FORECASTER = "prophet"
 

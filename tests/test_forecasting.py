@@ -297,3 +297,39 @@ def test_prophet_gives_short_series_the_recent_level():
     [(point, lo, hi)] = fit_chunk([short], 400_009, 4, SHIPPED_SETTINGS)
     assert point == pytest.approx(np.full(4, 7.5))  # median of the last 6 hours
     assert (lo <= point).all() and (hi >= point).all()
+
+
+# --- statsforecast's models as peers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mstl", "auto_ets", "auto_theta", "sf_seasonal_naive"])
+def test_statsforecast_peers_forecast_every_series_with_a_band(name):
+    import numpy as np
+
+    from shardplan.forecasting.forecasters import PEERS, get_forecaster
+
+    assert name in PEERS
+    hours = 24 * 15
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    rng = np.random.default_rng(3)
+    rows = []
+    for user in ("u1", "u2"):
+        level = 10.0 if user == "u1" else 40.0
+        for h in range(hours):
+            if user == "u2" and h % 37 == 5:  # gaps: absent hours are unknown, the model needs a grid
+                continue
+            rows.append({"user_id": user, "ts": start + timedelta(hours=h),
+                         "y": level + 5 * np.sin(2 * np.pi * h / 24) + rng.normal(0, 0.5)})
+    rows += [{"user_id": "short", "ts": start + timedelta(hours=hours - 10 + h), "y": 3.0} for h in range(10)]
+    series = pl.DataFrame(rows)
+    forecast = get_forecaster(name).fit_predict(series, 24)
+    assert forecast.columns == ["user_id", "ts", "point", "lo", "hi"]
+    assert forecast.group_by("user_id").len().sort("user_id")["len"].to_list() == [24, 24, 24]
+    assert forecast["ts"].min() == start + timedelta(hours=hours) and forecast["ts"].dtype == series["ts"].dtype
+    assert (forecast["lo"] <= forecast["point"]).all() and (forecast["point"] <= forecast["hi"]).all()
+    assert (forecast["lo"] >= 0).all()
+    # the daily cycle is learned: the forecast for u1 follows it within the noise
+    u1 = forecast.filter(pl.col("user_id") == "u1")
+    truth = [10.0 + 5 * np.sin(2 * np.pi * (hours + k) / 24) for k in range(24)]
+    assert float(np.mean(np.abs(u1["point"].to_numpy() - np.array(truth)))) < 2.0
+    assert forecast.filter(pl.col("user_id") == "short")["point"].to_list() == pytest.approx([3.0] * 24)
