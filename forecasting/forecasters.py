@@ -23,6 +23,12 @@ def _prophet_plain(**settings: object) -> Forecaster:
     return ProphetForecaster.plain(**settings)
 
 
+def _global(**settings: object) -> Forecaster:
+    from shardplan.forecasting.global_model import GlobalGBM  # lightgbm and mlforecast load only when asked for
+
+    return GlobalGBM(**settings)
+
+
 def _statsforecast(name: str, model: str) -> Callable[..., Forecaster]:
     def make(**settings: object) -> Forecaster:
         from shardplan.forecasting.statsforecast_models import StatsForecastModel  # statsforecast loads when asked
@@ -42,6 +48,7 @@ FORECASTERS: dict[str, Callable[..., Forecaster]] = {
     "auto_ets": _statsforecast("auto_ets", "auto_ets"),
     "auto_theta": _statsforecast("auto_theta", "auto_theta"),
     "sf_seasonal_naive": _statsforecast("sf_seasonal_naive", "seasonal_naive"),
+    "global_gbm": lambda **settings: _global(**settings),
 }
 PEERS: tuple[str, ...] = ("mstl", "auto_ets", "auto_theta", "sf_seasonal_naive")
 """statsforecast's models (forecasting.statsforecast_models): the peers every forecasting benchmark shows."""

@@ -333,3 +333,33 @@ def test_statsforecast_peers_forecast_every_series_with_a_band(name):
     truth = [10.0 + 5 * np.sin(2 * np.pi * (hours + k) / 24) for k in range(24)]
     assert float(np.mean(np.abs(u1["point"].to_numpy() - np.array(truth)))) < 2.0
     assert forecast.filter(pl.col("user_id") == "short")["point"].to_list() == pytest.approx([3.0] * 24)
+
+
+def test_global_model_learns_across_series_and_forecasts_a_newcomer():
+    import numpy as np
+
+    from shardplan.forecasting.forecasters import get_forecaster
+
+    hours = 24 * 15
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    rng = np.random.default_rng(5)
+    rows = []
+    for user in ("u1", "u2", "u3", "u4"):
+        level = {"u1": 10.0, "u2": 20.0, "u3": 40.0, "u4": 80.0}[user]
+        for h in range(hours):
+            rows.append({"user_id": user, "app_type": "web", "ts": start + timedelta(hours=h),
+                         "y": level * (1 + 0.3 * np.sin(2 * np.pi * h / 24)) + rng.normal(0, 0.02 * level)})
+    # a new user of the same app type with a day and a half of history: the cycle comes from the others
+    for h in range(hours - 36, hours):
+        rows.append({"user_id": "new", "app_type": "web", "ts": start + timedelta(hours=h),
+                     "y": 30.0 * (1 + 0.3 * np.sin(2 * np.pi * h / 24))})
+    series = pl.DataFrame(rows)
+    forecast = get_forecaster("global_gbm").fit_predict(series, 24)
+    assert forecast.columns == ["user_id", "app_type", "ts", "point", "lo", "hi"]
+    assert forecast.group_by("user_id").len()["len"].to_list() == [24] * 5
+    assert (forecast["lo"] <= forecast["point"]).all() and (forecast["point"] <= forecast["hi"]).all()
+    assert forecast["ts"].min() == start + timedelta(hours=hours)
+    for user, level in (("u1", 10.0), ("u4", 80.0), ("new", 30.0)):
+        mine = forecast.filter(pl.col("user_id") == user)["point"].to_numpy()
+        truth = np.array([level * (1 + 0.3 * np.sin(2 * np.pi * (hours + k) / 24)) for k in range(24)])
+        assert float(np.mean(np.abs(mine - truth))) / level < 0.12, user
