@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", default="bitbrains,azure")
     parser.add_argument("--origins", type=int, default=6, help="scored origins per trace, spread evenly")
-    parser.add_argument("--forecasters", default=f"{SHIPPED},{REFERENCE},{','.join(PEERS)},{','.join(BASELINES)}")
+    parser.add_argument("--forecasters", default=f"{SHIPPED},{REFERENCE},global_gbm,{','.join(PEERS)},"
+                                                  f"{','.join(BASELINES)}")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--sample", type=int, default=None, help="VMs per trace for a quick run (default: all)")
     parser.add_argument("--results", default="forecast", help="name of the JSON under benchmarks/results/")
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         bitbrains = histories.get("bitbrains")
         if bitbrains is None:
             bitbrains = load_trace("bitbrains", shared)
-        report["speed"] = speed(bitbrains, [SHIPPED, *PEERS, *BASELINES])
+        report["speed"] = speed(bitbrains, [SHIPPED, "global_gbm", *PEERS, *BASELINES])
     report["total_wall_s"] = time.perf_counter() - begun
     report["load_average_1_5_15"] = list(os.getloadavg())  # the machine is shared: context for the timings
     report["sample_vms"] = args.sample
