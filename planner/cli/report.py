@@ -18,8 +18,10 @@ def register(app: typer.Typer) -> None:
                                                "and the cost, placed-demand and utilisation deltas"),
         png: Optional[Path] = typer.Option(None, "--png", help="also write every figure as a PNG into this folder"),
     ) -> None:
-        """Draw a plan: utilisation by zone and rack, the split requests' parts, what stayed unplaced and why, the
-        objective and the search's progress, what moved (--against), and the forecast and reservations (nightly)."""
+        """Draw a plan as one offline HTML page (and PNGs): utilisation, split requests, unplaced, search, moves.
+
+        Utilisation by zone and rack, the split requests' parts, what stayed unplaced and why, the objective and
+        the search's progress, what moved (--against), and the forecast and reservations (nightly)."""
         import polars as pl
 
         from shardplan.plandir import PLAN_FILE, PlanDirError

@@ -29,8 +29,9 @@ def register(app: typer.Typer) -> None:
         as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON here"),
         seed: int = typer.Option(0, "--seed", help="seed of the random policies"),
     ) -> None:
-        """Route each task of a placed request to one of its parts, replaying tasks and live load through a policy;
-        write the schedule (task_id, host_id, shard, start_s, end_s, cores, remote_gib)."""
+        """Route a placed request's tasks to its parts through a policy, with live load; write the schedule.
+
+        The schedule has one row per task: task_id, host_id, shard, start_s, end_s, cores, remote_gib."""
         from shardplan.executors.routing.policies import POLICIES
         from shardplan.executors.routing.schedule import check_schedule
         from shardplan.executors.routing.simulate import lower_bound, route
@@ -115,8 +116,10 @@ def register(app: typer.Typer) -> None:
         datasets: Path = typer.Option(Path("../shared/datasets"), "--datasets"),
         policy: str = typer.Option("shardplan", "--policy"),
     ) -> None:
-        """Per placed request split over several compute parts: what its split costs the given tasks (makespan on
-        its parts against one host of the same capacity), so an operator sees which VMs a split hurts."""
+        """What its split costs each split request: the tasks' makespan on its parts ÷ on one host.
+
+        One host of the same capacity (vcpu-weighted mean speed, pooled load): an operator sees which VMs a split
+        hurts."""
         import polars as pl
 
         from shardplan.executors.routing.simulate import split_cost
