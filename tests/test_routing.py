@@ -277,3 +277,28 @@ def test_cli_split_cost_lists_every_split_request(split_plan, tmp_path):
     assert table["request_id"].to_list() == ["big"] and table["parts"][0] == len(vm_from_plan(split_plan, "big").parts)
     row = table.row(0, named=True)
     assert row["split_cost"] == pytest.approx(row["split_makespan_s"] / row["one_host_makespan_s"])
+
+
+def test_parts_too_small_are_never_offered_and_simultaneous_ends_free_the_right_cores():
+    """A 4-core task never lands on a 2-vcpu part (an idle part is not room enough), and of two tasks that end
+    half a microsecond apart with the same cores, each frees its own (the running heap is keyed by task)."""
+    vm = VirtualMachine("vm", (Part(0, 0, "big", "r1", "z1", 8, 32.0, 2, 1.0, 100.0),
+                               Part(1, 1, "small", "r2", "z1", 2, 8.0, 0, 1.0, 100.0)))
+    frame = pl.DataFrame({"task_id": [f"t{i}" for i in range(12)], "cores": [4] * 6 + [1] * 6,
+                          "work_core_s": [40.0, 40.0 + 2e-6, 80.0, 40.0, 40.0, 40.0] + [5.0] * 6,
+                          "gpu": [1, 0, 1, 0, 0, 2] + [0] * 6})
+    tasks = validate_tasks(frame, "t", 8, 2)
+    for policy in POLICIES:
+        replay = route(vm, tasks, policy)
+        assert check_schedule(vm, tasks, replay.schedule) == [], policy
+        big_tasks = replay.schedule.filter(pl.col("cores") == 4)
+        assert set(big_tasks["host_id"]) == {"big"}, policy
+
+
+def test_a_schedule_with_missing_or_nan_times_is_invalid():
+    vm = two_part_vm()
+    tasks = validate_tasks(tasks_frame(2), "t", 16, 0)
+    good = route(vm, tasks, "shardplan").schedule
+    bad = good.with_columns(pl.when(pl.col("task_id") == "t0").then(float("nan")).otherwise(pl.col("end_s"))
+                            .alias("end_s"))
+    assert any("finite" in p for p in check_schedule(vm, tasks, bad))

@@ -45,6 +45,10 @@ def check_schedule(vm: VirtualMachine, tasks: TaskSet, schedule: pl.DataFrame) -
     by_part: dict[tuple[str, int], list[tuple[float, float, int, str]]] = {}
     for row in schedule.iter_rows(named=True):
         task = row["task_id"]
+        times = (row["start_s"], row["end_s"])
+        if any(t is None or t != t or t in (float("inf"), float("-inf")) for t in times):
+            problems.append(f"task {task!r}: start_s and end_s must be finite numbers, got {times}")
+            continue
         if task not in index:
             problems.append(f"task {task!r} is not in the tasks table")
             continue

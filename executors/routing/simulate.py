@@ -63,7 +63,7 @@ class PartState:
     queue: deque = field(default_factory=deque)
     queued_cores: int = 0
     queued_core_s: float = 0.0   # work of the queued tasks, core-seconds at this part's speed
-    running: list = field(default_factory=list)  # heap of (end_s, cores)
+    running: list = field(default_factory=list)  # heap of (end_s, cores, gpus, task)
 
 
 @dataclass
@@ -121,6 +121,7 @@ class Simulation:
         self.next_dispatch = 0.0
         self.gpu_parts = [i for i, p in enumerate(vm.parts) if p.gpu > 0]
         self.all_parts = list(range(len(vm.parts)))
+        self._eligible: dict[tuple[int, int], list[int]] = {}
         self.late = bool(getattr(policy, "late_binding", False)) and fixed is None
         # late binding: (−chain below, deadline, arrival order, task) not yet placed
         self.pool: list[tuple[float, float, int, int]] = []
@@ -186,7 +187,7 @@ class Simulation:
         if free >= cores and not state.queue:
             wait = 0.0
         else:
-            running = sum((end - now) * c for end, c, _g in state.running)
+            running = sum((end - now) * c for end, c, _g, _t in state.running)
             backlog = running + state.queued_core_s
             wait = backlog / max(state.available, 1)
         return now + wait + self.run_s(task, part)
@@ -203,7 +204,7 @@ class Simulation:
         if state.busy == 0 and claimed == 0 and gpus >= gpu:
             return now  # a task bigger than what the load leaves runs when the part is otherwise idle
         moment = now
-        for end, c, g in sorted(state.running):
+        for end, c, g, _t in sorted(state.running):
             free += c
             gpus += g
             moment = end
@@ -228,10 +229,16 @@ class Simulation:
     # --- the replay ---------------------------------------------------------------------------------------
 
     def eligible(self, task: int) -> list[int]:
-        need = self.gpu[task]
-        if need > 0:
-            return [i for i in self.gpu_parts if self.vm.parts[i].gpu >= need]
-        return self.all_parts
+        """The parts that can ever run the task: enough vcpu and GPUs (ValueError when none has both)."""
+        key = (self.cores[task], self.gpu[task])
+        found = self._eligible.get(key)
+        if found is None:
+            found = [i for i, p in enumerate(self.vm.parts) if p.vcpu >= key[0] and p.gpu >= key[1]]
+            if not found:
+                raise ValueError(f"task {self.tasks.ids[task]!r} needs {key[0]} cores and {key[1]} GPU(s) on one "
+                                 f"part; no part of {self.vm.request_id} has both")
+            self._eligible[key] = found
+        return found
 
     def ready(self, task: int) -> None:
         self.ready_at[task] = self.env.now
@@ -319,7 +326,7 @@ class Simulation:
                 break
         for item in held:
             heapq.heappush(self.pool, item)
-        if self.backfill_short and any(f - c > 0 for f, c in zip(free, claimed)):
+        if self.backfill_short and self.options.dispatch_interval_s <= 0 and any(f - c > 0 for f, c in zip(free, claimed)):
             self._backfill(free, claimed)
 
     def _backfill(self, free: list[int], claimed: list[int]) -> None:
@@ -371,7 +378,7 @@ class Simulation:
         state.busy += cores
         state.gpu_free -= self.gpu[task]
         state.mem_used += self.memory[task]
-        heapq.heappush(state.running, (now + duration, cores, self.gpu[task]))
+        heapq.heappush(state.running, (now + duration, cores, self.gpu[task], task))
         event = self.env.timeout(duration)
         event.callbacks.append(lambda _e, t=task, p=part: self._finish(t, p))
 
@@ -383,9 +390,9 @@ class Simulation:
         state.busy -= cores
         state.gpu_free += self.gpu[task]
         state.mem_used -= self.memory[task]
-        # drop this task's entry from the running heap (the earliest end with these cores)
-        for i, (end, c, _g) in enumerate(state.running):
-            if c == cores and abs(end - now) < 1e-6:
+        # drop this task's entry from the running heap
+        for i, entry in enumerate(state.running):
+            if entry[3] == task:
                 state.running[i] = state.running[-1]
                 state.running.pop()
                 heapq.heapify(state.running)
