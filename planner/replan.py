@@ -203,14 +203,12 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
         if row["gpu_model"] != row["wants_gpu"]:
             reasons.setdefault(row["request_id"], f"host {row['host_id']} has {row['gpu_model']} GPUs, not "
                                                   f"{row['wants_gpu']}")
-    if "min_cpu_score" in parts.columns and "cpu_score" in parts.columns:
-        slow = parts.filter((pl.col("vcpu") > 0) & (pl.col("cpu_score") < pl.col("min_cpu_score") - 1e-9))
-        for row in slow.sort("request_id", "shard").iter_rows(named=True):
+    if {"min_cpu_score", "cpu_score", "min_storage_iops", "storage_iops"} <= set(parts.columns):
+        slow_cpu, slow_iops = below_needs(parts)
+        for row in slow_cpu.sort("request_id", "shard").iter_rows(named=True):
             reasons.setdefault(row["request_id"], f"host {row['host_id']} has cpu_score {row['cpu_score']:g}, below "
                                                   f"its min_cpu_score {row['min_cpu_score']:g}")
-    if "min_storage_iops" in parts.columns and "storage_iops" in parts.columns:
-        slow = parts.filter((pl.col("storage_gib") > 0) & (pl.col("storage_iops") < pl.col("min_storage_iops") - 1e-9))
-        for row in slow.sort("request_id", "shard").iter_rows(named=True):
+        for row in slow_iops.sort("request_id", "shard").iter_rows(named=True):
             reasons.setdefault(row["request_id"], f"host {row['host_id']} has storage_iops {row['storage_iops']:g}, "
                                                   f"below its min_storage_iops {row['min_storage_iops']:g}")
     compute = parts.filter(pl.col("storage_gib") == 0).group_by("request_id").agg(
@@ -221,6 +219,15 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     _breaks_invariants(parts, whole, min_local_ram_gib_per_vcpu, reasons)
     _over_capacity(hosts, parts, reasons)
     return dict(sorted(reasons.items()))
+
+
+def below_needs(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Invariant 10's rule, for the planner and the checker alike: of shards-shaped rows beside their host's
+    cpu_score and storage_iops and their request's needs, (compute parts on hosts slower than min_cpu_score,
+    storage copies on storage below min_storage_iops)."""
+    needs = parts.with_columns(pl.col("min_cpu_score").fill_null(0.0), pl.col("min_storage_iops").fill_null(0.0))
+    return (needs.filter((pl.col("vcpu") > 0) & (pl.col("cpu_score") < pl.col("min_cpu_score") - 1e-9)),
+            needs.filter((pl.col("storage_gib") > 0) & (pl.col("storage_iops") < pl.col("min_storage_iops") - 1e-9)))
 
 
 def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: dict[str, str]) -> None:

@@ -76,3 +76,9 @@ def parquet_bytes(frame: pl.DataFrame, **options: object) -> bytes:
 def write_parquet_atomically(frame: pl.DataFrame, path: str | Path, **options: object) -> Path:
     """One Parquet file, atomically (`options` go to polars' write_parquet)."""
     return write_atomically(path, parquet_bytes(frame, **options))
+
+
+def write_table_atomically(frame: pl.DataFrame, path: str | Path) -> Path:
+    """One table, atomically: Parquet when the name ends in .parquet, else CSV."""
+    path = Path(path)
+    return write_atomically(path, parquet_bytes(frame) if path.suffix == ".parquet" else frame.write_csv())

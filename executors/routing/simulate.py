@@ -96,7 +96,7 @@ class Simulation:
         self.work, self.cores = tasks.work.tolist(), [int(c) for c in tasks.cores]
         self.memory, self.gpu, self.input_gib = tasks.memory.tolist(), [int(g) for g in tasks.gpu], tasks.input_gib.tolist()
         self.local_ram = [p.local_ram_gib for p in vm.parts]
-        self.speed_l = [p.cpu_score for p in vm.parts]
+        self.speed = [p.cpu_score for p in vm.parts]
         self.options = options or SimOptions()
         self.loads = loads or [idle() for _ in vm.parts]
         if len(self.loads) < len(vm.parts):
@@ -105,7 +105,6 @@ class Simulation:
         self.env = simpy.Environment()
         self.levels = vm.levels()
         self.remote_levels = [vm.remote_level(p) for p in vm.parts]
-        self.speed = np.array([p.cpu_score for p in vm.parts])
         self.state = [PartState(p.vcpu, p.vcpu, p.gpu) for p in vm.parts]
         n = len(tasks)
         self.waiting = np.array([len(p) for p in tasks.parents])
@@ -166,13 +165,19 @@ class Simulation:
         over = self.state[part].mem_used + memory - self.local_ram[part]
         return min(over, memory) / memory if over > 0 else 0.0
 
-    def assess(self, task: int, part: int) -> tuple[float, float]:
-        """(running time on `part` now, GiB it would move there: input fetched + memory held remotely)."""
+    def costs(self, task: int, part: int) -> tuple[float, float, float]:
+        """(running time on `part` now, input GiB fetched from other parts, GiB of its memory held remotely): the
+        one rule a policy's estimate and the replay's start both use."""
         transfer, moved = self.transfer_s(task, part)
         share = self.remote_share(task, part)
         slow = 1.0 + share * self.vm.distances.slowdown(self.remote_levels[part]) if share else 1.0
-        run = transfer + self.work[task] / (self.cores[task] * self.speed_l[part]) * slow + self.options.task_overhead_s
-        return run, moved + share * self.memory[task]
+        run = transfer + self.work[task] / (self.cores[task] * self.speed[part]) * slow + self.options.task_overhead_s
+        return run, moved, share * self.memory[task]
+
+    def assess(self, task: int, part: int) -> tuple[float, float]:
+        """(running time on `part` now, GiB it would move there: input fetched + memory held remotely)."""
+        run, moved, remote = self.costs(task, part)
+        return run, moved + remote
 
     def run_s(self, task: int, part: int) -> float:
         """Running time on `part` now (no wait): transfer + compute slowed by remote memory + overhead."""
@@ -366,15 +371,12 @@ class Simulation:
         if queued:
             state.queued_cores -= cores
             state.queued_core_s -= self.work[task] / self.speed[part]
-        transfer, moved = self.transfer_s(task, part)
-        share = self.remote_share(task, part)
-        slow = 1.0 + share * self.vm.distances.slowdown(self.remote_levels[part])
-        duration = (transfer + self.work[task] / (cores * self.speed[part]) * slow + self.options.task_overhead_s)
+        duration, moved, remote = self.costs(task, part)
         now = self.env.now
         self.placed[task] = True
         self.start[task] = now
-        self.remote_mem[task] = share * self.memory[task]
-        self.remote[task] = self.remote_mem[task] + moved
+        self.remote_mem[task] = remote
+        self.remote[task] = remote + moved
         state.busy += cores
         state.gpu_free -= self.gpu[task]
         state.mem_used += self.memory[task]

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from shardplan.executors.routing.simulate import lower_bound, route
         from shardplan.executors.routing.tasks import TaskError, load_tasks
         from shardplan.executors.routing.vm import VmError, vm_from_plan
-        from shardplan.files import parquet_bytes, write_atomically
+        from shardplan.files import write_atomically, write_table_atomically
         from shardplan.plandir import PlanDirError
 
         if policy not in POLICIES:
@@ -60,9 +60,7 @@ def register(app: typer.Typer) -> None:
                 errors.print(f"invalid schedule: {line}", style="bold red", markup=False)
             raise typer.Exit(1)
         if schedule is not None:
-            payload = (parquet_bytes(chosen.schedule) if schedule.suffix == ".parquet"
-                       else chosen.schedule.write_csv().encode())
-            write_atomically(schedule, payload)
+            write_table_atomically(chosen.schedule, schedule)
         rows = [{**r.figures(), "share_of_lower_bound": r.makespan_s / bound["lower_bound_s"]
                  if bound["lower_bound_s"] > 0 else None} for r in replays]
         # what the split costs: the same tasks on one host holding all of the VM, at the parts' mean speed and load
@@ -125,7 +123,7 @@ def register(app: typer.Typer) -> None:
         from shardplan.executors.routing.simulate import split_cost
         from shardplan.executors.routing.tasks import TaskError, read_tasks_frame, scaled_to, validate_tasks
         from shardplan.executors.routing.vm import vm_from_plan
-        from shardplan.files import parquet_bytes, write_atomically
+        from shardplan.files import write_table_atomically
         from shardplan.plandir import PlanDirError, read_plan_dir
 
         try:
@@ -150,7 +148,7 @@ def register(app: typer.Typer) -> None:
                                            "remote_ram_gib": pl.Float64, "split_makespan_s": pl.Float64,
                                            "one_host_makespan_s": pl.Float64, "split_cost": pl.Float64})
         if out is not None:
-            write_atomically(out, parquet_bytes(table) if out.suffix == ".parquet" else table.write_csv().encode())
+            write_table_atomically(table, out)
         console.print(table.sort("split_cost", descending=True, nulls_last=True))
 
     @app.command("tasks")
@@ -173,7 +171,7 @@ def register(app: typer.Typer) -> None:
             wfcommons_runs,
             wfcommons_tasks,
         )
-        from shardplan.files import parquet_bytes, write_atomically
+        from shardplan.files import write_table_atomically
 
         try:
             if trace == "wfcommons":
@@ -191,7 +189,7 @@ def register(app: typer.Typer) -> None:
         except (TaskError, FileNotFoundError, OSError) as exc:
             errors.print(f"bad input: {exc}", style="bold red", markup=False)
             raise typer.Exit(2) from exc
-        write_atomically(out, parquet_bytes(frame) if out.suffix == ".parquet" else frame.write_csv().encode())
+        write_table_atomically(frame, out)
         console.print(f"tasks: {frame.height:,} rows from {trace} → {out}")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from shardplan.planner.replan import moved_requests, must_move
+from shardplan.planner.replan import below_needs, moved_requests, must_move
 from shardplan.planner.report.export import (
     INPUT_CURRENT_FILE,
     PLAN_FILE,
@@ -371,18 +371,16 @@ def check_statuses(plan: _PlanTables) -> list[Violation]:
 def check_performance(plan: _PlanTables) -> list[Violation]:
     """Invariant 10: compute parts (vcpu > 0) on hosts whose cpu_score ≥ the request's min_cpu_score; storage
     copies on hosts whose storage_iops ≥ its min_storage_iops."""
-    needs = plan.requests.select("request_id", pl.col("min_cpu_score").fill_null(0.0),
-                                 pl.col("min_storage_iops").fill_null(0.0))
-    shards = (plan.shards.join(needs, on="request_id", how="inner")
+    shards = (plan.shards.join(plan.requests.select("request_id", "min_cpu_score", "min_storage_iops"),
+                               on="request_id", how="inner")
               .join(plan.hosts.select("host_id", "cpu_score", "storage_iops"), on="host_id", how="inner"))
-    slow = shards.filter((pl.col("vcpu") > 0) & (pl.col("cpu_score") < pl.col("min_cpu_score") - 1e-9))
+    slow_cpu, slow_iops = below_needs(shards)
     found = [Violation(10, row["request_id"], row["host_id"], f"{row['vcpu']} vcpu on a host of cpu_score "
                        f"{row['cpu_score']:g} < min_cpu_score {row['min_cpu_score']:g}")
-             for row in slow.iter_rows(named=True)]
-    slow = shards.filter((pl.col("storage_gib") > 0) & (pl.col("storage_iops") < pl.col("min_storage_iops") - 1e-9))
+             for row in slow_cpu.iter_rows(named=True)]
     found += [Violation(10, row["request_id"], row["host_id"], f"storage copy {row['replica']} on a host of "
                         f"storage_iops {row['storage_iops']:g} < min_storage_iops {row['min_storage_iops']:g}")
-              for row in slow.iter_rows(named=True)]
+              for row in slow_iops.iter_rows(named=True)]
     return found
 
 

@@ -258,13 +258,17 @@ def group_by_reason(parts: pl.DataFrame) -> pl.DataFrame:
             .sort(["parts", "reason"], descending=[True, False]))
 
 
+def demand_weight() -> pl.Expr:
+    """A request's priority-weighted demand: priority × (vcpu + ram_gib / 4 + 8 × gpu)."""
+    return pl.col("priority") * (pl.col("vcpu") + pl.col("ram_gib") / 4 + 8 * pl.col("gpu"))
+
+
 def weighted_demand(requests: pl.DataFrame, requests_out: pl.DataFrame) -> float:
-    """Priority-weighted demand placed: priority × (vcpu + ram_gib / 4 + 8 × gpu) of the requests placed."""
+    """Priority-weighted demand placed: the demand_weight of the requests placed."""
     placed = requests.join(requests_out.filter(pl.col("status") == "placed").select("request_id"), on="request_id")
     if placed.height == 0:
         return 0.0
-    return float(placed.select((pl.col("priority") * (pl.col("vcpu") + pl.col("ram_gib") / 4 + 8 * pl.col("gpu")))
-                               .sum()).item())
+    return float(placed.select(demand_weight().sum()).item())
 
 
 def active_cost(hosts: pl.DataFrame, shards: pl.DataFrame) -> float:

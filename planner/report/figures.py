@@ -19,7 +19,8 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from shardplan.plandir import PlanDir
-from shardplan.schema import RESOURCES, capacity_expr
+from shardplan.planner.report.diff import demand_weight, diff_plans
+from shardplan.schema import RESOURCES
 
 HOST_ROWS_MAX = 400
 """Above this many hosts the utilisation heat map shows one row per rack (sums over its hosts), not one per host:
@@ -66,11 +67,6 @@ class Section:
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def _capacities(hosts: pl.DataFrame) -> pl.DataFrame:
-    return hosts.select("host_id", "zone", "rack", "host_class", "status",
-                        *[capacity_expr(r).cast(pl.Float64).alias(f"{r}_capacity") for r in RESOURCES])
-
-
 def _parts_load(shards: pl.DataFrame | None, prefix: str) -> pl.DataFrame:
     """Per host, the sums of a shards-shaped table's resources (columns host_id, <prefix><resource>)."""
     if shards is None or shards.height == 0:
@@ -100,16 +96,15 @@ def host_stages(plan: PlanDir) -> pl.DataFrame:
     (new requests, and running parts that moved in); `reserved`, the reserved blocks. existing + shards is what
     hosts.parquet counts as used. Columns host_id, zone, rack, host_class, status, <r>_capacity, <r>_before,
     <r>_existing, <r>_shards, <r>_reserved."""
-    hosts = plan.hosts
-    frame = _capacities(hosts).join(
-        hosts.select("host_id", *[pl.col(f"used_{r}").cast(pl.Float64).alias(f"{r}_other") for r in RESOURCES]),
-        on="host_id")
-    reserved = (plan.hosts_out.select("host_id", *[pl.col(f"{r}_reserved").cast(pl.Float64).alias(f"{r}_reserved")
-                                                    for r in RESOURCES]))
+    # capacity and reserved as hosts.parquet states them; the other tenants' load from the inputs
+    frame = plan.hosts.select("host_id", "zone", "rack", "host_class", "status",
+                              *[pl.col(f"used_{r}").cast(pl.Float64).alias(f"{r}_other") for r in RESOURCES]).join(
+        plan.hosts_out.select("host_id", *[pl.col(f"{r}_{kind}").cast(pl.Float64)
+                                           for r in RESOURCES for kind in ("capacity", "reserved")]),
+        on="host_id", how="left")
     frame = (frame.join(_parts_load(plan.current, "ran_"), on="host_id", how="left")
              .join(_parts_load(plan.shards, "now_"), on="host_id", how="left")
-             .join(_staying(plan.current, plan.shards), on="host_id", how="left")
-             .join(reserved, on="host_id", how="left").fill_null(0.0))
+             .join(_staying(plan.current, plan.shards), on="host_id", how="left").fill_null(0.0))
     columns = []
     for r in RESOURCES:
         columns += [(pl.col(f"{r}_other") + pl.col(f"ran_{r}")).alias(f"{r}_before"),
@@ -345,8 +340,7 @@ def unplaced_section(plan: PlanDir) -> Section:
                           margin={"l": 220, "r": 20, "t": 30, "b": 40}, xaxis_title="count")
         section.figures.append(Figure("unplaced-reasons", "Unplaced requests and reservation blocks by reason.", fig))
         listed = (unplaced.filter(pl.col("kind") == "request")
-                  .with_columns((pl.col("priority") * (pl.col("vcpu") + pl.col("ram_gib") / 4 + 8 * pl.col("gpu")))
-                                .alias("weight"))
+                  .with_columns(demand_weight().alias("weight"))
                   .sort(["weight", "request_id"], descending=[True, False]).head(UNPLACED_LISTED)
                   .select("request_id", "app_type", "priority", "vcpu", "ram_gib", "gpu", "reason"))
         if listed.height:
@@ -447,8 +441,6 @@ def solver_section(plan: PlanDir) -> Section:
 
 def moves_section(base: PlanDir, plan: PlanDir) -> Section:
     """What changed from BASE to this plan: parts by kind and reason, and the cost, demand and utilisation deltas."""
-    from shardplan.planner.report.diff import diff_plans
-
     diff = diff_plans(base, plan)
     section = Section("moves", "Against the base plan")
     summary = diff.summary()

@@ -57,13 +57,11 @@ def _pack(text: str) -> str:
     return base64.b64encode(gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)).decode("ascii")
 
 
-def figure_payload(sections: list[Section]) -> dict[str, dict]:
-    """Every figure's Plotly JSON by the id of the element it is drawn in."""
-    out: dict[str, dict] = {}
-    for section in sections:
-        for figure in section.figures:
-            out[f"fig-{figure.key}"] = json.loads(figure.figure.to_json())
-    return out
+def figures_json(sections: list[Section]) -> str:
+    """Every figure's Plotly JSON by the id of the element it is drawn in, as one JSON object (each figure
+    serialised once, by Plotly)."""
+    return "{" + ",".join(f"{json.dumps('fig-' + figure.key)}:{figure.figure.to_json()}"
+                          for section in sections for figure in section.figures) + "}"
 
 
 def _table_html(frame: pl.DataFrame) -> str:
@@ -142,7 +140,7 @@ def render_page(title: str, subtitle: str, sections: list[Section]) -> str:
             parts.append(f"<p class='caption'>{html.escape(table.caption)}</p>{_table_html(table.frame)}")
         parts.append("</section>")
         body.append("".join(parts))
-    figures = _pack(json.dumps(figure_payload(sections), separators=(",", ":")))
+    figures = _pack(figures_json(sections))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_STYLE}</style></head>"
             f"<body data-figures='{sum(len(s.figures) for s in sections)}'>"
