@@ -20,7 +20,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, results_path, write_json_atomic  # noqa: E402
-from shardplan.data.generator import demo_fleet, generate_fleet  # noqa: E402
+from shardplan.data.generator import DEMO_HOSTS, DEMO_REQUESTS, DEMO_SEED, DEMO_ZONES, demo_fleet, generate_fleet  # noqa: E402
 from shardplan.planner.engine import Plan, demand_units, plan, plan_ffd, unplaced_priority  # noqa: E402
 from shardplan.planner.report.checker import check_plan  # noqa: E402
 from shardplan.planner.validate.options import PlanOptions  # noqa: E402
@@ -76,12 +76,17 @@ def phase_gains(plan_json: dict) -> dict:
             "lns_moves": (plan_json.get("lns") or {}).get("moves"), "lns_improved": (plan_json.get("lns") or {}).get("improved")}
 
 
-def fleets(names: list[str]):
+def fleets(names: list[str], powered_down: float | None = None):
+    """The demo and seeded fleets; `powered_down`: that share of each host class powered down instead of the
+    generator's (0 gives the fleets of the runs before powered-down hosts, every up host loaded)."""
     for name in names:
         if name == "demo":
-            yield "demo", *demo_fleet()
-        else:
+            yield "demo", *(demo_fleet() if powered_down is None else
+                            generate_fleet(DEMO_HOSTS, DEMO_REQUESTS, DEMO_SEED, DEMO_ZONES, powered_down))
+        elif powered_down is None:
             yield f"seed {name}", *generate_fleet(200, 400, seed=int(name))
+        else:
+            yield f"seed {name}", *generate_fleet(200, 400, seed=int(name), powered_down=powered_down)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=60.0)
     parser.add_argument("--fleets", default="demo,1,2,3")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--powered-down", type=float, default=None,
+                        help="share of each host class powered down (default: the generator's; 0: the fleets of "
+                             "the runs before powered-down hosts, comparable with them)")
     parser.add_argument("--deterministic", action="store_true",
                         help="CP-SAT deterministic time (reproducible, wall time varies); default: wall-clock limits")
     args = parser.parse_args(argv)
     base = PlanOptions(time_limit_s=args.time_limit, workers=args.workers, seed=0, deterministic=args.deterministic)
     rows, report = [], []
-    for name, hosts, requests in fleets(args.fleets.split(",")):
+    for name, hosts, requests in fleets(args.fleets.split(","), args.powered_down):
         start = time.perf_counter()
         runs = {
             "ffd": plan_ffd(hosts, requests, base.replace(mode="whole"), sharded=False),
@@ -142,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                       before[(r["fleet"], m)]["wall_s"], g["wall_s"])
                      for r in report for m, g in r["plans"].items() if (r["fleet"], m) in before], digits=4)
     path = write_json_atomic(results_path("sharding_gain"), {"time_limit_s": args.time_limit, "workers": args.workers,
+                                                              "powered_down": args.powered_down,
                                                               "deterministic": args.deterministic,
                                                               "fleets": report})
     print(f"wrote {path}")

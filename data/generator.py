@@ -106,6 +106,11 @@ HOSTS_PER_RACK = 18
 MIN_RACKS_PER_ZONE = 3  # so 3 storage replicas can sit on distinct racks of one zone
 DOWN_SHARE = 0.03  # assumption (machine_meta shows 4,033 of 4,034 machines USING at trace end: no real down rate)
 DRAINING_SHARE = 0.04  # assumption
+# Up hosts that run nothing and are powered down (no load, so switching one on costs its cost_per_hour): a
+# share of each host class, so which host to switch on is a choice between classes and prices. Assumption,
+# after the spare capacity clouds keep in reserve (Azure's Protean, OSDI 2020: capacity buffers of several
+# percent per cluster; the Alibaba 2018 machine_meta sample has no powered-down state to read it from).
+POWERED_DOWN_SHARE = 0.15
 # vcpu_overcommit of general hosts (others stay 1.0); assumption
 GENERAL_OVERCOMMIT: tuple[tuple[float, float], ...] = ((1.0, 0.6), (1.5, 0.3), (2.0, 0.1))
 
@@ -232,13 +237,18 @@ _HOST_SCHEMA = {c.name: c.polars_dtype for c in HOST_COLUMNS if c.name != "libvi
 _REQUEST_SCHEMA = {c.name: c.polars_dtype for c in REQUEST_COLUMNS}
 
 
-def generate_fleet(n_hosts: int, n_requests: int, seed: int, zones: int = 2) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A contested hosts table and requests table, identical for identical arguments."""
-    if zones < 1 or n_hosts < zones or n_requests < 1:
-        raise ValueError(f"need zones ≥ 1, n_hosts ≥ zones and n_requests ≥ 1 "
-                         f"(got {n_hosts=}, {n_requests=}, {zones=})")
+def generate_fleet(n_hosts: int, n_requests: int, seed: int, zones: int = 2,
+                   powered_down: float = POWERED_DOWN_SHARE) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A contested hosts table and requests table, identical for identical arguments. `powered_down`: the
+    share of up hosts of each class that run nothing (the load is calibrated on the others, so the demand
+    over the free room of loaded hosts stays TARGET_DEMAND_OVER_FREE and the dark hosts are room to buy)."""
+    if zones < 1 or n_hosts < zones or n_requests < 1 or not 0 <= powered_down < 1:
+        raise ValueError(f"need zones ≥ 1, n_hosts ≥ zones, n_requests ≥ 1 and 0 ≤ powered_down < 1 "
+                         f"(got {n_hosts=}, {n_requests=}, {zones=}, {powered_down=})")
     rng = np.random.default_rng(seed)
     bare = _bare_hosts(rng, n_hosts, zones)
+    # its own stream, so the requests (and the demo's history, made from them) do not depend on it
+    bare = bare.with_columns(dark=pl.Series(_powered_down(np.random.default_rng([seed, 1]), bare, powered_down)))
     lean = _load_lean(rng, bare)
     replicas_cap = int(bare.group_by("zone").agg(pl.col("rack").n_unique())["rack"].min())
     requests = _raw_requests(rng, n_requests, bare, replicas_cap)
@@ -247,6 +257,7 @@ def generate_fleet(n_hosts: int, n_requests: int, seed: int, zones: int = 2) -> 
         requests = _fit_alone(hosts, requests)
         hosts = _with_load(bare, lean, requests)
     requests = _fit_alone(hosts, requests)
+    requests = _with_untouched(np.random.default_rng([seed, 2]), requests)
     return hosts.select(list(_HOST_SCHEMA)), requests.select(list(_REQUEST_SCHEMA))
 
 
@@ -295,6 +306,19 @@ def _bare_hosts(rng: np.random.Generator, n_hosts: int, zones: int) -> pl.DataFr
     ).sort("zone", "rack", "slot")
 
 
+def _powered_down(rng: np.random.Generator, bare: pl.DataFrame, share: float) -> np.ndarray:
+    """(H,) bool: round(share × the up hosts of each host class), drawn at random within the class."""
+    dark = np.zeros(bare.height, dtype=bool)
+    classes = bare["host_class"].to_numpy()
+    up = (bare["status"] == "up").to_numpy()
+    for host_class in sorted(set(classes.tolist())):
+        members = np.flatnonzero((classes == host_class) & up)
+        count = round(share * members.size)
+        if count:
+            dark[rng.choice(members, size=count, replace=False)] = True
+    return dark
+
+
 def _load_lean(rng: np.random.Generator, bare: pl.DataFrame) -> pl.DataFrame:
     """Per host: the weights of its load profile with jitter, and its disk and NIC load shares."""
     n = bare.height
@@ -335,8 +359,9 @@ def _load_level(capacity: np.ndarray, weight: np.ndarray, counted: np.ndarray, t
 def _with_load(bare: pl.DataFrame, lean: pl.DataFrame, requests: pl.DataFrame) -> pl.DataFrame:
     """Existing load calibrated so demand ÷ free capacity of up hosts meets TARGET_DEMAND_OVER_FREE."""
     hosts = bare.join(lean, on="host_id", how="left", maintain_order="left")
-    up = (hosts["status"] == "up").to_numpy()
-    running = (hosts["status"] != "down").to_numpy()
+    dark = hosts["dark"].to_numpy() if "dark" in hosts.columns else np.zeros(hosts.height, dtype=bool)
+    up = (hosts["status"] == "up").to_numpy() & ~dark
+    running = (hosts["status"] != "down").to_numpy() & ~dark
     vcpu_capacity = np.floor(hosts["vcpu"].to_numpy() * hosts["vcpu_overcommit"].to_numpy())
     ram_capacity = hosts["ram_gib"].to_numpy().astype(float)
     loads: dict[str, np.ndarray] = {}
@@ -362,7 +387,7 @@ def _with_load(bare: pl.DataFrame, lean: pl.DataFrame, requests: pl.DataFrame) -
         used_storage_gib=(pl.col("storage_gib") * pl.col("storage_share")).floor().cast(pl.Int64),
         used_net_gbps=(pl.col("net_gbps") * pl.col("net_share")).round(1),
     ).with_columns(
-        [pl.when(pl.col("status") == "down").then(0).otherwise(pl.col(c)).alias(c)
+        [pl.when(pl.Series(~running)).then(0).otherwise(pl.col(c)).alias(c)
          for c in ("used_storage_gib", "used_net_gbps")]
     )
 
@@ -472,7 +497,24 @@ def _raw_requests(rng: np.random.Generator, n_requests: int, bare: pl.DataFrame,
         "evictable": np.zeros(n_requests, dtype=bool),  # nothing runs yet: re-planning sets it per scenario
         "min_cpu_score": np.zeros(n_requests),          # no performance needs in the seeded fleets yet
         "min_storage_iops": np.zeros(n_requests),
+        "untouched_ram_gib": np.zeros(n_requests, dtype=np.int64),  # drawn once the sizes are final
     }, schema=_REQUEST_SCHEMA)
+
+
+# Share of a VM's RAM it never touched: 1 − (its peak memory use over the whole trace ÷ its provisioned memory),
+# Bitbrains Rnd (vm-usage/bitbrains-rnd/usage_hourly.csv.gz, max of mem_usage_kb_max ÷ max of mem_capacity_kb
+# per VM, all 500 VMs over 91 days) at the quantiles UNTOUCHED_QUANTILES. A VM's all-time peak is the cautious
+# reading (at the p99 of its hourly peaks the median share is 0.72); 29% of VMs never touched half their RAM,
+# where Pond (ASPLOS 2023) found about half of Azure's.
+UNTOUCHED_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+UNTOUCHED_SHARES = (0.0, 0.033, 0.089, 0.268, 0.594, 0.84, 0.989)
+
+
+def _with_untouched(rng: np.random.Generator, requests: pl.DataFrame) -> pl.DataFrame:
+    """untouched_ram_gib: the RAM each request is expected never to touch (a share drawn from Bitbrains)."""
+    share = np.interp(rng.random(requests.height), UNTOUCHED_QUANTILES, UNTOUCHED_SHARES)
+    return requests.with_columns(untouched_ram_gib=pl.Series(
+        np.floor(requests["ram_gib"].to_numpy() * share).astype(np.int64)))
 
 
 # --- fitting requests to the fleet ----------------------------------------------------
@@ -685,8 +727,11 @@ def demand_over_free(hosts: pl.DataFrame, requests: pl.DataFrame) -> pl.DataFram
 
 
 def demo_fleet() -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The demo's hosts and requests, generated (what the committed Parquet files hold)."""
-    return generate_fleet(DEMO_HOSTS, DEMO_REQUESTS, DEMO_SEED, DEMO_ZONES)
+    """The demo's hosts and requests, generated (what the committed Parquet files hold). The demo requests
+    state no untouched_ram_gib: `shardplan nightly` predicts it from the demo history
+    (shardplan.forecasting.untouched), as it would for an operator's requests."""
+    hosts, requests = generate_fleet(DEMO_HOSTS, DEMO_REQUESTS, DEMO_SEED, DEMO_ZONES)
+    return hosts, requests.with_columns(untouched_ram_gib=pl.lit(None, dtype=pl.Int64))
 
 
 def write_demo(directory: str | Path) -> tuple[Path, Path]:

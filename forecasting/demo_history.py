@@ -90,11 +90,12 @@ def demo_history(vms: int = 60, days: int = 28, users: int = 40, weekly_growth: 
                                      * growth * rng.lognormal(0.0, 0.03, hours), 0.0, 1.0)
         frames.append(pl.DataFrame({
             "hour": hour_index, "vm_id": f"vm-{vm + 1:03d}", "user_id": user, "app_type": app_type,
-            "vcpu": float(vcpu), "ram_gib": np.round(ram_used, 3), "cpu_util": np.round(cpu_util, 4),
+            "vcpu": float(vcpu), "ram_gib": np.round(ram_used, 3), "ram_alloc_gib": float(ram_gib),
+            "cpu_util": np.round(cpu_util, 4),
         }))
     return pl.concat(frames).select(
         (pl.lit(DEMO_START) + pl.duration(hours=pl.col("hour"))).dt.cast_time_unit("us").alias("ts"),
-        "vm_id", "user_id", "app_type", "vcpu", "ram_gib", "cpu_util",
+        "vm_id", "user_id", "app_type", "vcpu", "ram_gib", "ram_alloc_gib", "cpu_util",
     )
 
 

@@ -28,6 +28,7 @@ from shardplan.models.problem import (
     SolveResult,
     members_a_request_may_span,
     relative_gap,
+    remote_gib,
     symmetry_views,
 )
 
@@ -53,6 +54,9 @@ class PlacementVars:
     # per running request: (r, kept or None when mandatory, [(current part, same or None)], [(copy host, copy or None)])
     move_cost: object = 0
     moves_over: object = None   # voluntary disruptions past the budget (charged BREACH each)
+    remote_gib: dict[int, list[object]] = field(default_factory=dict)  # per request: GiB held remotely per candidate
+    touched_tier: dict[int, object] = field(default_factory=dict)     # per request: its remote GiB pass the untouched
+    touched: dict[int, object] = field(default_factory=dict)          # per request: touched remote GiB (priced)
 
 
 def add_part_variables(model: cp_model.CpModel, problem: PlacementProblem) -> PlacementVars:
@@ -150,16 +154,58 @@ def add_part_links(model: cp_model.CpModel, problem: PlacementProblem, v: Placem
                 model.Add(nt <= int(d[NET]) * u)
             if not isinstance(gp, int):
                 model.Add(gp <= int(d[GPU]) * has)  # invariant 5: GPUs beside the request's vcpu
-            if not isinstance(rm, int) and problem.allow_remote[r] and problem.remote_mbps_per_gib > 0:
-                # traffic of memory held where the request has no vcpu: rate·ram − rate·maxram·has_vcpu
-                rate = problem.remote_mbps_per_gib
-                top = rate * int(min(d[RAM], problem.free[h][RAM]))
-                t = model.NewIntVar(0, top, f"remote[{r},{h}]")
-                if isinstance(has, int):
-                    model.Add(t >= rate * rm)
-                else:
-                    model.Add(t >= rate * rm - top * has)
-                v.remote[r][i] = t
+
+
+def add_remote_memory(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Remote memory by its rule (problem.memory, models.problem.RemoteMemory): per candidate the GiB held
+    there while the request runs no vcpu there, at most `cap` in all; NIC traffic on that host at the
+    untouched rate while the request's remote GiB stay within its untouched GiB, else at the touched rate
+    (a `touched_tier` flag per request with both tiers); the touched GiB (past the untouched) priced in the
+    objective. Flat pricing is one tier with no cap: traffic ≥ rate·ram − rate·maxram·has_vcpu, as before."""
+    if problem.whole:
+        return
+    memory = problem.memory
+    for r in range(problem.n_requests):
+        d = problem.demand[r]
+        tiers = memory.tiers(r)
+        if not tiers or d[RAM] == 0 or not problem.allow_remote[r]:
+            continue
+        untouched, cap = int(memory.untouched[r]), int(memory.cap[r])
+        priced = int(memory.touched_price[r]) > 0 and cap > untouched
+        counted = cap < d[RAM] or len(tiers) > 1 or priced  # the remote GiB themselves are needed
+        flag = model.NewBoolVar(f"touched_tier[{r}]") if len(tiers) > 1 else None
+        held = []
+        for i, h in enumerate(problem.compute_candidates[r]):
+            rm, has = v.ram[r][i], v.has_vcpu[r][i]
+            if isinstance(rm, int):
+                held.append(0)
+                continue
+            most = int(min(d[RAM], problem.free[h][RAM]))
+            if counted:
+                g = model.NewIntVar(0, most, f"remote_gib[{r},{h}]")
+                model.Add(g >= rm if isinstance(has, int) else g >= rm - most * has)
+                held.append(g)
+            for k, (_, rate) in enumerate(tiers):
+                if rate <= 0:
+                    continue
+                if isinstance(v.remote[r][i], int):
+                    v.remote[r][i] = model.NewIntVar(0, tiers[-1][1] * most, f"remote[{r},{h}]")
+                t, top = v.remote[r][i], rate * most
+                off = top * (1 - flag) if flag is not None and k == 1 else 0  # the touched rate binds only past U
+                model.Add(t >= rate * rm - (0 if isinstance(has, int) else top * has) - off)
+        if not counted:
+            continue
+        v.remote_gib[r] = held
+        total = sum(held)
+        if flag is not None:
+            model.Add(total <= untouched + (cap - untouched) * flag)
+            v.touched_tier[r] = flag
+        elif cap < d[RAM]:
+            model.Add(total <= cap)
+        if priced:
+            touched = model.NewIntVar(0, cap - untouched, f"touched_remote[{r}]")
+            model.Add(touched >= total - untouched)
+            v.touched[r] = touched
 
 
 def add_span_limit(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
@@ -362,9 +408,10 @@ class ObjectiveExprs:
     spread: object
     extra: dict[str, object] = field(default_factory=dict)
     moves: object = 0
+    remote: object = 0
 
     def total(self) -> object:
-        return self.unplaced + self.active_cost + self.spread + self.moves + sum(self.extra.values())
+        return self.unplaced + self.active_cost + self.spread + self.moves + self.remote + sum(self.extra.values())
 
 
 def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> ObjectiveExprs:
@@ -391,14 +438,21 @@ def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: Place
         model.Add(extra_racks >= sum(rack_terms.values()) - 1)
         v.spread_aux.append((r, extra_hosts, rack_terms, extra_racks))
         spread.append(weight * (extra_hosts + extra_racks))
-    return ObjectiveExprs(unplaced, cost, sum(spread), moves=v.move_cost)
+    remote = sum(int(problem.memory.touched_price[r]) * t for r, t in v.touched.items())
+    return ObjectiveExprs(unplaced, cost, sum(spread), moves=v.move_cost, remote=remote)
 
 
 def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars, hint: Assignment) -> None:
     """Warm start from an assignment (the pairs it uses must be candidates): a value for every variable of
     the model, decision and auxiliary alike, so CP-SAT starts from a complete solution (a valid plan is
     then a feasible hint, and the solve reports at least `feasible`)."""
-    rate = problem.remote_mbps_per_gib
+    memory = problem.memory
+    held = [remote_gib(hint.parts[r]) if hint.placed[r] else 0 for r in range(problem.n_requests)]
+    rate = [memory.rate(r, held[r]) for r in range(problem.n_requests)]
+    for r, flag in v.touched_tier.items():
+        model.AddHint(flag, held[r] > int(memory.untouched[r]))
+    for r, touched in v.touched.items():
+        model.AddHint(touched, memory.touched(r, held[r]))
     for r in range(problem.n_requests):
         model.AddHint(v.placed[r], bool(hint.placed[r]))
         parts = {p[0]: p for p in hint.parts[r]} if hint.placed[r] else {}
@@ -413,7 +467,9 @@ def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVar
                 if not isinstance(var, int):
                     model.AddHint(var, int(value))
             if not isinstance(v.remote[r][i], int):
-                model.AddHint(v.remote[r][i], rate * p[2] if p is not None and p[1] == 0 else 0)
+                model.AddHint(v.remote[r][i], rate[r] * p[2] if p is not None and p[1] == 0 else 0)
+            if r in v.remote_gib and not isinstance(v.remote_gib[r][i], int):
+                model.AddHint(v.remote_gib[r][i], p[2] if p is not None and p[1] == 0 else 0)
         copies = set(hint.storage_hosts[r]) if hint.placed[r] else set()
         for i, h in enumerate(problem.storage_candidates[r] if v.copy[r] else []):
             model.AddHint(v.copy[r][i], int(h) in copies)
@@ -479,7 +535,8 @@ class _Trajectory(cp_model.CpSolverSolutionCallback):
 ConstraintFamily = Callable[[cp_model.CpModel, PlacementProblem, PlacementVars], None]
 
 FAMILIES: tuple[tuple[str, ConstraintFamily], ...] = (
-    ("demand", add_demand), ("part_links", add_part_links), ("span_limit", add_span_limit), ("zone", add_zone),
+    ("demand", add_demand), ("part_links", add_part_links), ("remote_memory", add_remote_memory),
+    ("span_limit", add_span_limit), ("zone", add_zone),
     ("replica_racks", add_replica_racks), ("capacity", add_capacity), ("capacity_cover", add_capacity_cover),
     ("symmetry_breaking", add_symmetry_breaking), ("move_cost", add_move_cost),
 )
@@ -523,7 +580,7 @@ class PlacementModel:
 
     def add_term(self, name: str, expression: object) -> None:
         """Add a named objective term (solver units); its value is read back in `extra_terms`."""
-        if name in self.terms.extra or name in ("unplaced", "active_cost", "spread", "moves"):
+        if name in self.terms.extra or name in ("unplaced", "active_cost", "spread", "moves", "remote"):
             raise ValueError(f"objective term {name!r} exists already")
         self.terms.extra[name] = expression
 
@@ -574,7 +631,7 @@ class PlacementModel:
         bound = float(solver.BestObjectiveBound())
         value = lambda x: int(x) if isinstance(x, int) else int(solver.Value(x))  # noqa: E731
         terms = ObjectiveTerms(value(self.terms.unplaced), value(self.terms.active_cost), value(self.terms.spread),
-                               moves=value(self.terms.moves))
+                               moves=value(self.terms.moves), remote=value(self.terms.remote))
         result = SolveResult(status, objective, bound, relative_gap(objective, bound), elapsed, "cp-sat")
         return PlacementSolution(result, read_assignment(problem, solver, v), terms, n_vars, n_cons, dtime,
                                  {name: value(x) for name, x in self.terms.extra.items()}, trajectory.points)

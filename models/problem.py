@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 import numpy as np
 
@@ -96,6 +97,54 @@ class Current:
 
 
 @dataclass(frozen=True)
+class RemoteMemory:
+    """How memory held on a host where the request runs no vcpu (remote memory) is priced, per request.
+
+    A request's remote GiB X may not exceed `cap`. While X ≤ `untouched` (the GiB it is expected never to
+    touch) every remote GiB costs `untouched_mbps` of the memory host's NIC and slows nothing; past it the
+    planner cannot tell which pages are touched, so every remote GiB costs `touched_mbps` and the
+    X − untouched touched GiB cost `touched_price` each (solver units) and slow the request down. Flat
+    pricing (`flat`) is untouched = 0 throughout: every remote GiB at one rate, as before use pricing."""
+
+    touched_mbps: int
+    untouched_mbps: int
+    untouched: np.ndarray       # (R,) GiB
+    cap: np.ndarray             # (R,) most remote GiB
+    touched_price: np.ndarray   # (R,) solver units per touched remote GiB
+
+    @classmethod
+    def flat(cls, rate_mbps: int, allow: np.ndarray, ram: np.ndarray) -> "RemoteMemory":
+        n = len(allow)
+        return cls(int(rate_mbps), int(rate_mbps), np.zeros(n, dtype=np.int64),
+                   np.where(allow, ram, 0).astype(np.int64), np.zeros(n, dtype=np.int64))
+
+    def rate(self, r: int, remote_gib: int) -> int:
+        """NIC Mbit/s per remote GiB of request `r` holding `remote_gib` GiB remotely."""
+        return self.untouched_mbps if remote_gib <= self.untouched[r] else self.touched_mbps
+
+    def touched(self, r: int, remote_gib: int) -> int:
+        return max(0, int(remote_gib) - int(self.untouched[r]))
+
+    def tiers(self, r: int) -> list[tuple[int, int]]:
+        """(most remote GiB, Mbit/s per remote GiB) to try in turn: within the untouched GiB first."""
+        cap, untouched = int(self.cap[r]), int(self.untouched[r])
+        if cap <= 0:
+            return []
+        if 0 < untouched < cap:
+            return [(untouched, self.untouched_mbps), (cap, self.touched_mbps)]
+        return [(cap, self.untouched_mbps if untouched >= cap else self.touched_mbps)]
+
+    def take(self, index: np.ndarray) -> "RemoteMemory":
+        return RemoteMemory(self.touched_mbps, self.untouched_mbps, self.untouched[index], self.cap[index],
+                            self.touched_price[index])
+
+
+def remote_gib(parts) -> int:
+    """GiB of a request's parts held where it runs no vcpu."""
+    return sum(int(p[2]) for p in parts if p[1] == 0)
+
+
+@dataclass(frozen=True)
 class PlacementProblem:
     """A fleet's free capacity, the requests and each request's candidate hosts."""
 
@@ -124,6 +173,19 @@ class PlacementProblem:
     deterministic: bool = True   # deterministic time limit + interleaved search (reproducible plans)
     deterministic_units_per_s: float = 0.25  # deterministic-time units granted per second of time_limit_s
     current: Current | None = None  # what runs now (re-planning); None: a fresh packing
+    remote: RemoteMemory | None = None  # use-priced remote memory; None: flat (remote_mbps_per_gib, allow_remote)
+
+    @cached_property
+    def memory(self) -> RemoteMemory:
+        """The remote-memory rule of every request (flat unless `remote` is given)."""
+        if self.remote is not None:
+            return self.remote
+        return RemoteMemory.flat(self.remote_mbps_per_gib, self.allow_remote, self.demand[:, RAM])
+
+    def part_traffic(self, r: int, parts) -> list[int]:
+        """Remote-memory NIC traffic of each of request `r`'s parts (0 where it runs vcpu)."""
+        rate = self.memory.rate(r, remote_gib(parts))
+        return [rate * int(p[2]) if p[1] == 0 else 0 for p in parts]
 
     @property
     def n_hosts(self) -> int:
@@ -233,15 +295,17 @@ class ObjectiveTerms:
     spread: int
     ruled_out: int = 0  # unplaced weight of requests no host passes the filters for: no plan changes it, not in total
     moves: int = 0      # cost of disrupting what runs (re-planning), breaches of its hard rules included
+    remote: int = 0     # touched remote memory: touched_price per touched remote GiB (use pricing)
 
     @property
     def total(self) -> int:
-        return self.unplaced + self.active_cost + self.spread + self.moves
+        return self.unplaced + self.active_cost + self.spread + self.moves + self.remote
 
     def to_dict(self) -> dict[str, float]:
         scale = COST_UNITS_PER_DOLLAR
         return {"unplaced_penalty": self.unplaced / scale, "active_host_cost_per_hour": self.active_cost / scale,
-                "spread_penalty": self.spread / scale, "move_cost": self.moves / scale, "total": self.total / scale,
+                "spread_penalty": self.spread / scale, "move_cost": self.moves / scale,
+                "remote_memory_penalty": self.remote / scale, "total": self.total / scale,
                 "ruled_out_penalty_not_in_total": self.ruled_out / scale}
 
 
@@ -297,11 +361,6 @@ def members_a_request_may_span(problem: PlacementProblem, r: int, uses_storage: 
     return min(group_size, int(problem.max_shards[r]) + extra)
 
 
-def remote_traffic(problem: PlacementProblem, ram: int, vcpu: int) -> int:
-    """Mbit/s caused by `ram` GiB held on a host where the request runs `vcpu` (0 → all remote)."""
-    return problem.remote_mbps_per_gib * ram if vcpu == 0 else 0
-
-
 def span_count(parts: list[tuple[int, int, int, int, int]], rack: np.ndarray) -> int:
     """Extra hosts + extra racks that compute, memory and GPU parts span (storage copies do not count):
     what the spread penalty charges per unit of a request's weight."""
@@ -325,7 +384,17 @@ def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerm
         used[list(assignment.hosts_of(r))] = True
         spread += request_spread(problem, r, assignment.parts[r])
     active_cost = int(problem.cost[used & ~problem.active].sum())
-    return ObjectiveTerms(unplaced, active_cost, spread, moves=move_cost(problem, assignment))
+    return ObjectiveTerms(unplaced, active_cost, spread, moves=move_cost(problem, assignment),
+                          remote=remote_penalty(problem, assignment))
+
+
+def remote_penalty(problem: PlacementProblem, assignment: Assignment) -> int:
+    """The touched remote GiB of every placed request at its touched_price (solver units)."""
+    memory = problem.memory
+    if not memory.touched_price.any():
+        return 0
+    return sum(int(memory.touched_price[r]) * memory.touched(r, remote_gib(assignment.parts[r]))
+               for r in np.flatnonzero(assignment.placed))
 
 
 def move_cost(problem: PlacementProblem, assignment: Assignment) -> int:
@@ -343,20 +412,22 @@ def move_cost(problem: PlacementProblem, assignment: Assignment) -> int:
 
 def host_usage(problem: PlacementProblem, assignment: Assignment) -> np.ndarray:
     """(H, 5) resources an assignment takes on each host, remote-memory traffic included."""
-    return assignment_usage(assignment, problem.demand[:, STORAGE], problem.remote_mbps_per_gib, problem.n_hosts)
+    return assignment_usage(assignment, problem.demand[:, STORAGE], problem.memory, problem.n_hosts)
 
 
-def assignment_usage(assignment: Assignment, storage_gib: np.ndarray, remote_mbps_per_gib: int,
+def assignment_usage(assignment: Assignment, storage_gib: np.ndarray, remote: RemoteMemory | int,
                      n_hosts: int) -> np.ndarray:
     """(H, 5) room an assignment takes on each host (storage_gib per copy of each request; memory held where
-    the request has no vcpu adds remote_mbps_per_gib per GiB of NIC traffic): the one usage rule the
-    searches, the warm start and what runs share."""
+    the request has no vcpu adds NIC traffic by `remote`'s rule, or a flat Mbit/s per GiB): the one usage
+    rule the searches, the warm start and what runs share."""
     usage = np.zeros((n_hosts, 5), dtype=np.int64)
     for r in np.flatnonzero(assignment.placed):
-        for h, v, m, n, g in assignment.parts[r]:
+        parts = assignment.parts[r]
+        rate = remote if isinstance(remote, (int, np.integer)) else remote.rate(int(r), remote_gib(parts))
+        for h, v, m, n, g in parts:
             usage[h, VCPU] += v
             usage[h, RAM] += m
-            usage[h, NET] += n + (remote_mbps_per_gib * m if v == 0 else 0)
+            usage[h, NET] += n + (rate * m if v == 0 else 0)
             usage[h, GPU] += g
         for h in assignment.storage_hosts[r]:
             usage[h, STORAGE] += storage_gib[r]

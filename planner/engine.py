@@ -32,6 +32,7 @@ from shardplan.models.placement import PlacementModel
 from shardplan.models.problem import (
     COST_UNITS_PER_DOLLAR,
     NET_UNITS_PER_GBPS,
+    RAM,
     STORAGE,
     Assignment,
     ObjectiveTerms,
@@ -43,6 +44,7 @@ from shardplan.models.problem import (
     evaluate,
     relabel_by_first_use,
     relative_gap,
+    remote_gib,
     span_count,
 )
 from shardplan.planner.replan import CurrentPlacement, compare, move_reasons, moved_requests
@@ -55,6 +57,8 @@ from shardplan.planner.search.candidates import (
     Fleet,
     build_fleet,
     find_candidates,
+    modelled_slowdown,
+    remote_memory,
     request_arrays,
 )
 from shardplan.planner.search.consolidate import consolidate
@@ -62,7 +66,7 @@ from shardplan.planner.search.lns import improve
 from shardplan.planner.search.recreate import ruin_and_recreate
 from shardplan.planner.search.running import Running, build_running
 from shardplan.planner.validate.options import PlanOptions
-from shardplan.schema import REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
+from shardplan.schema import REQUESTS_OUT_OPTIONAL, REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
 
 Progress = Callable[[str], None]
 
@@ -324,12 +328,13 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates |
                        for c in requests["latency_class"].to_list()], dtype=np.int64)
     ratio = options.min_local_ram_gib_per_vcpu
     none = np.empty(0, dtype=np.int64)
+    memory = remote_memory(requests, options)
     return PlacementProblem(
         free=fleet.free, cost=np.rint(fleet.cost * COST_UNITS_PER_DOLLAR).astype(np.int64), active=fleet.active,
         rack=fleet.rack, zone=fleet.zone, demand=req["demand"][order], unplaced_weight=weight[order],
         spread_weight=spread[order],
         max_shards=(np.ones_like(req["max_shards"]) if options.mode == "whole" else req["max_shards"])[order],
-        replicas=req["replicas"][order], allow_remote=~req["low_latency"][order],
+        replicas=req["replicas"][order], allow_remote=memory.cap[order] > 0,
         compute_candidates=[candidates.compute[r] for r in order] if candidates else [none] * len(order),
         gpu_ok=[candidates.gpu_ok[r] for r in order] if candidates else [none.astype(bool)] * len(order),
         storage_candidates=[candidates.storage[r] for r in order] if candidates else [none] * len(order),
@@ -339,7 +344,7 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates |
         local_ram_per_vcpu=(int(round(ratio * 1000)), 1000),
         time_limit_s=options.time_limit_s, workers=options.workers, seed=options.seed,
         deterministic=options.deterministic, deterministic_units_per_s=options.deterministic_units_per_s,
-        current=None if running is None else running.in_order(order))
+        current=None if running is None else running.in_order(order), remote=memory.take(order))
 
 
 def candidate_pairs(compute: list[np.ndarray], storage: list[np.ndarray]) -> int:
@@ -387,17 +392,17 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
     req = request_arrays(requests)
     order = ffd_order(req["demand"], unplaced_priority(requests, options), fleet, measure)
     max_shards = req["max_shards"] if sharded else np.ones_like(req["max_shards"])
-    rate = int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS))
+    memory = remote_memory(requests, options)
 
     def fit(view: Fleet, inserted: np.ndarray) -> Assignment:
         return first_fit(view, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
-                         req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu, rate, best_fit,
-                         req["min_cpu"], req["min_iops"])
+                         req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu,
+                         best_fit=best_fit, min_cpu=req["min_cpu"], min_iops=req["min_iops"], remote=memory)
 
     if running is None:
         return fit(fleet.room_view(), order), order
     forced = fit(fleet.room_view(), order[running.mandatory[order]])
-    left = np.clip(fleet.free - running.held_kept - assignment_usage(forced, req["demand"][:, STORAGE], rate,
+    left = np.clip(fleet.free - running.held_kept - assignment_usage(forced, req["demand"][:, STORAGE], memory,
                                                                      fleet.n_hosts), 0, None)
     assignment = fit(dataclasses.replace(fleet, free=left, held=None), order[~running.running[order]])
     kept = running.kept()
@@ -836,17 +841,20 @@ def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, optio
     ids = requests["request_id"].to_list()
     demand = request_arrays(requests)["demand"]
     latency = requests["latency_class"].to_list()
-    rate = options.remote_memory_gbps_per_gib
+    memory = remote_memory(requests, options)
     filtered = unplaced_reasons(candidates) if not assignment.placed.all() else {}
     for r, request_id in enumerate(ids):
         if not assignment.placed[r]:
-            out.append((request_id, "unplaced", 0, 0.0, 0.0, unplaced_reason(candidates, r, filtered, request_id)))
+            out.append((request_id, "unplaced", 0, 0.0, 0.0, unplaced_reason(candidates, r, filtered, request_id),
+                        0, 0.0))
             continue
         shard = 0
         hosts_used: set[int] = set()
         cost = 0.0
+        remote = remote_gib(assignment.parts[r])
+        rate = memory.rate(r, remote)
         for h, v, m, n, g in sorted(assignment.parts[r]):
-            net = n / NET_UNITS_PER_GBPS + (rate * m if v == 0 else 0.0)
+            net = (n + (rate * m if v == 0 else 0)) / NET_UNITS_PER_GBPS
             role = "compute" if v > 0 else ("memory" if m > 0 else ("gpu" if g > 0 else "compute"))
             rows.append((request_id, shard, fleet.host_ids[h], 0, v, m, 0, net, g, role))
             shard += 1
@@ -865,9 +873,10 @@ def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, optio
             hosts_used.add(h)
             cost += fleet.cost[h] * _dominant_share(fleet, h, (0, 0, int(demand[r, STORAGE]), 0, 0))
         out.append((request_id, "placed", len(hosts_used), round(cost, 6),
-                    options.spread_weight(latency[r]) * span_count(assignment.parts[r], fleet.rack), None))
+                    options.spread_weight(latency[r]) * span_count(assignment.parts[r], fleet.rack), None,
+                    remote, round(modelled_slowdown(memory, r, remote, int(demand[r, RAM]), options), 6)))
     shards = pl.DataFrame(rows, schema=SHARDS_SCHEMA, orient="row")
-    requests_out = pl.DataFrame(out, schema=REQUESTS_OUT_SCHEMA, orient="row")
+    requests_out = pl.DataFrame(out, schema={**REQUESTS_OUT_SCHEMA, **REQUESTS_OUT_OPTIONAL}, orient="row")
     return shards, requests_out
 
 

@@ -134,9 +134,18 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
         else:
             notes.append(f"reservation sizing {sizing.result.status}: planned without reservations")
         seconds["sizing"] = time.perf_counter() - started
+    requests = inputs.requests
+    if plan_options.remote_memory_pricing == "use":
+        from shardplan.forecasting.untouched import with_untouched
+
+        requests, untouched = with_untouched(requests, inputs.history)
+        if untouched["by_user_and_app"] + untouched["by_app"]:
+            notes.append(f"untouched memory predicted from history for {untouched['by_user_and_app']} requests by "
+                         f"user and app type, {untouched['by_app']} by app type ({untouched['predicted_gib']} GiB); "
+                         f"{untouched['stated']} stated theirs, {untouched['none']} got none")
     started = time.perf_counter()
     tell("plan", None)
-    planned = plan_with_reservations(inputs.hosts, inputs.requests, blocks, plan_options, sizing,
+    planned = plan_with_reservations(inputs.hosts, requests, blocks, plan_options, sizing,
                                      progress=lambda stage: tell("plan", stage), budget=budget,
                                      current=inputs.current)
     seconds["plan"] = time.perf_counter() - started

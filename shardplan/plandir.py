@@ -14,6 +14,7 @@ from shardplan.schema import (
     HOST_COLUMNS,
     MOVES_SCHEMA,
     REQUEST_COLUMNS,
+    REQUESTS_OUT_OPTIONAL,
     REQUESTS_OUT_SCHEMA,
     RESERVATIONS_SCHEMA,
     SHARDS_SCHEMA,
@@ -70,8 +71,10 @@ class PlanDir:
     moves: pl.DataFrame | None = None     # moves.parquet
 
 
-def cast_to_schema(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str) -> pl.DataFrame:
-    """The frame's columns of `schema`, in its order and types; refuses lossy casts (0.5 gpu → 0)."""
+def cast_to_schema(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: str,
+                   optional: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+    """The frame's columns of `schema`, in its order and types, then those of `optional` (null where the
+    frame lacks them: a plan written before they existed); refuses lossy casts (0.5 gpu → 0)."""
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise PlanExportError(f"{table}: missing column(s) {', '.join(missing)}")
@@ -79,7 +82,10 @@ def cast_to_schema(frame: pl.DataFrame, schema: dict[str, pl.DataType], table: s
     for name, dtype in schema.items():
         series = frame.get_column(name)
         columns.append(_cast_series(series, dtype, table))
-    return pl.DataFrame(columns) if columns else pl.DataFrame(schema=schema)
+    for name, dtype in (optional or {}).items():
+        columns.append(_cast_series(frame.get_column(name), dtype, table) if name in frame.columns
+                       else pl.Series(name, [None] * frame.height, dtype=dtype))
+    return pl.DataFrame(columns) if columns else pl.DataFrame(schema={**schema, **(optional or {})})
 
 
 def _cast_series(series: pl.Series, dtype: pl.DataType, table: str) -> pl.Series:
@@ -163,8 +169,9 @@ def read_plan_dir(path: str | Path, required: tuple[str, ...] = PLAN_DIR_FILES,
         if not isinstance(plan, dict):
             raise PlanDirError(f"{root / PLAN_FILE}: expected a JSON object, got {type(plan).__name__}")
 
-    def table(name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-        return _read_table(root, name, schema) if present(name) else pl.DataFrame(schema=schema)
+    def table(name: str, schema: dict[str, pl.DataType], optional: dict | None = None) -> pl.DataFrame:
+        return (_read_table(root, name, schema, optional) if present(name)
+                else pl.DataFrame(schema={**schema, **(optional or {})}))
 
     def inputs(name: str, columns: tuple[Column, ...]) -> pl.DataFrame:
         if present(name):
@@ -175,7 +182,7 @@ def read_plan_dir(path: str | Path, required: tuple[str, ...] = PLAN_DIR_FILES,
         hosts=inputs(INPUT_HOSTS_FILE, HOST_COLUMNS),
         requests=inputs(INPUT_REQUESTS_FILE, REQUEST_COLUMNS),
         shards=table(SHARDS_FILE, SHARDS_SCHEMA),
-        requests_out=table(REQUESTS_OUT_FILE, REQUESTS_OUT_SCHEMA),
+        requests_out=table(REQUESTS_OUT_FILE, REQUESTS_OUT_SCHEMA, REQUESTS_OUT_OPTIONAL),
         hosts_out=table(HOSTS_OUT_FILE, hosts_out_schema()),
         reservations=_read_table(root, RESERVATIONS_FILE, RESERVATIONS_SCHEMA) if present(RESERVATIONS_FILE) else None,
         plan=plan,
@@ -192,9 +199,10 @@ def _read_parquet(root: Path, name: str) -> pl.DataFrame:
         raise PlanDirError(f"{root / name}: not a readable Parquet file ({exc})") from exc
 
 
-def _read_table(root: Path, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _read_table(root: Path, name: str, schema: dict[str, pl.DataType],
+                optional: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     try:
-        return cast_to_schema(_read_parquet(root, name), schema, str(root / name))
+        return cast_to_schema(_read_parquet(root, name), schema, str(root / name), optional)
     except PlanExportError as exc:
         raise PlanDirError(str(exc)) from exc
 

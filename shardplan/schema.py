@@ -114,6 +114,7 @@ REQUEST_COLUMNS: tuple[Column, ...] = (
     Column("evictable", bool, required=False, default=False),
     Column("min_cpu_score", float, required=False, default=0.0, minimum=0),
     Column("min_storage_iops", float, required=False, default=0.0, minimum=0),
+    Column("untouched_ram_gib", int, required=False, nullable=True, minimum=0),
 )
 
 HISTORY_COLUMNS: tuple[Column, ...] = (
@@ -123,6 +124,7 @@ HISTORY_COLUMNS: tuple[Column, ...] = (
     Column("app_type", str),
     Column("vcpu", float, minimum=0),
     Column("ram_gib", float, minimum=0),
+    Column("ram_alloc_gib", float, required=False, nullable=True, minimum=0),  # rented RAM (ram_gib: used)
     Column("cpu_util", float, required=False, nullable=True, minimum=0, maximum=1),
     Column("storage_gib", float, required=False, nullable=True, minimum=0),
     Column("net_gbps", float, required=False, nullable=True, minimum=0),
@@ -161,6 +163,11 @@ MOVES_SCHEMA: dict[str, pl.DataType] = {
     "kind": pl.Utf8,        # MOVE_KINDS
     "reason": pl.Utf8,
 }
+REQUESTS_OUT_OPTIONAL: dict[str, pl.DataType] = {
+    "remote_ram_gib": pl.Int64,   # GiB held on hosts where the request runs no vcpu
+    "slowdown": pl.Float64,       # modelled slowdown from touched remote memory (0.02 = 2%)
+}
+"""requests.parquet columns added after the first export: null when a plan written before them is read."""
 """moves.parquet: one row per running part that moved or was removed (DESIGN.md "What runs now")."""
 
 REQUESTS_OUT_SCHEMA: dict[str, pl.DataType] = {

@@ -22,7 +22,7 @@ from shardplan.planner.report.export import (
     read_plan_metadata,
     write_plan_dir,
 )
-from shardplan.schema import REQUESTS_OUT_SCHEMA, RESERVATIONS_SCHEMA, SHARDS_SCHEMA, hosts_out_schema
+from shardplan.schema import REQUESTS_OUT_OPTIONAL, REQUESTS_OUT_SCHEMA, RESERVATIONS_SCHEMA, SHARDS_SCHEMA, hosts_out_schema
 
 PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "plan.json",
               "inputs/hosts.parquet", "inputs/requests.parquet")
@@ -52,14 +52,17 @@ def test_round_trip(tmp_path, four_host_plan, reservations):
     plan = read_plan_dir(tmp_path)
     assert files_under(tmp_path) == sorted(PLAN_FILES)
     assert_frame_equal(plan.shards, four_host_plan.shards)
-    assert_frame_equal(plan.requests_out, four_host_plan.requests_out)
+    # a requests table without the columns added later (remote memory) reads back with them null
+    assert_frame_equal(plan.requests_out.select(four_host_plan.requests_out.columns), four_host_plan.requests_out)
+    assert "slowdown" not in four_host_plan.requests_out.columns
+    assert plan.requests_out.select(list(REQUESTS_OUT_OPTIONAL)).null_count().row(0) == (plan.requests_out.height,) * 2
     assert_frame_equal(plan.hosts.select(four_host_plan.hosts.columns), four_host_plan.hosts)
     assert_frame_equal(plan.requests.select(four_host_plan.requests.columns), four_host_plan.requests)
     assert plan.plan == four_host_plan.plan_json
     assert plan.reservations.schema == pl.Schema(RESERVATIONS_SCHEMA)
     assert plan.reservations["window_start"][0].isoformat() == "2024-03-01T00:00:00+00:00"
     assert plan.shards.schema == pl.Schema(SHARDS_SCHEMA)
-    assert plan.requests_out.schema == pl.Schema(REQUESTS_OUT_SCHEMA)
+    assert plan.requests_out.schema == pl.Schema({**REQUESTS_OUT_SCHEMA, **REQUESTS_OUT_OPTIONAL})
     assert plan.hosts_out.schema == pl.Schema(hosts_out_schema())
     assert check_plan_dir(tmp_path) == []
 

@@ -90,22 +90,47 @@ def test_committed_demo_files_are_small():
         assert (fleet.demo_dir() / name).stat().st_size < 200_000
 
 
-def test_demand_exceeds_free_capacity_in_every_zone(demo):
-    ratios = fleet.demand_over_free(*demo)
-    for zone in demo[0]["zone"].unique():
+def _dark(hosts: pl.DataFrame) -> pl.Series:
+    return ((pl.col("status") == "up") & (pl.sum_horizontal(f"used_{r}" for r in
+                                                            ("vcpu", "ram_gib", "storage_gib", "net_gbps", "gpu")) == 0))
+
+
+def test_demand_exceeds_free_capacity_of_loaded_hosts_in_every_zone(demo):
+    hosts, requests = demo
+    ratios = fleet.demand_over_free(hosts.filter(~_dark(hosts)), requests)
+    for zone in hosts["zone"].unique():
         assert ratios.filter((pl.col("zone") == zone) & ~pl.col("resource").str.starts_with("gpu:"))["ratio"].max() > 1
     fleet_wide = dict(ratios.filter(pl.col("zone") == "all").select("resource", "ratio").iter_rows())
     for resource in ("vcpu", "ram_gib", "gpu"):
         assert 1.1 <= fleet_wide[resource] <= 1.4, resource
+    # the powered-down hosts are room to buy: with them the fleet holds more of the demand
+    with_dark = dict(fleet.demand_over_free(hosts, requests).filter(pl.col("zone") == "all")
+                     .select("resource", "ratio").iter_rows())
+    assert with_dark["vcpu"] < fleet_wide["vcpu"] and with_dark["ram_gib"] < fleet_wide["ram_gib"]
+
+
+def test_powered_down_hosts_are_a_share_of_every_class_and_carry_no_load(demo):
+    hosts, _ = demo
+    up = hosts.filter(pl.col("status") == "up")
+    counts = up.group_by("host_class").agg(pl.len().alias("up"), _dark(up).sum().alias("dark"))
+    for row in counts.iter_rows(named=True):
+        assert row["dark"] == round(fleet.POWERED_DOWN_SHARE * row["up"]), row
+    assert up.filter(_dark(up))["cost_per_hour"].n_unique() >= 5  # several prices to choose between
+    none, _ = fleet.generate_fleet(60, 150, seed=7, powered_down=0.0)
+    assert none.filter(_dark(none)).height == 0
+    with pytest.raises(ValueError, match="powered_down"):
+        fleet.generate_fleet(60, 150, seed=7, powered_down=1.0)
 
 
 def test_some_requests_need_sharding_and_every_request_fits_alone(demo):
     hosts, requests = demo
     assert fleet.placeable_alone(hosts, requests).all()
     too_big_for_one_host = requests.filter(~fleet.fits_one_host(hosts, requests))
-    assert too_big_for_one_host.height >= 10
+    assert too_big_for_one_host.height >= 3  # even a powered-down host, empty, cannot take these whole
     assert too_big_for_one_host["max_shards"].min() >= 2
-    free = fleet.free_capacity(hosts)
+    # without switching a host on, more need sharding
+    assert (~fleet.fits_one_host(hosts.filter(~_dark(hosts)), requests)).sum() >= 10
+    free = fleet.free_capacity(hosts.filter(~_dark(hosts)))
     assert requests.filter((pl.col("vcpu") > free["vcpu"].max()) | (pl.col("ram_gib") > free["ram_gib"].max())).height
 
 

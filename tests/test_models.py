@@ -62,20 +62,22 @@ def test_local_ram_per_vcpu():
     hosts = three_hosts(h1={"used_ram_gib": 62}, h2={"used_vcpu": 16}, h3={"used_vcpu": 16})
     req = requests_table({"request_id": "a", "vcpu": 8, "ram_gib": 16, "max_shards": 3, "latency_class": "tolerant"})
     assert status(solve(hosts, req), "a") == "unplaced"
-    assert status(solve(hosts, req, min_local_ram_gib_per_vcpu=0.0), "a") == "placed"
+    # 14 GiB remote: flat pricing allows it (use pricing with nothing known untouched caps it, test_remote_memory)
+    assert status(solve(hosts, req, min_local_ram_gib_per_vcpu=0.0, remote_memory_pricing="flat"), "a") == "placed"
 
 
 def test_remote_memory_only_for_tolerant_latency_and_costs_bandwidth():
+    """The flat rule (use pricing: test_remote_memory)."""
     # h1 has the vcpu but little RAM; h2 has RAM but no vcpu
     hosts = three_hosts(h1={"used_ram_gib": 56}, h2={"used_vcpu": 16}, h3={"used_vcpu": 16, "used_ram_gib": 64})
     tolerant = requests_table({"request_id": "a", "vcpu": 8, "ram_gib": 40, "max_shards": 2,
                                "latency_class": "tolerant"})
-    result = solve(hosts, tolerant)
+    result = solve(hosts, tolerant, remote_memory_pricing="flat")
     assert status(result, "a") == "placed"
     memory = result.shards.filter(pl.col("role") == "memory")
     assert memory.height == 1 and memory["net_gbps"][0] == pytest.approx(0.05 * memory["ram_gib"][0])
     low = requests_table({"request_id": "a", "vcpu": 8, "ram_gib": 40, "max_shards": 2, "latency_class": "low"})
-    assert status(solve(hosts, low), "a") == "unplaced"
+    assert status(solve(hosts, low, remote_memory_pricing="flat"), "a") == "unplaced"
 
 
 def test_gpu_model_and_gpu_beside_vcpu():

@@ -75,6 +75,9 @@ MAX_MOVES = typer.Option(None, "--max-moves", help="at most this many running re
 DISRUPTION_COST = typer.Option(None, "--disruption-cost", help="$ once per running request disrupted (default 20)")
 MOVE_COST_PER_GIB = typer.Option(None, "--move-cost-per-gib", help="$ once per GiB of RAM or storage moved "
                                  "(default 0.05)")
+REMOTE_PRICING = typer.Option(None, "--remote-memory-pricing", help="use (default): a request's untouched RAM may "
+                              "sit remotely at near-zero traffic, touched remote RAM is capped by its latency class's "
+                              "slowdown; flat: every remote GiB at one rate, none for class low")
 
 
 def current_table(previous: Path | None, current: Path | None) -> Path | None:
@@ -108,6 +111,7 @@ def register(app: typer.Typer) -> None:
         max_moves: Optional[int] = MAX_MOVES,
         disruption_cost: Optional[float] = DISRUPTION_COST,
         move_cost_per_gib: Optional[float] = MOVE_COST_PER_GIB,
+        remote_memory_pricing: Optional[str] = REMOTE_PRICING,
         force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     ) -> None:
@@ -115,7 +119,8 @@ def register(app: typer.Typer) -> None:
         an edit of what runs now, moves.parquet listing what moved and why)."""
         options = resolve_options(mode=mode, time_limit_s=time_limit, workers=workers, seed=seed, top_k=top_k,
                                   min_local_ram_gib_per_vcpu=min_local_ram, lp_bound=lp, max_moves=max_moves,
-                                  disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib)
+                                  disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib,
+                                  remote_memory_pricing=remote_memory_pricing)
         raise typer.Exit(run_plan(hosts, requests, out, options, force, as_json, current_table(previous, current)))
 
     @app.command("nightly")
@@ -141,6 +146,7 @@ def register(app: typer.Typer) -> None:
         max_moves: Optional[int] = MAX_MOVES,
         disruption_cost: Optional[float] = DISRUPTION_COST,
         move_cost_per_gib: Optional[float] = MOVE_COST_PER_GIB,
+        remote_memory_pricing: Optional[str] = REMOTE_PRICING,
         workers: Optional[int] = typer.Option(None, help="CP-SAT workers"),
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed"),
         force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
@@ -156,7 +162,8 @@ def register(app: typer.Typer) -> None:
 
         options = resolve_options(time_limit_s=time_limit, workers=workers, seed=seed,
                                   reservation_weight=reservation_weight, max_moves=max_moves,
-                                  disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib)
+                                  disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib,
+                                  remote_memory_pricing=remote_memory_pricing)
         current_path = current_table(previous, current)
         name = forecaster or NIGHTLY_FORECASTER
         if name not in FORECASTERS:

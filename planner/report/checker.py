@@ -30,6 +30,7 @@ from shardplan.schema import (
     HOST_COLUMNS,
     REQUEST_COLUMNS,
     REQUEST_STATUSES,
+    REQUESTS_OUT_OPTIONAL,
     REQUESTS_OUT_SCHEMA,
     RESERVATIONS_SCHEMA,
     RESOURCES,
@@ -87,6 +88,7 @@ class _PlanTables:
     load: pl.DataFrame  # request_id, host_id, sums of the resources, remote_ram_gib, remote_gbps, shards
     min_local_ram_gib_per_vcpu: float
     remote_memory_gbps_per_gib: float
+    remote_memory_pricing: str = "flat"
     current: pl.DataFrame | None = None   # what ran (re-planning)
     max_moves: int = -1
     whole: bool = False
@@ -121,6 +123,39 @@ def _option(options: Mapping | PlanOptions | None, name: str) -> float:
     return float(getattr(PlanOptions(), name) if value is None else value)
 
 
+def _pricing(options: Mapping | PlanOptions | None) -> str:
+    """How the plan priced remote memory; a plan.json from before the option existed priced it flat."""
+    if isinstance(options, PlanOptions):
+        return options.remote_memory_pricing
+    return str((options or {}).get("remote_memory_pricing", "flat"))
+
+
+def _remote_rule(load: pl.DataFrame, requests: pl.DataFrame, options, pricing: str) -> pl.DataFrame:
+    """Per request (DESIGN.md, remote memory): remote GiB in all, the most it may hold remotely, and the
+    Gbit/s each remote GiB costs. Flat: every class but low may hold all its RAM remotely, at one rate.
+    Use: up to untouched_ram_gib at the untouched rate; past it every remote GiB at the touched rate, with
+    at most max_slowdown ÷ remote_slowdown_per_share of its RAM touched and remote."""
+    touched_rate = _option(options, "remote_memory_gbps_per_gib")
+    held = load.group_by("request_id").agg(pl.col("remote_ram_gib").sum().alias("request_remote_gib"))
+    table = requests.select("request_id", "ram_gib", "latency_class",
+                            pl.min_horizontal(pl.col("untouched_ram_gib").fill_null(0), "ram_gib").alias("untouched"))
+    if pricing == "flat":
+        table = table.with_columns(untouched=pl.lit(0, dtype=pl.Int64),
+                                   remote_cap=pl.when(pl.col("latency_class") == "low").then(0).otherwise("ram_gib"))
+    else:
+        per_share = _option(options, "remote_slowdown_per_share")
+        share = pl.col("latency_class").replace_strict(
+            {c: _option(options, f"max_slowdown_{c}") / per_share for c in ("low", "medium", "tolerant")},
+            return_dtype=pl.Float64)
+        table = table.with_columns(remote_cap=pl.min_horizontal(
+            pl.col("untouched") + (share * pl.col("ram_gib") + 1e-9).floor().cast(pl.Int64), "ram_gib"))
+    untouched_rate = _option(options, "untouched_remote_gbps_per_gib") if pricing == "use" else touched_rate
+    return (held.join(table, on="request_id", how="left")
+            .with_columns(remote_rate=pl.when(pl.col("request_remote_gib") <= pl.col("untouched"))
+                          .then(pl.lit(untouched_rate)).otherwise(pl.lit(touched_rate)))
+            .select("request_id", "request_remote_gib", "untouched", "remote_cap", "remote_rate"))
+
+
 def _fractional_gpus(shards: pl.DataFrame) -> list["Violation"]:
     """Invariant 5 before the cast to integers: GPUs are whole devices."""
     if "gpu" not in shards.columns or not shards.schema["gpu"].is_float():
@@ -136,20 +171,24 @@ def _prepare(hosts, requests, shards, requests_out, options, reservations, curre
     shards = shards.with_columns(pl.col("gpu").round(0)) if shards.schema.get("gpu", pl.Int64).is_float() else shards
     shards = cast_to_schema(shards, SHARDS_SCHEMA, SHARDS_FILE)
     remote_rate = _option(options, "remote_memory_gbps_per_gib")
+    pricing = _pricing(options)
+    requests = conform_inputs(requests, REQUEST_COLUMNS, "requests")
     load = (shards.group_by("request_id", "host_id")
             .agg(*[pl.col(r).sum() for r in RESOURCES], pl.len().alias("shards"))
-            .with_columns(pl.when(pl.col("vcpu") == 0).then(pl.col("ram_gib")).otherwise(0).alias("remote_ram_gib"))
-            .with_columns((pl.col("remote_ram_gib") * remote_rate).alias("remote_gbps")))
+            .with_columns(pl.when(pl.col("vcpu") == 0).then(pl.col("ram_gib")).otherwise(0).alias("remote_ram_gib")))
+    load = load.join(_remote_rule(load, requests, options, pricing), on="request_id", how="left").with_columns(
+        (pl.col("remote_ram_gib") * pl.col("remote_rate").fill_null(remote_rate)).alias("remote_gbps"))
     return _PlanTables(
         hosts=conform_inputs(hosts, HOST_COLUMNS, "hosts"),
-        requests=conform_inputs(requests, REQUEST_COLUMNS, "requests"),
+        requests=requests,
         shards=shards,
-        requests_out=cast_to_schema(requests_out, REQUESTS_OUT_SCHEMA, REQUESTS_OUT_FILE),
+        requests_out=cast_to_schema(requests_out, REQUESTS_OUT_SCHEMA, REQUESTS_OUT_FILE, REQUESTS_OUT_OPTIONAL),
         reservations=(empty_reservations() if reservations is None
                       else cast_to_schema(reservations, RESERVATIONS_SCHEMA, "reservations")),
         load=load,
         min_local_ram_gib_per_vcpu=_option(options, "min_local_ram_gib_per_vcpu"),
         remote_memory_gbps_per_gib=remote_rate,
+        remote_memory_pricing=pricing,
         current=None if current is None else cast_to_schema(current, CURRENT_SCHEMA, INPUT_CURRENT_FILE),
         max_moves=int(_option(options, "max_moves")),
         whole=(options.mode if isinstance(options, PlanOptions) else (options or {}).get("mode")) == "whole",
@@ -243,9 +282,9 @@ def check_span(plan: _PlanTables) -> list[Violation]:
 
 
 def check_local_memory(plan: _PlanTables) -> list[Violation]:
-    """Invariant 4: local RAM per vcpu, no remote memory for latency class low, remote traffic carried."""
+    """Invariant 4: local RAM per vcpu; remote memory within what the request's rule allows (flat: none for
+    latency class low; use: its untouched GiB and the touched share of its class); remote traffic carried."""
     ratio = plan.min_local_ram_gib_per_vcpu
-    rate = plan.remote_memory_gbps_per_gib
     load = plan.load.join(plan.requests.select("request_id", "latency_class"), on="request_id", how="left")
     short = load.filter((pl.col("vcpu") > 0) & ~_within(ratio * pl.col("vcpu"), pl.col("ram_gib").cast(pl.Float64)))
     found = [Violation(4, row["request_id"], row["host_id"],
@@ -253,14 +292,23 @@ def check_local_memory(plan: _PlanTables) -> list[Violation]:
                        f"{_amount(ratio * row['vcpu'])} local RAM")
              for row in short.iter_rows(named=True)]
     remote = load.filter(pl.col("remote_ram_gib") > 0)
-    low = remote.filter(pl.col("latency_class") == "low")
-    found += [Violation(4, row["request_id"], row["host_id"],
-                        f"remote memory {row['remote_ram_gib']} GiB (ram without vcpu on this host) "
-                        f"is not allowed for latency class low")
-              for row in low.iter_rows(named=True)]
+    if plan.remote_memory_pricing == "flat":
+        low = remote.filter(pl.col("latency_class") == "low")
+        found += [Violation(4, row["request_id"], row["host_id"],
+                            f"remote memory {row['remote_ram_gib']} GiB (ram without vcpu on this host) "
+                            f"is not allowed for latency class low")
+                  for row in low.iter_rows(named=True)]
+    else:
+        over = (remote.filter(pl.col("request_remote_gib") > pl.col("remote_cap"))
+                .unique("request_id", keep="first", maintain_order=True))
+        found += [Violation(4, row["request_id"], row["host_id"],
+                            f"remote memory {row['request_remote_gib']} GiB in all > the {row['remote_cap']} GiB its "
+                            f"latency class {row['latency_class']} may hold remotely ({row['untouched']} GiB untouched "
+                            f"and the touched share its max slowdown allows)")
+                  for row in over.iter_rows(named=True)]
     unpaid = remote.filter(~_within(pl.col("remote_gbps"), pl.col("net_gbps")))
     found += [Violation(4, row["request_id"], row["host_id"],
-                        f"net_gbps {_amount(row['net_gbps'])} < remote-memory traffic {_amount(rate)} × "
+                        f"net_gbps {_amount(row['net_gbps'])} < remote-memory traffic {_amount(row['remote_rate'])} × "
                         f"{row['remote_ram_gib']} GiB = {_amount(row['remote_gbps'])}")
               for row in unpaid.iter_rows(named=True)]
     return found

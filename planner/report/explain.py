@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shardplan.plandir import FILTERS_FILE, cast_to_schema, read_plan_dir
-from shardplan.planner.search.candidates import build_fleet, find_candidates
+from shardplan.planner.search.candidates import build_fleet, find_candidates, modelled_slowdown, remote_memory
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import FILTERS_SCHEMA
 
@@ -32,6 +32,7 @@ class Explanation:
     candidate_hosts: pl.DataFrame
     residual: pl.DataFrame  # per resource: candidate hosts whose capacity left after the plan is short
     running: dict | None = None  # re-planning: was it running, did it stay or move, and why
+    remote: dict | None = None   # placed with remote memory: how much, where, its rule's price and slowdown
 
 
 def _options(plan: dict) -> PlanOptions:
@@ -67,7 +68,21 @@ def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
                .filter(pl.col("request_id") == request_id) if stored.exists() else candidates.reasons)
     return Explanation(one.row(0, named=True), outcome.row(0, named=True), parts,
                        filters.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
-                       len(candidates.compute[0]), candidate_hosts, residual, _running(read, request_id))
+                       len(candidates.compute[0]), candidate_hosts, residual, _running(read, request_id),
+                       _remote(one, shards, options))
+
+
+def _remote(one: pl.DataFrame, shards: pl.DataFrame, options: PlanOptions) -> dict | None:
+    """The request's remote memory by the rule the plan was made with (options.remote_memory_pricing)."""
+    memory_parts = shards.filter((pl.col("vcpu") == 0) & (pl.col("ram_gib") > 0))
+    if memory_parts.height == 0:
+        return None
+    held = int(memory_parts["ram_gib"].sum())
+    rule = remote_memory(one, options)
+    ram = int(one["ram_gib"][0])
+    return {"gib": held, "hosts": memory_parts["host_id"].to_list(), "pricing": options.remote_memory_pricing,
+            "untouched": int(rule.untouched[0]), "touched": rule.touched(0, held), "cap": int(rule.cap[0]),
+            "mbps_per_gib": rule.rate(0, held), "slowdown": modelled_slowdown(rule, 0, held, ram, options)}
 
 
 def _running(read, request_id: str) -> dict | None:
@@ -111,6 +126,8 @@ def render_explanation(explanation: Explanation, console: Console) -> None:
     if o["status"] == "placed":
         console.print(f"[green]placed[/] on {o['n_hosts']} hosts, cost share ${o['cost_per_hour']:.3f}/h, "
                       f"spread penalty {o['spread_penalty']:.2f}")
+        if explanation.remote is not None:
+            console.print(remote_line(explanation.remote))
         table = Table(title="parts")
         for col in ("shard", "role", "replica", "host_id", "host_class", "zone", "rack", "vcpu", "ram_gib",
                     "storage_gib", "gpu", "net_gbps", "why this host"):
@@ -157,6 +174,21 @@ def _render_running(running: dict | None, console: Console) -> None:
         for row in running["moves"].iter_rows():
             table.add_row(*[("—" if v is None else str(v)) for v in row])
         console.print(table)
+
+
+def remote_line(remote: dict) -> str:
+    """'32 GiB remote on h2: 30 GiB predicted untouched, 2 touched; 50 Mbit/s per GiB; slowdown 1.75%'."""
+    where = ", ".join(remote["hosts"])
+    rate = f"{remote['mbps_per_gib']} Mbit/s per GiB ({remote['mbps_per_gib'] * remote['gib'] / 1000:g} Gbit/s)"
+    if remote["pricing"] == "flat":
+        return (f"{remote['gib']} GiB remote on {where}: flat pricing, every GiB counted as touched; {rate}; "
+                f"modelled slowdown {100 * remote['slowdown']:.2f}%")
+    if remote["touched"] == 0:
+        what = f"within its {remote['untouched']} GiB predicted untouched"
+    else:
+        what = (f"{remote['untouched']} GiB predicted untouched, {remote['touched']} touched "
+                f"(at most {remote['cap']} GiB remote for its class)")
+    return f"{remote['gib']} GiB remote on {where}: {what}; {rate}; modelled slowdown {100 * remote['slowdown']:.2f}%"
 
 
 def _why(part: dict) -> str:

@@ -47,6 +47,7 @@ from shardplan.schema import (
     MOVES_SCHEMA,
     REQUEST_COLUMNS,
     REQUEST_STATUSES,
+    REQUESTS_OUT_OPTIONAL,
     REQUESTS_OUT_SCHEMA,
     RESERVATIONS_SCHEMA,
     RESOURCES,
@@ -189,7 +190,7 @@ def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.Dat
     input_hosts = conform_inputs(hosts, HOST_COLUMNS, INPUT_HOSTS_FILE)
     input_requests = conform_inputs(requests, REQUEST_COLUMNS, INPUT_REQUESTS_FILE)
     shards = cast_to_schema(shards, SHARDS_SCHEMA, SHARDS_FILE)
-    requests_out = cast_to_schema(requests_out, REQUESTS_OUT_SCHEMA, REQUESTS_OUT_FILE)
+    requests_out = cast_to_schema(requests_out, REQUESTS_OUT_SCHEMA, REQUESTS_OUT_FILE, REQUESTS_OUT_OPTIONAL)
     if reservations is not None:
         reservations = cast_to_schema(reservations, RESERVATIONS_SCHEMA, RESERVATIONS_FILE)
         unknown = reservations.join(input_hosts, on="host_id", how="anti")

@@ -12,18 +12,20 @@ from typing import Protocol
 
 import numpy as np
 
-from shardplan.models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment
+from shardplan.models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment, RemoteMemory
 from shardplan.planner.search.candidates import Fleet
 
 
 class HostArrays(Protocol):
     """What the greedy placement reads of the hosts (a `Fleet` is one): per host, zone and rack ids,
-    the capacity a best fit is measured against, and whether it already runs load."""
+    the capacity a best fit is measured against, whether it already runs load, and what switching it on
+    costs (any unit)."""
 
     zone: np.ndarray
     rack: np.ndarray
     capacity: np.ndarray
     active: np.ndarray
+    cost: np.ndarray
 
 
 SIZE_MEASURES = ("sum", "max", "l2")
@@ -46,10 +48,12 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
               max_shards: np.ndarray, replicas: np.ndarray, low_latency: np.ndarray, order: np.ndarray,
               sharded: bool, min_local_ram_per_vcpu: float, remote_mbps_per_gib: int = 50,
               best_fit: bool = False, min_cpu: np.ndarray | None = None,
-              min_iops: np.ndarray | None = None) -> Assignment:
+              min_iops: np.ndarray | None = None, remote: RemoteMemory | None = None) -> Assignment:
     """FFD over the requests in `order` (best_fit: the fitting host with least capacity left over);
     returns an assignment in request index space. `min_cpu` / `min_iops`: the requests' performance needs
-    (invariant 10): parts only on hosts fast enough, copies only on storage fast enough."""
+    (invariant 10): parts only on hosts fast enough, copies only on storage fast enough. `remote`: how
+    remote memory is priced (default flat: remote_mbps_per_gib, none for latency class low)."""
+    memory = remote or RemoteMemory.flat(remote_mbps_per_gib, ~low_latency, demand[:, RAM])
     free = fleet.free.copy()
     hosts = host_order(fleet)
     up_hosts = hosts[fleet.up[hosts]]
@@ -62,8 +66,7 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
         if min_iops is not None and min_iops[r] > 0:
             storage_hosts = storage_hosts[fleet.iops_ok(min_iops[r])[storage_hosts]]
         placed = place(fleet, free, compute_hosts, storage_hosts, d, gpu_fit, replicas[r],
-                       max_shards[r] if sharded else 1, min_local_ram_per_vcpu, remote_mbps_per_gib,
-                       not low_latency[r], best_fit)
+                       max_shards[r] if sharded else 1, min_local_ram_per_vcpu, memory.tiers(int(r)), best_fit)
         if placed is None:
             continue
         parts, copies = placed
@@ -74,16 +77,19 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
 
 
 def place(hosts: HostArrays, free: np.ndarray, compute: np.ndarray, storage: np.ndarray, d: np.ndarray,
-          gpu_fit: np.ndarray, replicas: int, max_shards: int, ratio: float, remote_mbps_per_gib: int,
-          allow_remote: bool, best_fit: bool = False) -> tuple[list, list[int]] | None:
+          gpu_fit: np.ndarray, replicas: int, max_shards: int, ratio: float, tiers: list[tuple[int, int]],
+          best_fit: bool = False) -> tuple[list, list[int]] | None:
     """Place one request greedily on `free` (updated in place): whole on one of the `compute` hosts (in
     their order, or best fit), else split over up to `max_shards` of them; storage copies on `storage`
-    hosts. `gpu_fit` is a mask over all hosts. Returns (parts, storage copy hosts) or None."""
-    placed = _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, remote_mbps_per_gib, allow_remote,
+    hosts. `gpu_fit` is a mask over all hosts. `tiers`: (most remote GiB, Mbit/s per remote GiB) to try in
+    turn (RemoteMemory.tiers; empty: no remote memory). Returns (parts, storage copy hosts) or None."""
+    placed = _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers,
                           best_fit) if local_ram_holds(d, ratio) else None
-    if placed is None and max_shards > 1:
-        placed = _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio,
-                                remote_mbps_per_gib, allow_remote)
+    for limit, rate in (tiers or [(0, 0)]) if placed is None and max_shards > 1 else ():
+        placed = _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio, rate, limit,
+                                tiers)
+        if placed is not None:
+            break
     return placed
 
 
@@ -110,13 +116,13 @@ def _storage_copies(hosts: HostArrays, free: np.ndarray, storage: np.ndarray, d:
     return chosen if len(chosen) == replicas else None
 
 
-def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, remote_mbps_per_gib, allow_remote,
-                 best_fit=False):
+def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, best_fit=False):
     need = d[[VCPU, RAM, NET, GPU]].copy()
     if d[VCPU] == 0 and d[RAM] > 0:  # memory without vcpu is remote memory: NIC traffic, and only if allowed
-        if not allow_remote:
+        rates = [rate for limit, rate in tiers if d[RAM] <= limit]
+        if not rates:
             return None
-        need[2] += remote_mbps_per_gib * d[RAM]
+        need[2] += rates[0] * d[RAM]
     fits = np.all(free[compute][:, [VCPU, RAM, NET, GPU]] >= need, axis=1)
     if d[GPU] > 0:
         fits &= gpu_fit[compute]
@@ -126,10 +132,11 @@ def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, remote_mbp
         fits &= can_store[compute] & (free[compute, STORAGE] >= d[STORAGE])
     order = compute[fits]
     if best_fit and len(order) > 1:
-        # least normalised capacity left over; already-active hosts before empty ones
+        # least normalised capacity left over; already-active hosts before empty ones, and of the empty ones
+        # (switching one on is paid for) the one where the request's share costs least first
         left = ((free[order] - d) / np.maximum(hosts.capacity[order], 1)).sum(axis=1)
         untouched = np.all(free[order] == hosts.capacity[order], axis=1) & ~hosts.active[order]
-        order = order[np.lexsort((left, untouched))]
+        order = order[np.lexsort((left, np.where(untouched, switch_on_price(hosts, order, d), 0.0), untouched))]
     for h in order:
         copies = _storage_copies(hosts, free, storage, d, replicas, int(hosts.zone[h]),
                                  int(h) if d[STORAGE] > 0 else None)
@@ -142,10 +149,22 @@ def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, remote_mbp
     return None
 
 
+def switch_on_price(hosts: HostArrays, candidates: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """What the request's dominant share of each (empty) host costs: cost × max over vcpu, RAM and GPUs of
+    demand ÷ capacity. Cost-aware best fit for bins of several prices: a cheap host the request fills is
+    better value than a dear one it barely uses, and a big host is paid for by the requests it will take."""
+    capacity = np.maximum(hosts.capacity[candidates][:, [VCPU, RAM, GPU]], 1)
+    share = (d[[VCPU, RAM, GPU]][None, :] / capacity).max(axis=1)
+    return hosts.cost[candidates] * share
+
+
 def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio, remote_mbps_per_gib,
-                   allow_remote):
-    """Greedy split: vcpu parts in host order (each with its local RAM and GPUs), then, where the latency
-    class allows, the RAM left over as remote-memory parts on hosts with free RAM and NIC."""
+                   remote_limit, tiers):
+    """Greedy split: vcpu parts in host order (each with its local RAM and GPUs), then up to `remote_limit`
+    GiB of the RAM left over as remote-memory parts on hosts with free RAM and NIC, fitted at
+    remote_mbps_per_gib (limit 0: every GiB local). The room taken is the traffic `tiers` price the remote
+    GiB at in the end (the first tier that holds them: RemoteMemory.rate), never more than was fitted."""
+    allow_remote = remote_limit > 0
     for zone in np.unique(hosts.zone[compute]):
         in_zone = compute[hosts.zone[compute] == zone]
         rem_v, rem_m, rem_n, rem_g = (int(x) for x in d[[VCPU, RAM, NET, GPU]])
@@ -188,7 +207,7 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
                 if extra > 0:
                     parts[i] = (h, v, m, n + extra, g)
                     rem_n -= extra
-        if rem_n:
+        if rem_n or rem_m > remote_limit:
             continue
         used = {p[0] for p in parts}
         for h in in_zone[free[in_zone, RAM] > 0]:
@@ -204,8 +223,10 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
             rem_m -= m
         if rem_m:
             continue
+        remote = sum(p[2] for p in parts if p[1] == 0)
+        rate = next((rate for limit, rate in tiers if remote <= limit), remote_mbps_per_gib) if remote else 0
         for h, v, m, n, g in parts:
-            traffic = remote_mbps_per_gib * m if v == 0 else 0
+            traffic = rate * m if v == 0 else 0
             free[h, [VCPU, RAM, NET, GPU]] -= np.array([v, m, n + traffic, g])
         for c in copies:
             free[c, STORAGE] -= d[STORAGE]

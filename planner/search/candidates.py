@@ -24,7 +24,16 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from shardplan.models.problem import GPU, NET, NET_UNITS_PER_GBPS, RAM, STORAGE, VCPU
+from shardplan.models.problem import (
+    COST_UNITS_PER_DOLLAR,
+    GPU,
+    NET,
+    NET_UNITS_PER_GBPS,
+    RAM,
+    STORAGE,
+    VCPU,
+    RemoteMemory,
+)
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import capacity_expr, tier_rank
 
@@ -147,6 +156,33 @@ def request_arrays(requests: pl.DataFrame) -> dict[str, np.ndarray]:
         "min_cpu": _column_or(requests, "min_cpu_score", 0.0),
         "min_iops": _column_or(requests, "min_storage_iops", 0.0),
     }
+
+
+def remote_memory(requests: pl.DataFrame, options: PlanOptions) -> RemoteMemory:
+    """Each request's remote-memory rule in solver units (options.remote_memory_pricing; request index
+    space). Use pricing: up to untouched_ram_gib (unknown: 0) remote at the untouched rate; past it every
+    remote GiB at the touched rate, at most max_slowdown ÷ remote_slowdown_per_share of the RAM touched and
+    remote, each touched GiB at touched_remote_price."""
+    ram = requests["ram_gib"].to_numpy().astype(np.int64)
+    latency = requests["latency_class"].to_list()
+    touched_mbps = int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS))
+    if options.remote_memory_pricing == "flat":
+        return RemoteMemory.flat(touched_mbps, ~(requests["latency_class"] == "low").to_numpy(), ram)
+    untouched = np.minimum(_column_or(requests, "untouched_ram_gib", 0.0).astype(np.int64), ram)
+    share = np.array([options.max_slowdown(c) / options.remote_slowdown_per_share for c in latency])
+    touched = np.floor(share * ram + 1e-9).astype(np.int64)
+    price = np.array([int(round(options.touched_remote_price(c) * COST_UNITS_PER_DOLLAR)) for c in latency],
+                     dtype=np.int64)
+    return RemoteMemory(touched_mbps, int(round(options.untouched_remote_gbps_per_gib * NET_UNITS_PER_GBPS)),
+                        untouched, np.minimum(untouched + touched, ram), price)
+
+
+def modelled_slowdown(memory: RemoteMemory, r: int, remote_gib: int, ram_gib: int,
+                      options: PlanOptions) -> float:
+    """Slowdown of request `r` from its touched remote GiB (flat pricing: every remote GiB counts as touched)."""
+    if ram_gib <= 0:
+        return 0.0
+    return options.remote_slowdown_per_share * memory.touched(r, remote_gib) / ram_gib
 
 
 def _column_or(frame: pl.DataFrame, name: str, default: float) -> np.ndarray:

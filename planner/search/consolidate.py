@@ -48,7 +48,6 @@ from shardplan.models.problem import (
     canonical_groups,
     evaluate,
     host_usage,
-    remote_traffic,
 )
 from shardplan.planner.search.budget import SearchStats, Stop
 
@@ -93,7 +92,7 @@ class _Packing:
                     self.fixed[h] = True
                 continue
             stored = int(problem.demand[r, STORAGE]) if assignment.storage_hosts[r] else 0
-            self.vector[r] = (int(v), int(m), stored, int(n + remote_traffic(problem, m, v)), int(g))
+            self.vector[r] = (int(v), int(m), stored, int(n + problem.part_traffic(r, parts)[0]), int(g))
             self.allowed[r] = allowed
             self.host_of[r] = int(h)
             self.on[h].add(r)
@@ -148,7 +147,8 @@ class _Packing:
         """Re-planning: (move cost, 1 if a voluntary disruption) of movable running request `r` on host `h`."""
         current = self.problem.current
         v, m, stored, n, g = self.vector[r]
-        parts, copies = [(h, v, m, n - remote_traffic(self.problem, m, v), g)], ([h] if stored else [])
+        traffic = self.problem.part_traffic(r, [(h, v, m, 0, g)])[0]
+        parts, copies = [(h, v, m, n - traffic, g)], ([h] if stored else [])
         return (current.charge(r, True, parts, copies, int(self.problem.demand[r, STORAGE])),
                 int(current.voluntary(r, True, parts, copies)))
 

@@ -36,7 +36,8 @@ def subproblem(problem: PlacementProblem, assignment: Assignment, requests: list
     released = Assignment(assignment.placed[index].copy(), [assignment.parts[r] for r in requests],
                           [assignment.storage_hosts[r] for r in requests])
     usage_all = host_usage(problem, assignment)
-    usage_released = host_usage(dataclasses.replace(problem, demand=problem.demand[index]), released) \
+    usage_released = host_usage(dataclasses.replace(problem, demand=problem.demand[index],
+                                                    remote=problem.memory.take(index)), released) \
         if len(requests) else np.zeros_like(usage_all)
     free = problem.free - usage_all + usage_released
     # a host stays active (no activation charge) if requests outside the neighbourhood still use it
@@ -63,7 +64,8 @@ def subproblem(problem: PlacementProblem, assignment: Assignment, requests: list
         max_shards=problem.max_shards[index], replicas=problem.replicas[index],
         allow_remote=problem.allow_remote[index], compute_candidates=compute, gpu_ok=gpu_ok,
         storage_candidates=storage, symmetry_groups=groups, time_limit_s=time_limit_s,
-        current=None if problem.current is None else problem.current.take(index, _outside(problem, assignment, requests)))
+        current=None if problem.current is None else problem.current.take(index, _outside(problem, assignment, requests)),
+        remote=problem.memory.take(index))
     return sub, released
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from shardplan.models.problem import (
     GPU,
+    RAM,
     STORAGE,
     VCPU,
     Assignment,
@@ -41,7 +42,6 @@ from shardplan.models.problem import (
     canonical_groups,
     evaluate,
     host_usage,
-    remote_traffic,
     request_spread,
 )
 from shardplan.planner.search.baselines import place
@@ -56,6 +56,11 @@ MAX_REMOVED = 40
 """A ruin removes at most this many requests (a random subset when more touch its hosts)."""
 EXTRA_WAITING = 8
 """Other waiting requests that may use a ruined host, offered a place in the recreate."""
+CLOSE_SHARE = 0.25
+"""Share of the moves that, while the plan has switched a paid-for host on, try to switch one off instead:
+the host (drawn in proportion to its cost × its idle share) is emptied and barred, and what it held is
+recreated elsewhere with the waiting requests that may use it. Kept, like every move, only when the
+objective is no worse: the price of a host is then a reason to move, not only the demand left waiting."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class _Hosts:
     rack: np.ndarray
     capacity: np.ndarray
     active: np.ndarray
+    cost: np.ndarray
 
 
 class _State:
@@ -118,8 +124,8 @@ class _State:
         """Take `r` out of the plan, giving its room back; returns its old parts and copies."""
         self._book(r, -1)
         problem = self.problem
-        for h, v, m, n, g in self.parts[r]:
-            self.free[h] += (v, m, 0, n + remote_traffic(problem, m, v), g)
+        for (h, v, m, n, g), t in zip(self.parts[r], problem.part_traffic(r, self.parts[r])):
+            self.free[h] += (v, m, 0, n + t, g)
         for h in self.copies[r]:
             self.free[h, STORAGE] += problem.demand[r, STORAGE]
         old = self.parts[r], self.copies[r]
@@ -130,8 +136,8 @@ class _State:
         """Put `r` on `parts` and `copies` (its room already taken unless `take_room`)."""
         problem = self.problem
         if take_room:
-            for h, v, m, n, g in parts:
-                self.free[h] -= (v, m, 0, n + remote_traffic(problem, m, v), g)
+            for (h, v, m, n, g), t in zip(parts, problem.part_traffic(r, parts)):
+                self.free[h] -= (v, m, 0, n + t, g)
             for h in copies:
                 self.free[h, STORAGE] -= problem.demand[r, STORAGE]
         self.placed[r], self.parts[r], self.copies[r] = True, list(parts), list(copies)
@@ -145,9 +151,9 @@ def _room_for(state: "_State", r: int, parts, copies) -> bool:
     """`parts` and `copies` of request `r` fit in the state's free room."""
     problem = state.problem
     need: dict[int, np.ndarray] = {}
-    for h, v, m, n, g in parts:
+    for (h, v, m, n, g), t in zip(parts, problem.part_traffic(r, parts)):
         need.setdefault(h, np.zeros(5, dtype=np.int64))
-        need[h] += (v, m, 0, n + remote_traffic(problem, m, v), g)
+        need[h] += (v, m, 0, n + t, g)
     for h in copies:
         need.setdefault(h, np.zeros(5, dtype=np.int64))
         need[h][STORAGE] += problem.demand[r, STORAGE]
@@ -160,7 +166,7 @@ class _Inserter:
 
     def __init__(self, problem: PlacementProblem) -> None:
         self.problem = problem
-        self.hosts = _Hosts(problem.zone, problem.rack, problem.free, problem.active)
+        self.hosts = _Hosts(problem.zone, problem.rack, problem.free, problem.active, problem.cost)
         self.ratio = problem.local_ram_per_vcpu[0] / problem.local_ram_per_vcpu[1]
         self._gpu: dict[int, np.ndarray] = {}
         self._no_gpu = np.zeros(problem.n_hosts, dtype=bool)
@@ -184,7 +190,7 @@ class _Inserter:
         compute = compute[np.argsort(-state.free[compute, VCPU], kind="stable")]  # roomiest first for splits
         found = place(self.hosts, state.free, compute, problem.storage_candidates[r], problem.demand[r],
                       self.gpu_fit(r), int(problem.replicas[r]), int(problem.max_shards[r]), self.ratio,
-                      problem.remote_mbps_per_gib, bool(problem.allow_remote[r]), best_fit=True)
+                      problem.memory.tiers(r), best_fit=True)
         if found is None:
             return False
         state.put(r, found[0], found[1], take_room=False)
@@ -227,12 +233,17 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
             stats.stopped_by = Stop.DONE  # nothing waits
             break
         stats.moves += 1
-        w = weight[waiting]
-        seed_request = int(waiting[rng.choice(len(waiting), p=w / w.sum() if w.sum() > 0 else None)])
-        ruined = _ruined_hosts(problem, seed_request, rng)
-        removed = sorted(set().union(*(state.holders[h] for h in ruined)))
-        if len(removed) > MAX_REMOVED:
-            removed = sorted(int(x) for x in rng.choice(removed, size=MAX_REMOVED, replace=False))
+        closing = _host_to_close(problem, state, rng) if rng.random() < CLOSE_SHARE else None
+        if closing is None:
+            w = weight[waiting]
+            seed_request = int(waiting[rng.choice(len(waiting), p=w / w.sum() if w.sum() > 0 else None)])
+            ruined = _ruined_hosts(problem, seed_request, rng)
+            removed = sorted(set().union(*(state.holders[h] for h in ruined)))
+            if len(removed) > MAX_REMOVED:
+                removed = sorted(int(x) for x in rng.choice(removed, size=MAX_REMOVED, replace=False))
+        else:
+            seed_request, ruined = None, np.array([closing])
+            removed = sorted(state.holders[closing])  # all of them: the host is emptied
         before = state.total
         journal = [(r, state.remove(r)) for r in removed]
         journal_of = set(removed)
@@ -240,7 +251,10 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
                          if not state.placed[r] and r != seed_request and r not in journal_of})
         if len(others) > EXTRA_WAITING:
             others = [int(x) for x in rng.choice(others, size=EXTRA_WAITING, replace=False)]
-        offered = [seed_request] + removed + others
+        offered = ([] if seed_request is None else [seed_request]) + removed + others
+        barred = None
+        if closing is not None:  # no room on it while it is recreated
+            barred, state.free[closing] = state.free[closing].copy(), 0
         if rng.random() < RANDOM_ORDER:
             sequence = rng.permutation(len(offered))
         else:
@@ -251,6 +265,8 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
             r = offered[int(i)]
             if inserter.insert(state, r):
                 inserted.append(r)
+        if barred is not None:
+            state.free[closing] = barred
         if state.total <= before:  # kept: the current plan is always the best so far
             stats.kept += 1
             stats.improved += int(state.total < before)
@@ -264,6 +280,19 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
     stats.final_placed = int(result.placed.sum())
     stats.wall_s = time.perf_counter() - began
     return result, stats
+
+
+def _host_to_close(problem: PlacementProblem, state: _State, rng: np.random.Generator) -> int | None:
+    """A paid-for host the plan switched on, drawn in proportion to cost × idle share (the share of its
+    vcpu and RAM left free, at least a tenth), or None when there is none."""
+    open_paid = [h for h in range(problem.n_hosts) if state.holders[h] and not problem.active[h] and problem.cost[h] > 0]
+    if not open_paid:
+        return None
+    hosts = np.array(open_paid)
+    capacity = np.maximum(problem.free[hosts][:, [VCPU, RAM]], 1)
+    idle = np.clip(state.free[hosts][:, [VCPU, RAM]] / capacity, 0, 1).mean(axis=1)
+    w = problem.cost[hosts] * np.maximum(idle, 0.1)
+    return int(hosts[rng.choice(len(hosts), p=w / w.sum())])
 
 
 def _ruined_hosts(problem: PlacementProblem, r: int, rng: np.random.Generator) -> np.ndarray:

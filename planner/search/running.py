@@ -20,6 +20,7 @@ from shardplan.models.problem import (
     assignment_usage,
 )
 from shardplan.planner.replan import CurrentPlacement, must_move
+from shardplan.planner.search.candidates import remote_memory
 from shardplan.planner.validate.options import PlanOptions
 
 
@@ -75,7 +76,9 @@ def build_running(hosts: pl.DataFrame, requests: pl.DataFrame, placement: Curren
     n = requests.height
     parts: list[list[Part] | None] = [None] * n
     copies: list[list[tuple[int, int]] | None] = [None] * n
-    rate = options.remote_memory_gbps_per_gib
+    memory = remote_memory(requests, options)
+    remote = (placement.shards.filter(pl.col("vcpu") == 0).group_by("request_id").agg(pl.col("ram_gib").sum()))
+    remote_of = dict(zip(remote["request_id"].to_list(), remote["ram_gib"].to_list()))
     for row in placement.shards.sort("request_id", "shard").iter_rows(named=True):
         r = request_index[row["request_id"]]
         if parts[r] is None:
@@ -84,6 +87,7 @@ def build_running(hosts: pl.DataFrame, requests: pl.DataFrame, placement: Curren
         if row["storage_gib"] > 0:
             copies[r].append((int(row["replica"]), h))
         if row["vcpu"] or row["ram_gib"] or row["gpu"] or (row["storage_gib"] == 0 and row["net_gbps"]):
+            rate = memory.rate(r, int(remote_of.get(row["request_id"], 0))) / NET_UNITS_PER_GBPS
             net = row["net_gbps"] - (rate * row["ram_gib"] if row["vcpu"] == 0 else 0.0)
             parts[r].append((h, int(row["vcpu"]), int(row["ram_gib"]), max(int(round(net * NET_UNITS_PER_GBPS)), 0),
                              int(row["gpu"])))
@@ -109,11 +113,10 @@ def build_running(hosts: pl.DataFrame, requests: pl.DataFrame, placement: Curren
     # the parts of a request that must move still hold their room until it has moved: a warm start that
     # filled it would make two forced moves wait on each other (a swap no executor can order)
     storage = requests["storage_gib"].to_numpy()
-    rate_mbps = int(round(rate * NET_UNITS_PER_GBPS))
     everything = Assignment(running.copy(), [list(p or ()) for p in final_parts], [list(c or ()) for c in final_copies])
-    held = assignment_usage(everything, storage, rate_mbps, hosts.height)
+    held = assignment_usage(everything, storage, memory, hosts.height)
     held_kept = assignment_usage(Assignment(running & ~mandatory, everything.parts, everything.storage_hosts),
-                                 storage, rate_mbps, hosts.height)
+                                 storage, memory, hosts.height)
     held[~up] = 0
     held_kept[~up] = 0
     per_dollar = COST_UNITS_PER_DOLLAR / options.move_horizon_h

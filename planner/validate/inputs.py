@@ -188,6 +188,10 @@ def load_requests(path: str | Path) -> pl.DataFrame:
     if bad.height:
         raise InputError(path, "a request with GPUs needs at least one vcpu (GPUs sit beside its compute)",
                          int(bad["_row"][0]) + 1, "vcpu")
+    over = indexed.filter(pl.col("untouched_ram_gib").fill_null(0) > pl.col("ram_gib"))
+    if over.height:
+        raise InputError(path, f"untouched_ram_gib {over['untouched_ram_gib'][0]} exceeds the request's ram_gib "
+                               f"{over['ram_gib'][0]}", int(over["_row"][0]) + 1, "untouched_ram_gib")
     return requests
 
 

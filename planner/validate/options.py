@@ -87,7 +87,34 @@ class PlanOptions:
     not be, so it sees every host that passes the filters when requests × hosts fit this budget, else as
     many of the best classes per zone as fit (never fewer than top_k). Its hosts join the model's candidates."""
     remote_memory_gbps_per_gib: float = 0.05
-    """NIC traffic caused by each GiB of memory held on a host where the request has no vcpu."""
+    """NIC traffic caused by each GiB of memory held on a host where the request has no vcpu (flat pricing:
+    every such GiB; use pricing: every such GiB once the request's remote GiB pass its untouched GiB)."""
+    remote_memory_pricing: str = "use"
+    """How remote memory is priced. "use" (after Azure's Pond, ASPLOS 2023): the GiB a request is expected
+    never to touch (`untouched_ram_gib`) may live remotely at untouched_remote_gbps_per_gib and slow nothing,
+    for every latency class; past them every remote GiB costs remote_memory_gbps_per_gib, the touched ones
+    slow the request by remote_slowdown_per_share × their share of its RAM and cost touched_remote_price_*,
+    and the slowdown may not pass max_slowdown_* of its class. "flat": every remote GiB at
+    remote_memory_gbps_per_gib, none for latency class low, no cap (the rule before use pricing)."""
+    untouched_remote_gbps_per_gib: float = 0.001
+    """NIC traffic per GiB of untouched memory held remotely: near zero (page-table scans and rare promotions;
+    Google's far memory promotes about 0.2% of the cold set per minute, 0.3 Mbit/s per GiB; assumption ×3)."""
+    remote_slowdown_per_share: float = 0.35
+    """Modelled slowdown of a request per unit share of its RAM that is touched and remote (assumption: a
+    memory-bound request whose every access went one hop away, at about twice local latency, runs ~35%
+    slower; Pond reports 1–5% when only predicted-untouched memory is pooled)."""
+    max_slowdown_low: float = 0.0
+    """Use pricing: most modelled slowdown from touched remote memory for latency class low (so no touched GiB
+    remote)."""
+    max_slowdown_medium: float = 0.02
+    """... for latency class medium."""
+    max_slowdown_tolerant: float = 0.10
+    """... for latency class tolerant."""
+    touched_remote_price_medium: float = 0.05
+    """Use pricing: $/h-equivalent per touched remote GiB of a medium request (ten times what a GiB of local
+    DRAM costs on a memory-optimised host, r6id.metal at 9.68 $/h for 1,024 GiB; the slowdown is the price)."""
+    touched_remote_price_tolerant: float = 0.01
+    """... of a tolerant request."""
     min_local_ram_gib_per_vcpu: float = 0.5
     """RAM a part must hold locally per vcpu it runs (invariant 4)."""
     unplaced_weight: float = 1000.0
@@ -135,6 +162,14 @@ class PlanOptions:
     max_moves: int = -1
     """Hard budget on voluntary disruptions per run (running requests moved or evicted when not forced to);
     −1: no budget. Mandatory moves (a host no longer up or no longer able to hold the parts) never count."""
+
+    def max_slowdown(self, latency_class: str) -> float:
+        return {"low": self.max_slowdown_low, "medium": self.max_slowdown_medium,
+                "tolerant": self.max_slowdown_tolerant}[latency_class]
+
+    def touched_remote_price(self, latency_class: str) -> float:
+        return {"low": 0.0, "medium": self.touched_remote_price_medium,
+                "tolerant": self.touched_remote_price_tolerant}[latency_class]
 
     def spread_weight(self, latency_class: str) -> float:
         return {"low": self.spread_weight_low, "medium": self.spread_weight_medium,
@@ -185,6 +220,15 @@ class PlanOptions:
             ("search_pair_budget", self.search_pair_budget >= 1, "≥ 1"),
             ("min_local_ram_gib_per_vcpu", self.min_local_ram_gib_per_vcpu >= 0, "≥ 0"),
             ("remote_memory_gbps_per_gib", self.remote_memory_gbps_per_gib >= 0, "≥ 0"),
+            ("remote_memory_pricing", self.remote_memory_pricing in ("use", "flat"), "'use' or 'flat'"),
+            ("untouched_remote_gbps_per_gib", 0 <= self.untouched_remote_gbps_per_gib
+             <= self.remote_memory_gbps_per_gib, "in [0, remote_memory_gbps_per_gib]"),
+            ("remote_slowdown_per_share", self.remote_slowdown_per_share > 0, "> 0"),
+            ("max_slowdown_low", self.max_slowdown_low >= 0, "≥ 0"),
+            ("max_slowdown_medium", self.max_slowdown_medium >= 0, "≥ 0"),
+            ("max_slowdown_tolerant", self.max_slowdown_tolerant >= 0, "≥ 0"),
+            ("touched_remote_price_medium", self.touched_remote_price_medium >= 0, "≥ 0"),
+            ("touched_remote_price_tolerant", self.touched_remote_price_tolerant >= 0, "≥ 0"),
             ("consolidation_share", 0 <= self.consolidation_share < 1, "in [0, 1)"),
             ("recreate_share", 0 <= self.recreate_share < 1, "in [0, 1)"),
             ("lns_share", 0 <= self.lns_share <= 1, "in [0, 1]"),
