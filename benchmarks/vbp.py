@@ -237,9 +237,10 @@ def first_fit_bins(encoding: Encoding, counts: list[int], options: PlanOptions) 
 
 
 def solve_options(time_limit_s: float, workers: int = 2, deterministic: bool = False) -> PlanOptions:
-    """Whole-VM placement; VBP items have no RAM-per-vcpu rule. Wall-clock limits unless `deterministic`."""
+    """Whole-VM placement; VBP items have no RAM-per-vcpu rule, and the instances' objective is bins alone, so
+    no hot-spot term (a full bin is the aim). Wall-clock limits unless `deterministic`."""
     return PlanOptions(mode="whole", time_limit_s=time_limit_s, workers=workers, seed=0,
-                       min_local_ram_gib_per_vcpu=0.0, deterministic=deterministic)
+                       min_local_ram_gib_per_vcpu=0.0, deterministic=deterministic, hot_spot_price=0.0)
 
 
 # --- the catalogue of instances --------------------------------------------------------------------

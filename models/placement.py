@@ -17,6 +17,7 @@ from ortools.sat.python import cp_model
 from shardplan.models.problem import (
     BREACH,
     GPU,
+    HOT_RESOURCES,
     NET,
     RAM,
     STORAGE,
@@ -26,6 +27,8 @@ from shardplan.models.problem import (
     PlacementProblem,
     PlanStatus,
     SolveResult,
+    host_usage,
+    hot_spots,
     members_a_request_may_span,
     relative_gap,
     remote_gib,
@@ -57,6 +60,7 @@ class PlacementVars:
     remote_gib: dict[int, list[object]] = field(default_factory=dict)  # per request: GiB held remotely per candidate
     touched_tier: dict[int, object] = field(default_factory=dict)     # per request: its remote GiB pass the untouched
     touched: dict[int, object] = field(default_factory=dict)          # per request: touched remote GiB (priced)
+    hot: dict[tuple[int, int], cp_model.IntVar] = field(default_factory=dict)  # (host, resource) pushed past headroom
 
 
 def add_part_variables(model: cp_model.CpModel, problem: PlacementProblem) -> PlacementVars:
@@ -252,8 +256,10 @@ def add_replica_racks(model: cp_model.CpModel, problem: PlacementProblem, v: Pla
                     model.AddImplication(v.use[r][i], v.copy[r][j])
 
 
-def add_capacity(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
-    """Invariant 2: parts within free capacity; a host not yet active must become active to take any."""
+def host_loads(problem: PlacementProblem, v: PlacementVars) -> tuple[dict[int, list[list[object]]],
+                                                                      dict[int, list[cp_model.IntVar]]]:
+    """Per host: the expressions of what the plan puts on it, per resource (remote traffic with the NIC), and
+    the flags of the parts and copies that use it."""
     loads: dict[int, list[list[object]]] = {}
     users: dict[int, list[cp_model.IntVar]] = {}
     for r in range(problem.n_requests):
@@ -269,6 +275,12 @@ def add_capacity(model: cp_model.CpModel, problem: PlacementProblem, v: Placemen
             per = loads.setdefault(int(h), [[], [], [], [], []])
             per[STORAGE].append(int(problem.demand[r][STORAGE]) * v.copy[r][i])
             users.setdefault(int(h), []).append(v.copy[r][i])
+    return loads, users
+
+
+def add_capacity(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """Invariant 2: parts within free capacity; a host not yet active must become active to take any."""
+    loads, users = host_loads(problem, v)
     for h, per in loads.items():
         if problem.active[h]:
             act = 1
@@ -282,6 +294,24 @@ def add_capacity(model: cp_model.CpModel, problem: PlacementProblem, v: Placemen
             if not terms:
                 continue
             model.Add(sum(terms) <= int(problem.free[h][resource]) * act)
+
+
+def add_hot_spots(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
+    """The hot-spot term's flags: a host and resource of HOT_RESOURCES is hot when the plan's load passes
+    the room it has below the headroom threshold (load ≤ room + (free − room) · hot); hosts hot already, or
+    that the plan cannot make hot, get no flag."""
+    if problem.hot_room is None or not problem.hot_price:
+        return
+    loads, _ = host_loads(problem, v)
+    for h, per in loads.items():
+        for resource in HOT_RESOURCES:
+            room, free = int(problem.hot_room[h][resource]), int(problem.free[h][resource])
+            terms = [t for t in per[resource] if not isinstance(t, int) or t]
+            if room < 0 or not terms or room >= free:
+                continue
+            hot = model.NewBoolVar(f"hot[{h},{resource}]")
+            model.Add(sum(terms) <= room + (free - room) * hot)
+            v.hot[(h, resource)] = hot
 
 
 def add_capacity_cover(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:
@@ -409,9 +439,12 @@ class ObjectiveExprs:
     extra: dict[str, object] = field(default_factory=dict)
     moves: object = 0
     remote: object = 0
+    hot_spots: object = 0
+    speed: object = 0
 
     def total(self) -> object:
-        return self.unplaced + self.active_cost + self.spread + self.moves + self.remote + sum(self.extra.values())
+        return (self.unplaced + self.active_cost + self.spread + self.moves + self.remote + self.hot_spots + self.speed
+                + sum(self.extra.values()))
 
 
 def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> ObjectiveExprs:
@@ -439,7 +472,16 @@ def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: Place
         v.spread_aux.append((r, extra_hosts, rack_terms, extra_racks))
         spread.append(weight * (extra_hosts + extra_racks))
     remote = sum(int(problem.memory.touched_price[r]) * t for r, t in v.touched.items())
-    return ObjectiveExprs(unplaced, cost, sum(spread), moves=v.move_cost, remote=remote)
+    hot = int(problem.hot_price) * sum(v.hot.values()) if v.hot else 0
+    speed = []
+    if problem.speed_price is not None:
+        for r in np.flatnonzero(problem.speed_price):
+            for i, h in enumerate(problem.compute_candidates[r]):
+                coef = problem.speed_cost(int(r), int(h))
+                if coef and not isinstance(v.vcpu[r][i], int):
+                    speed.append(coef * v.vcpu[r][i])
+    return ObjectiveExprs(unplaced, cost, sum(spread), moves=v.move_cost, remote=remote, hot_spots=hot,
+                          speed=sum(speed))
 
 
 def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars, hint: Assignment) -> None:
@@ -488,6 +530,10 @@ def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVar
         used[list(hint.hosts_of(r))] = True
     for h, a in v.active.items():
         model.AddHint(a, bool(used[h]))
+    if v.hot:
+        flags = hot_spots(problem, host_usage(problem, hint))
+        for (h, resource), hot in v.hot.items():
+            model.AddHint(hot, bool(flags[h, HOT_RESOURCES.index(resource)]))
     for r, kept, sames, copies in v.moves:
         placed = bool(hint.placed[r])
         parts = list(hint.parts[r]) if placed else []
@@ -537,7 +583,8 @@ ConstraintFamily = Callable[[cp_model.CpModel, PlacementProblem, PlacementVars],
 FAMILIES: tuple[tuple[str, ConstraintFamily], ...] = (
     ("demand", add_demand), ("part_links", add_part_links), ("remote_memory", add_remote_memory),
     ("span_limit", add_span_limit), ("zone", add_zone),
-    ("replica_racks", add_replica_racks), ("capacity", add_capacity), ("capacity_cover", add_capacity_cover),
+    ("replica_racks", add_replica_racks), ("capacity", add_capacity), ("hot_spots", add_hot_spots),
+    ("capacity_cover", add_capacity_cover),
     ("symmetry_breaking", add_symmetry_breaking), ("move_cost", add_move_cost),
 )
 """The constraint families of the placement model, in the order they are added (capacity creates the
@@ -580,7 +627,8 @@ class PlacementModel:
 
     def add_term(self, name: str, expression: object) -> None:
         """Add a named objective term (solver units); its value is read back in `extra_terms`."""
-        if name in self.terms.extra or name in ("unplaced", "active_cost", "spread", "moves", "remote"):
+        if name in self.terms.extra or name in ("unplaced", "active_cost", "spread", "moves", "remote", "hot_spots",
+                                                "speed"):
             raise ValueError(f"objective term {name!r} exists already")
         self.terms.extra[name] = expression
 
@@ -631,7 +679,8 @@ class PlacementModel:
         bound = float(solver.BestObjectiveBound())
         value = lambda x: int(x) if isinstance(x, int) else int(solver.Value(x))  # noqa: E731
         terms = ObjectiveTerms(value(self.terms.unplaced), value(self.terms.active_cost), value(self.terms.spread),
-                               moves=value(self.terms.moves), remote=value(self.terms.remote))
+                               moves=value(self.terms.moves), remote=value(self.terms.remote),
+                               hot_spots=value(self.terms.hot_spots), speed=value(self.terms.speed))
         result = SolveResult(status, objective, bound, relative_gap(objective, bound), elapsed, "cp-sat")
         return PlacementSolution(result, read_assignment(problem, solver, v), terms, n_vars, n_cons, dtime,
                                  {name: value(x) for name, x in self.terms.extra.items()}, trajectory.points)

@@ -174,6 +174,11 @@ class PlacementProblem:
     deterministic_units_per_s: float = 0.25  # deterministic-time units granted per second of time_limit_s
     current: Current | None = None  # what runs now (re-planning); None: a fresh packing
     remote: RemoteMemory | None = None  # use-priced remote memory; None: flat (remote_mbps_per_gib, allow_remote)
+    hot_room: np.ndarray | None = None  # (H, 5) load the plan may add before the host is a hot spot in that
+    # resource (−1: hot already, or not counted); None: no hot-spot term
+    hot_price: int = 0                  # solver units per host and resource the plan makes hot
+    speed_price: np.ndarray | None = None   # (R,) solver units per vcpu per unit of cpu_score below the best
+    speed_deficit: np.ndarray | None = None  # (H,) the best up host's cpu_score less this host's
 
     @cached_property
     def memory(self) -> RemoteMemory:
@@ -186,6 +191,12 @@ class PlacementProblem:
         """Remote-memory NIC traffic of each of request `r`'s parts (0 where it runs vcpu)."""
         rate = self.memory.rate(r, remote_gib(parts))
         return [rate * int(p[2]) if p[1] == 0 else 0 for p in parts]
+
+    def speed_cost(self, r: int, h: int) -> int:
+        """Solver units per vcpu of request `r` on host `h`: what the host's slowness costs the request."""
+        if self.speed_price is None or self.speed_deficit is None or not self.speed_price[r]:
+            return 0
+        return int(round(float(self.speed_price[r]) * float(self.speed_deficit[h])))
 
     @property
     def n_hosts(self) -> int:
@@ -296,16 +307,19 @@ class ObjectiveTerms:
     ruled_out: int = 0  # unplaced weight of requests no host passes the filters for: no plan changes it, not in total
     moves: int = 0      # cost of disrupting what runs (re-planning), breaches of its hard rules included
     remote: int = 0     # touched remote memory: touched_price per touched remote GiB (use pricing)
+    hot_spots: int = 0  # hot_price per host and resource the plan pushes past the headroom threshold
+    speed: int = 0      # latency-sensitive vcpu on slower hosts: speed_price × vcpu × cpu_score deficit
 
     @property
     def total(self) -> int:
-        return self.unplaced + self.active_cost + self.spread + self.moves + self.remote
+        return self.unplaced + self.active_cost + self.spread + self.moves + self.remote + self.hot_spots + self.speed
 
     def to_dict(self) -> dict[str, float]:
         scale = COST_UNITS_PER_DOLLAR
         return {"unplaced_penalty": self.unplaced / scale, "active_host_cost_per_hour": self.active_cost / scale,
                 "spread_penalty": self.spread / scale, "move_cost": self.moves / scale,
-                "remote_memory_penalty": self.remote / scale, "total": self.total / scale,
+                "remote_memory_penalty": self.remote / scale, "hot_spot_penalty": self.hot_spots / scale,
+                "speed_penalty": self.speed / scale, "total": self.total / scale,
                 "ruled_out_penalty_not_in_total": self.ruled_out / scale}
 
 
@@ -385,7 +399,34 @@ def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerm
         spread += request_spread(problem, r, assignment.parts[r])
     active_cost = int(problem.cost[used & ~problem.active].sum())
     return ObjectiveTerms(unplaced, active_cost, spread, moves=move_cost(problem, assignment),
-                          remote=remote_penalty(problem, assignment))
+                          remote=remote_penalty(problem, assignment), hot_spots=hot_spot_penalty(problem, assignment),
+                          speed=speed_penalty(problem, assignment))
+
+
+HOT_RESOURCES = (VCPU, RAM)
+"""The resources the hot-spot term watches (the ones a plan strands: a host full in one, idle in the other)."""
+
+
+def hot_spots(problem: PlacementProblem, usage: np.ndarray) -> np.ndarray:
+    """(H, len(HOT_RESOURCES)) bool: the plan's `usage` pushes the host past its hot-spot room."""
+    if problem.hot_room is None:
+        return np.zeros((problem.n_hosts, len(HOT_RESOURCES)), dtype=bool)
+    room = problem.hot_room[:, HOT_RESOURCES]
+    return (room >= 0) & (usage[:, HOT_RESOURCES] > room)
+
+
+def hot_spot_penalty(problem: PlacementProblem, assignment: Assignment) -> int:
+    if problem.hot_room is None or not problem.hot_price:
+        return 0
+    return int(problem.hot_price) * int(hot_spots(problem, host_usage(problem, assignment)).sum())
+
+
+def speed_penalty(problem: PlacementProblem, assignment: Assignment) -> int:
+    """Σ over placed requests' parts: vcpu × speed_cost(request, host)."""
+    if problem.speed_price is None or not problem.speed_price.any():
+        return 0
+    return sum(int(p[1]) * problem.speed_cost(int(r), int(p[0]))
+               for r in np.flatnonzero(assignment.placed) if problem.speed_price[r] for p in assignment.parts[r])
 
 
 def remote_penalty(problem: PlacementProblem, assignment: Assignment) -> int:

@@ -43,3 +43,13 @@ def problem_and_ffd(hosts, requests, options):
     ffd, order = run_ffd(fleet, requests, options, sharded=options.mode == "sharded")
     candidates = find_candidates(fleet, requests, options, must_include=ffd.hosts_per_request())
     return build_problem(fleet, requests, candidates, options, order), ffd.reordered(order)
+
+
+def plan_checked(hosts, requests, options):
+    """`plan` on the tables, asserting the checker finds nothing wrong with the result."""
+    from shardplan.planner.engine import plan
+    from shardplan.planner.report.checker import check_plan
+
+    result = plan(hosts, requests, options)
+    assert check_plan(hosts, requests, result.shards, result.requests_out, options.to_dict()) == []
+    return result

@@ -29,7 +29,7 @@ def used_hosts(problem, assignment) -> int:
 
 
 def test_first_fit_leaves_a_host_that_consolidation_empties():
-    options = PlanOptions(mode="whole", workers=1)
+    options = PlanOptions(mode="whole", hot_spot_price=0.0, workers=1)
     problem, ffd = problem_and_ffd(*packing_fleet(), options)
     assert used_hosts(problem, ffd) == 4
     packed, stats = consolidate(problem, ffd, max_moves=2000, seed=0)
@@ -41,7 +41,7 @@ def test_first_fit_leaves_a_host_that_consolidation_empties():
 
 
 def test_consolidation_is_reproducible_for_a_seed():
-    options = PlanOptions(mode="whole", workers=1)
+    options = PlanOptions(mode="whole", hot_spot_price=0.0, workers=1)
     problem, ffd = problem_and_ffd(*packing_fleet((7, 6, 5, 5, 4, 4, 3, 3, 3, 2, 2, 2, 1), hosts=8), options)
     runs = [consolidate(problem, ffd, max_moves=500, seed=3) for _ in range(2)]
     assert runs[0][0].parts == runs[1][0].parts
@@ -54,7 +54,7 @@ def test_requests_only_move_to_their_own_candidates():
     requests_frame = requests_table(
         *[{"request_id": f"q{i}", "vcpu": v, "ram_gib": v} for i, v in enumerate(SIZES)],
         {"request_id": "gpu", "vcpu": 2, "ram_gib": 2, "gpu": 1, "gpu_model": "A100"})
-    options = PlanOptions(mode="whole", workers=1)
+    options = PlanOptions(mode="whole", hot_spot_price=0.0, workers=1)
     problem, ffd = problem_and_ffd(hosts_frame, requests_frame, options)
     packed, stats = consolidate(problem, ffd, max_moves=2000, seed=0)
     gpu_requests = [r for r in range(problem.n_requests) if problem.demand[r][GPU] > 0]
@@ -80,7 +80,7 @@ def test_multi_part_requests_stay_and_pin_their_hosts():
 
 def test_whole_mode_plan_uses_consolidation_and_passes_the_checker():
     hosts_frame, requests_frame = packing_fleet()
-    options = PlanOptions(mode="whole", workers=1, time_limit_s=2, lp_bound=False)
+    options = PlanOptions(mode="whole", hot_spot_price=0.0, workers=1, time_limit_s=2, lp_bound=False)
     result = plan(hosts_frame, requests_frame, options)
     assert result.plan_json["consolidation"]["movable_requests"] == len(SIZES)
     assert result.shards["host_id"].n_unique() == 3
@@ -90,7 +90,7 @@ def test_whole_mode_plan_uses_consolidation_and_passes_the_checker():
 def test_consolidation_is_skipped_while_requests_wait():
     # more demand than the fleet holds: packing tighter is not the goal, placing more is
     hosts_frame, requests_frame = packing_fleet(sizes=SIZES * 3, hosts=6)
-    options = PlanOptions(mode="whole", workers=1, time_limit_s=1, lp_bound=False)
+    options = PlanOptions(mode="whole", hot_spot_price=0.0, workers=1, time_limit_s=1, lp_bound=False)
     result = plan(hosts_frame, requests_frame, options)
     assert result.plan_json["unplaced"] > 0
     assert result.plan_json["consolidation"] is None
@@ -101,7 +101,7 @@ def test_emptied_hosts_of_a_symmetry_group_leave_the_used_ones_first_in_line():
     # host consolidation empties may be any of them, so the plan is relabelled onto the group's first
     hosts_frame = hosts_table(*[{"host_id": f"h{i}", "rack": "r1", "vcpu": 10, "ram_gib": 100} for i in range(6)])
     requests_frame = requests_table(*[{"request_id": f"q{i}", "vcpu": v, "ram_gib": v} for i, v in enumerate(SIZES)])
-    problem, ffd = problem_and_ffd(hosts_frame, requests_frame, PlanOptions(mode="whole", workers=1))
+    problem, ffd = problem_and_ffd(hosts_frame, requests_frame, PlanOptions(mode="whole", hot_spot_price=0.0, workers=1))
     assert len(problem.symmetry_groups) == 1
     group = [int(h) for h in problem.symmetry_groups[0]]
     packed, stats = consolidate(problem, ffd, max_moves=2000, seed=0)

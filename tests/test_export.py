@@ -22,7 +22,13 @@ from shardplan.planner.report.export import (
     read_plan_metadata,
     write_plan_dir,
 )
-from shardplan.schema import REQUESTS_OUT_OPTIONAL, REQUESTS_OUT_SCHEMA, RESERVATIONS_SCHEMA, SHARDS_SCHEMA, hosts_out_schema
+from shardplan.schema import (
+    REQUESTS_OUT_OPTIONAL,
+    REQUESTS_OUT_SCHEMA,
+    RESERVATIONS_SCHEMA,
+    SHARDS_SCHEMA,
+    hosts_out_schema,
+)
 
 PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "plan.json",
               "inputs/hosts.parquet", "inputs/requests.parquet")

@@ -8,18 +8,14 @@ import polars as pl
 import pytest
 
 from shardplan.planner.engine import plan
-from shardplan.planner.report.checker import check_plan
 from shardplan.planner.validate.options import PlanOptions
-from tests.fleets import hosts_table, requests_table, three_hosts
+from tests.fleets import hosts_table, plan_checked, requests_table, three_hosts
 
 FAST = PlanOptions(time_limit_s=5, workers=1, lp_bound=False)
 
 
 def solve(hosts, requests, **changes):
-    options = FAST.replace(**changes)
-    result = plan(hosts, requests, options)
-    assert check_plan(hosts, requests, result.shards, result.requests_out, options.to_dict()) == []
-    return result
+    return plan_checked(hosts, requests, FAST.replace(**changes))
 
 
 def hosts_of(result, request_id, compute_only=True):

@@ -8,11 +8,10 @@ import pytest
 
 from shardplan.models.placement import solve_placement
 from shardplan.models.problem import evaluate, host_usage, remote_gib
-from shardplan.planner.engine import plan
 from shardplan.planner.report.checker import check_plan
 from shardplan.planner.validate.inputs import InputError, load_requests
 from shardplan.planner.validate.options import PlanOptions
-from tests.fleets import problem_and_ffd, requests_table, three_hosts
+from tests.fleets import plan_checked, problem_and_ffd, requests_table, three_hosts
 
 FAST = PlanOptions(time_limit_s=5, workers=1, lp_bound=False)
 # h1 has the vcpu and 8 GiB of RAM free; h2 has RAM but no vcpu; h3 is full: a request of 8 vcpu and 40 GiB
@@ -26,10 +25,7 @@ def request(latency: str, untouched: int | None):
 
 
 def solve(requests, **changes):
-    options = FAST.replace(**changes)
-    result = plan(HOSTS, requests, options)
-    assert check_plan(HOSTS, requests, result.shards, result.requests_out, options.to_dict()) == []
-    return result
+    return plan_checked(HOSTS, requests, FAST.replace(**changes))
 
 
 def outcome(result) -> dict:

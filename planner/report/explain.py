@@ -33,6 +33,7 @@ class Explanation:
     residual: pl.DataFrame  # per resource: candidate hosts whose capacity left after the plan is short
     running: dict | None = None  # re-planning: was it running, did it stay or move, and why
     remote: dict | None = None   # placed with remote memory: how much, where, its rule's price and slowdown
+    terms: list[str] = dataclasses.field(default_factory=list)  # the speed and hot-spot terms, in words
 
 
 def _options(plan: dict) -> PlanOptions:
@@ -69,7 +70,34 @@ def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
     return Explanation(one.row(0, named=True), outcome.row(0, named=True), parts,
                        filters.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
                        len(candidates.compute[0]), candidate_hosts, residual, _running(read, request_id),
-                       _remote(one, shards, options))
+                       _remote(one, shards, options), _term_lines(one, shards, hosts, read.hosts_out, options))
+
+
+def _term_lines(one: pl.DataFrame, shards: pl.DataFrame, hosts: pl.DataFrame, hosts_out: pl.DataFrame,
+                options: PlanOptions) -> list[str]:
+    """The speed and hot-spot terms as they touch this request: what its parts' slower hosts cost it, and
+    which of its hosts the plan leaves past the hot-spot threshold (vcpu or RAM, after the whole plan)."""
+    lines = []
+    request = one.row(0, named=True)
+    compute = shards.filter(pl.col("vcpu") > 0).join(hosts.select("host_id", "cpu_score"), on="host_id")
+    price = 0.0 if request["min_cpu_score"] > 0 else options.speed_price(request["latency_class"])
+    up = hosts.filter(pl.col("status") == "up")
+    if price and compute.height and up.height:
+        best = float(up["cpu_score"].max())
+        cost = float((compute["vcpu"] * (best - compute["cpu_score"]).clip(0.0, None)).sum()) * price
+        scores = ", ".join(f"{s:g}" for s in sorted(set(compute["cpu_score"].to_list())))
+        lines.append(f"speed: vcpu on hosts of cpu_score {scores} (fastest up host {best:g}): {cost:.3f} $/h "
+                     f"at {price:g} $/h per vcpu per unit of score ({request['latency_class']})")
+    mine = hosts_out.filter(pl.col("host_id").is_in(shards["host_id"].unique().to_list()))
+    for resource in ("vcpu", "ram_gib"):
+        hot = mine.filter(pl.col(f"{resource}_capacity") > 0).filter(
+            pl.col(f"{resource}_used") > options.hot_spot_threshold * pl.col(f"{resource}_capacity"))
+        for row in hot.iter_rows(named=True):
+            share = row[f"{resource}_used"] / row[f"{resource}_capacity"]
+            lines.append(f"hot spot: {row['host_id']} {resource} at {100 * share:.0f}% after the plan (threshold "
+                         f"{100 * options.hot_spot_threshold:.0f}%; {options.hot_spot_price:g} $/h when the plan "
+                         f"put it there)")
+    return lines
 
 
 def _remote(one: pl.DataFrame, shards: pl.DataFrame, options: PlanOptions) -> dict | None:
@@ -128,6 +156,8 @@ def render_explanation(explanation: Explanation, console: Console) -> None:
                       f"spread penalty {o['spread_penalty']:.2f}")
         if explanation.remote is not None:
             console.print(remote_line(explanation.remote))
+        for line in explanation.terms:
+            console.print(line)
         table = Table(title="parts")
         for col in ("shard", "role", "replica", "host_id", "host_class", "zone", "rack", "vcpu", "ram_gib",
                     "storage_gib", "gpu", "net_gbps", "why this host"):

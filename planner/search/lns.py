@@ -65,8 +65,16 @@ def subproblem(problem: PlacementProblem, assignment: Assignment, requests: list
         allow_remote=problem.allow_remote[index], compute_candidates=compute, gpu_ok=gpu_ok,
         storage_candidates=storage, symmetry_groups=groups, time_limit_s=time_limit_s,
         current=None if problem.current is None else problem.current.take(index, _outside(problem, assignment, requests)),
-        remote=problem.memory.take(index))
+        remote=problem.memory.take(index),
+        hot_room=None if problem.hot_room is None else _hot_room(problem.hot_room, usage_all - usage_released),
+        speed_price=None if problem.speed_price is None else problem.speed_price[index])
     return sub, released
+
+
+def _hot_room(room: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """The hot-spot room left to a neighbourhood once the load outside it is counted (−1: hot already)."""
+    left = room - outside
+    return np.where((room < 0) | (left < 0), -1, left)
 
 
 def _outside(problem: PlacementProblem, assignment: Assignment, requests: list[int]) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 
 from shardplan.models.problem import (
     GPU,
+    HOT_RESOURCES,
     RAM,
     STORAGE,
     VCPU,
@@ -42,6 +43,8 @@ from shardplan.models.problem import (
     canonical_groups,
     evaluate,
     host_usage,
+    hot_spots,
+    remote_gib,
     request_spread,
 )
 from shardplan.planner.search.baselines import place
@@ -87,6 +90,10 @@ class _State:
         self.unplaced = int(problem.unplaced_weight.sum())  # each placed request takes its weight off
         self.spread = 0
         self.cost = 0
+        self.remote = 0  # touched remote GiB at their price (use pricing)
+        self.speed = 0   # latency-sensitive vcpu on slower hosts
+        self.hot = hot_spots(problem, problem.free - self.free)  # (H, len(HOT_RESOURCES)) hosts pushed past headroom
+        self.hot_spots = int(problem.hot_price) * int(self.hot.sum())
         current = problem.current
         # re-planning: each running request's move charge as if unplaced, replaced when it is placed
         self.moves = 0 if current is None else sum(current.charge(int(r), False, (), (), 0)
@@ -99,7 +106,7 @@ class _State:
     def total(self) -> int:
         current = self.problem.current
         breach = 0 if current is None else current.budget_breach(self.voluntary)
-        return self.unplaced + self.cost + self.spread + self.moves + breach
+        return self.unplaced + self.cost + self.spread + self.moves + self.remote + self.speed + self.hot_spots + breach
 
     def _book(self, r: int, sign: int) -> None:
         """Objective terms and host holders for `r` joining (+1) or leaving (−1) the plan."""
@@ -114,6 +121,11 @@ class _State:
                 not current.mandatory[r]))
         self.unplaced -= sign * int(problem.unplaced_weight[r])
         self.spread += sign * request_spread(problem, r, self.parts[r])
+        price = int(problem.memory.touched_price[r])
+        if price:
+            self.remote += sign * price * problem.memory.touched(r, remote_gib(self.parts[r]))
+        if problem.speed_price is not None and problem.speed_price[r]:
+            self.speed += sign * sum(int(p[1]) * problem.speed_cost(r, int(p[0])) for p in self.parts[r])
         for h in {p[0] for p in self.parts[r]} | set(self.copies[r]):
             before = bool(self.holders[h])
             (self.holders[h].add if sign > 0 else self.holders[h].discard)(r)
@@ -130,7 +142,21 @@ class _State:
             self.free[h, STORAGE] += problem.demand[r, STORAGE]
         old = self.parts[r], self.copies[r]
         self.placed[r], self.parts[r], self.copies[r] = False, [], []
+        self._rehot(old[0])
         return old
+
+    def _rehot(self, parts) -> None:
+        """The hot-spot flags (and term) of the hosts `parts` lie on, from their free room now."""
+        problem = self.problem
+        if problem.hot_room is None or not problem.hot_price:
+            return
+        hosts = sorted({int(p[0]) for p in parts})
+        if not hosts:
+            return
+        room = problem.hot_room[hosts][:, HOT_RESOURCES]
+        now = (room >= 0) & ((problem.free[hosts] - self.free[hosts])[:, HOT_RESOURCES] > room)
+        self.hot_spots += int(problem.hot_price) * int(now.sum() - self.hot[hosts].sum())
+        self.hot[hosts] = now
 
     def put(self, r: int, parts: list, copies: list[int], take_room: bool = True) -> None:
         """Put `r` on `parts` and `copies` (its room already taken unless `take_room`)."""
@@ -142,6 +168,7 @@ class _State:
                 self.free[h, STORAGE] -= problem.demand[r, STORAGE]
         self.placed[r], self.parts[r], self.copies[r] = True, list(parts), list(copies)
         self._book(r, +1)
+        self._rehot(parts)
 
     def assignment(self) -> Assignment:
         return Assignment(self.placed.copy(), [list(p) for p in self.parts], [list(s) for s in self.copies])

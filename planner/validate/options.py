@@ -115,6 +115,19 @@ class PlanOptions:
     DRAM costs on a memory-optimised host, r6id.metal at 9.68 $/h for 1,024 GiB; the slowdown is the price)."""
     touched_remote_price_tolerant: float = 0.01
     """... of a tolerant request."""
+    hot_spot_threshold: float = 0.9
+    """Share of a host's vcpu (after overcommit) or RAM above which it is a hot spot: full in one resource, it
+    strands what it has left of the others and leaves no headroom for a burst."""
+    hot_spot_price: float = 0.5
+    """$/h-equivalent per host and resource (vcpu, RAM) the plan pushes past hot_spot_threshold (existing load
+    that is past it already is not charged). Below a host's price (4–33 $/h on the demo), so a plan still
+    fills a host rather than switch another on, but prefers the host where the request fits without."""
+    speed_price_low: float = 0.05
+    """$/h-equivalent per vcpu per unit of cpu_score below the fastest up host, for a latency-class-low request
+    that states no min_cpu_score: what a faster host is worth to it (about a vcpu's hourly price on the demo's
+    cpu-optimised hosts, 0.05 $/h, for the whole 0.4 spread of its scores)."""
+    speed_price_medium: float = 0.02
+    """... for latency class medium (tolerant requests: none)."""
     min_local_ram_gib_per_vcpu: float = 0.5
     """RAM a part must hold locally per vcpu it runs (invariant 4)."""
     unplaced_weight: float = 1000.0
@@ -166,6 +179,9 @@ class PlanOptions:
     def max_slowdown(self, latency_class: str) -> float:
         return {"low": self.max_slowdown_low, "medium": self.max_slowdown_medium,
                 "tolerant": self.max_slowdown_tolerant}[latency_class]
+
+    def speed_price(self, latency_class: str) -> float:
+        return {"low": self.speed_price_low, "medium": self.speed_price_medium, "tolerant": 0.0}[latency_class]
 
     def touched_remote_price(self, latency_class: str) -> float:
         return {"low": 0.0, "medium": self.touched_remote_price_medium,
@@ -229,6 +245,10 @@ class PlanOptions:
             ("max_slowdown_tolerant", self.max_slowdown_tolerant >= 0, "≥ 0"),
             ("touched_remote_price_medium", self.touched_remote_price_medium >= 0, "≥ 0"),
             ("touched_remote_price_tolerant", self.touched_remote_price_tolerant >= 0, "≥ 0"),
+            ("hot_spot_threshold", 0 < self.hot_spot_threshold <= 1, "in (0, 1]"),
+            ("hot_spot_price", self.hot_spot_price >= 0, "≥ 0"),
+            ("speed_price_low", self.speed_price_low >= 0, "≥ 0"),
+            ("speed_price_medium", self.speed_price_medium >= 0, "≥ 0"),
             ("consolidation_share", 0 <= self.consolidation_share < 1, "in [0, 1)"),
             ("recreate_share", 0 <= self.recreate_share < 1, "in [0, 1)"),
             ("lns_share", 0 <= self.lns_share <= 1, "in [0, 1]"),
