@@ -217,3 +217,11 @@ def test_any_small_fleet_is_valid_and_placeable(n_hosts, n_requests, seed, zones
 def test_generator_does_not_read_the_shared_datasets():
     source = Path(fleet.__file__).read_text()
     assert "/work/shared" not in source and "read_csv" not in source
+
+
+def test_seeded_requests_carry_untouched_memory_drawn_from_bitbrains_and_the_demo_leaves_it_to_the_nightly(demo):
+    hosts, requests = fleet.generate_fleet(60, 400, seed=3)
+    share = requests["untouched_ram_gib"] / requests["ram_gib"]
+    assert (requests["untouched_ram_gib"] <= requests["ram_gib"]).all() and (requests["untouched_ram_gib"] >= 0).all()
+    assert 0.15 <= float(share.median()) <= 0.35  # Bitbrains: median 0.268 of RAM never touched
+    assert demo[1]["untouched_ram_gib"].is_null().all()
