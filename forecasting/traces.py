@@ -16,7 +16,7 @@ KIB_PER_GIB = 1024 * 1024
 # Azure V1 publishes relative time only; this anchor (a Monday) makes weekdays stable.
 AZURE_TRACE_START = datetime(2016, 11, 14, tzinfo=timezone.utc)
 
-HISTORY_ORDER = ("ts", "vm_id", "user_id", "app_type", "vcpu", "ram_gib", "cpu_util")
+HISTORY_ORDER = ("ts", "vm_id", "user_id", "app_type", "vcpu", "ram_gib", "ram_alloc_gib", "cpu_util")
 
 
 def bitbrains_app_type() -> pl.Expr:
@@ -41,7 +41,8 @@ def load_bitbrains(folder: str | Path, resolution: str = "hourly") -> pl.DataFra
     application per VM and publishes no customer id), so a (user_id, app_type)
     series is one VM. App type: :func:`bitbrains_app_type` on the VM's modal size.
     vcpu = provisioned cores, cpu_util = CPU MHz used / MHz provisioned (clipped to 1;
-    a few hours exceed it by turbo), ram_gib = memory used (the hypervisor's measure).
+    a few hours exceed it by turbo), ram_gib = memory used (the hypervisor's measure), ram_alloc_gib =
+    memory provisioned (what shardplan.forecasting.untouched reads the untouched share from).
     """
     folder = Path(folder)
     sizes = pl.read_csv(folder / "vms.csv").select(
@@ -49,7 +50,7 @@ def load_bitbrains(folder: str | Path, resolution: str = "hourly") -> pl.DataFra
     )
     labels = sizes.select(
         "vm_id", pl.format("rnd-{}", pl.col("vm_id").cast(pl.Utf8).str.zfill(3)).alias("user_id"),
-        bitbrains_app_type().alias("app_type"),
+        bitbrains_app_type().alias("app_type"), "ram_alloc_gib",
     )
     if resolution == "hourly":
         usage = pl.read_csv(folder / "usage_hourly.csv.gz").select(
@@ -69,6 +70,7 @@ def load_bitbrains(folder: str | Path, resolution: str = "hourly") -> pl.DataFra
         "user_id", "app_type",
         pl.col("cpu_cores").cast(pl.Float64).alias("vcpu"),
         (pl.col("mem_usage_kb") / KIB_PER_GIB).alias("ram_gib"),
+        "ram_alloc_gib",  # the VM's modal provisioned memory (vms.csv)
         (pl.col("cpu_usage_mhz") / pl.col("cpu_capacity_mhz")).clip(0.0, 1.0).alias("cpu_util"),
     )
     return history.sort("user_id", "ts")

@@ -101,6 +101,7 @@ def test_bitbrains_loader_maps_each_vm_to_its_own_user(tmp_path):
     assert history.get_column("app_type").to_list() == ["web", "analytics"]
     assert history.get_column("cpu_util").to_list() == pytest.approx([0.25, 1.0])  # turbo above capacity clipped
     assert history.get_column("ram_gib").to_list() == pytest.approx([0.5, 1.0])
+    assert history.get_column("ram_alloc_gib").to_list() == pytest.approx([1.0, 16.0])  # rented: vms.csv
 
 
 # --- baselines ----------------------------------------------------------------------------------------
