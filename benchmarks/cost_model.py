@@ -38,7 +38,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, results_path, write_json_atomic  # noqa: E402
-from benchmarks.sharding_gain import figures  # noqa: E402
+from benchmarks.sharding_gain import figures, loaded_hosts  # noqa: E402
 from shardplan.data.generator import POWERED_DOWN_SHARE, demo_fleet, generate_fleet  # noqa: E402
 from shardplan.forecasting.demo_history import demo_history  # noqa: E402
 from shardplan.forecasting.untouched import with_untouched  # noqa: E402
@@ -77,9 +77,7 @@ def priced(result: Plan, hosts: pl.DataFrame) -> dict:
 
 
 def switched_on(result: Plan, hosts: pl.DataFrame) -> set[str]:
-    loaded = hosts.filter((pl.col("used_vcpu") + pl.col("used_ram_gib") + pl.col("used_storage_gib")
-                           + pl.col("used_gpu") > 0) | (pl.col("used_net_gbps") > 0))["host_id"].to_list()
-    return set(result.shards["host_id"].to_list()) - set(loaded)
+    return set(result.shards["host_id"].to_list()) - loaded_hosts(hosts)
 
 
 def activation(name: str, hosts: pl.DataFrame, requests: pl.DataFrame, base: PlanOptions) -> dict:
@@ -90,8 +88,7 @@ def activation(name: str, hosts: pl.DataFrame, requests: pl.DataFrame, base: Pla
         "shardplan": plan(hosts, requests, base),
     }
     got = {method: priced(result, hosts) for method, result in runs.items()}
-    dark = hosts.filter((pl.col("status") == "up") & (pl.col("used_vcpu") + pl.col("used_ram_gib")
-                                                      + pl.col("used_storage_gib") + pl.col("used_gpu") == 0))
+    dark = hosts.filter((pl.col("status") == "up") & ~pl.col("host_id").is_in(list(loaded_hosts(hosts))))
     engine = got["shardplan"]
     ratios = {}
     for anchor in ("ffd-sharded", "ffd-whole", "price-blind"):

@@ -26,17 +26,22 @@ from shardplan.planner.report.checker import check_plan  # noqa: E402
 from shardplan.planner.validate.options import PlanOptions  # noqa: E402
 
 
+def loaded_hosts(hosts: pl.DataFrame) -> set[str]:
+    """Hosts that run existing load (active whatever the plan does)."""
+    return set(hosts.filter((pl.col("used_vcpu") + pl.col("used_ram_gib") + pl.col("used_storage_gib")
+                             + pl.col("used_gpu") > 0) | (pl.col("used_net_gbps") > 0))["host_id"].to_list())
+
+
 def figures(result: Plan) -> dict:
     """Placed demand and cost of one plan (active = existing load or any shard)."""
     placed = result.requests_out.filter(pl.col("status") == "placed").select("request_id")
     requests = result.requests.join(placed, on="request_id")
     hosts = result.hosts
     used_hosts = set(result.shards["host_id"].to_list())
-    loaded = hosts.filter((pl.col("used_vcpu") + pl.col("used_ram_gib") + pl.col("used_storage_gib")
-                           + pl.col("used_gpu") > 0) | (pl.col("used_net_gbps") > 0))["host_id"].to_list()
-    active = used_hosts | set(loaded)
+    loaded = loaded_hosts(hosts)
+    active = used_hosts | loaded
     cost = float(hosts.filter(pl.col("host_id").is_in(list(active)))["cost_per_hour"].sum())
-    new_cost = float(hosts.filter(pl.col("host_id").is_in(list(used_hosts - set(loaded))))["cost_per_hour"].sum())
+    new_cost = float(hosts.filter(pl.col("host_id").is_in(list(used_hosts - loaded)))["cost_per_hour"].sum())
     vcpu = int(requests["vcpu"].sum())
     demand = float((demand_units(requests, result.options) * unplaced_priority(requests, result.options)).sum())
     violations = check_plan(result.hosts, result.requests, result.shards, result.requests_out, result.options.to_dict())

@@ -61,6 +61,7 @@ class PlacementVars:
     touched_tier: dict[int, object] = field(default_factory=dict)     # per request: its remote GiB pass the untouched
     touched: dict[int, object] = field(default_factory=dict)          # per request: touched remote GiB (priced)
     hot: dict[tuple[int, int], cp_model.IntVar] = field(default_factory=dict)  # (host, resource) pushed past headroom
+    loads: tuple | None = None  # host_loads, once built (the capacity and hot-spot families both read it)
 
 
 def add_part_variables(model: cp_model.CpModel, problem: PlacementProblem) -> PlacementVars:
@@ -259,7 +260,10 @@ def add_replica_racks(model: cp_model.CpModel, problem: PlacementProblem, v: Pla
 def host_loads(problem: PlacementProblem, v: PlacementVars) -> tuple[dict[int, list[list[object]]],
                                                                       dict[int, list[cp_model.IntVar]]]:
     """Per host: the expressions of what the plan puts on it, per resource (remote traffic with the NIC), and
-    the flags of the parts and copies that use it."""
+    the flags of the parts and copies that use it; built once per model (the part and remote-memory
+    variables exist by then)."""
+    if v.loads is not None:
+        return v.loads
     loads: dict[int, list[list[object]]] = {}
     users: dict[int, list[cp_model.IntVar]] = {}
     for r in range(problem.n_requests):
@@ -275,7 +279,8 @@ def host_loads(problem: PlacementProblem, v: PlacementVars) -> tuple[dict[int, l
             per = loads.setdefault(int(h), [[], [], [], [], []])
             per[STORAGE].append(int(problem.demand[r][STORAGE]) * v.copy[r][i])
             users.setdefault(int(h), []).append(v.copy[r][i])
-    return loads, users
+    v.loads = (loads, users)
+    return v.loads
 
 
 def add_capacity(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVars) -> None:

@@ -31,7 +31,6 @@ from shardplan.models.lp_bound import aggregate_bound, lp_bound
 from shardplan.models.placement import PlacementModel
 from shardplan.models.problem import (
     COST_UNITS_PER_DOLLAR,
-    HOT_RESOURCES,
     NET_UNITS_PER_GBPS,
     RAM,
     STORAGE,
@@ -58,9 +57,12 @@ from shardplan.planner.search.candidates import (
     Fleet,
     build_fleet,
     find_candidates,
+    hot_room,
     modelled_slowdown,
     remote_memory,
     request_arrays,
+    speed_deficit,
+    speed_prices,
 )
 from shardplan.planner.search.consolidate import consolidate
 from shardplan.planner.search.lns import improve
@@ -348,32 +350,6 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates |
         current=None if running is None else running.in_order(order), remote=memory.take(order),
         hot_room=hot_room(fleet, options), hot_price=int(round(options.hot_spot_price * COST_UNITS_PER_DOLLAR)),
         speed_price=speed_prices(requests, options)[order], speed_deficit=speed_deficit(fleet))
-
-
-def hot_room(fleet: Fleet, options: PlanOptions) -> np.ndarray:
-    """(H, 5) load a plan may add to each host before it passes hot_spot_threshold of its capacity in that
-    resource (vcpu and RAM; −1 for the others, for hosts past it already, and for hosts without any)."""
-    capacity = fleet.capacity.astype(float)
-    room = np.floor(options.hot_spot_threshold * capacity + 1e-9) - (capacity - fleet.free)
-    room = np.where((room < 0) | (capacity <= 0), -1, room).astype(np.int64)
-    watched = np.zeros(5, dtype=bool)
-    watched[list(HOT_RESOURCES)] = True
-    room[:, ~watched] = -1
-    return room
-
-
-def speed_prices(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
-    """(R,) solver units per vcpu per unit of cpu_score deficit: by latency class, none for a request that
-    states min_cpu_score (its need is a filter)."""
-    price = np.array([options.speed_price(c) for c in requests["latency_class"].to_list()])
-    needs = request_arrays(requests)["min_cpu"] > 0
-    return np.rint(np.where(needs, 0.0, price) * COST_UNITS_PER_DOLLAR).astype(np.int64)
-
-
-def speed_deficit(fleet: Fleet) -> np.ndarray:
-    """(H,) the fastest up host's cpu_score less each host's (0 for the fastest)."""
-    best = float(fleet.cpu_score[fleet.up].max()) if fleet.up.any() else 0.0
-    return np.clip(best - fleet.cpu_score, 0.0, None)
 
 
 def candidate_pairs(compute: list[np.ndarray], storage: list[np.ndarray]) -> int:

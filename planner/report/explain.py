@@ -14,8 +14,17 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from shardplan.models.problem import COST_UNITS_PER_DOLLAR
 from shardplan.plandir import FILTERS_FILE, cast_to_schema, read_plan_dir
-from shardplan.planner.search.candidates import build_fleet, find_candidates, modelled_slowdown, remote_memory
+from shardplan.planner.search.candidates import (
+    Fleet,
+    build_fleet,
+    find_candidates,
+    modelled_slowdown,
+    remote_memory,
+    speed_deficit,
+    speed_prices,
+)
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import FILTERS_SCHEMA
 
@@ -70,22 +79,25 @@ def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:
     return Explanation(one.row(0, named=True), outcome.row(0, named=True), parts,
                        filters.drop("request_id").sort(["role", "hosts"], descending=[False, True]),
                        len(candidates.compute[0]), candidate_hosts, residual, _running(read, request_id),
-                       _remote(one, shards, options), _term_lines(one, shards, hosts, read.hosts_out, options))
+                       _remote(one, shards, options),
+                       _term_lines(one, shards, fleet, position, read.hosts_out, options))
 
 
-def _term_lines(one: pl.DataFrame, shards: pl.DataFrame, hosts: pl.DataFrame, hosts_out: pl.DataFrame,
-                options: PlanOptions) -> list[str]:
-    """The speed and hot-spot terms as they touch this request: what its parts' slower hosts cost it, and
-    which of its hosts the plan leaves past the hot-spot threshold (vcpu or RAM, after the whole plan)."""
+def _term_lines(one: pl.DataFrame, shards: pl.DataFrame, fleet: Fleet, position: dict[str, int],
+                hosts_out: pl.DataFrame, options: PlanOptions) -> list[str]:
+    """The speed and hot-spot terms as they touch this request: what its parts' slower hosts cost it (by the
+    planner's own rule, candidates.speed_prices and speed_deficit), and which of its hosts the plan leaves
+    past the hot-spot threshold (vcpu or RAM, after the whole plan)."""
     lines = []
     request = one.row(0, named=True)
-    compute = shards.filter(pl.col("vcpu") > 0).join(hosts.select("host_id", "cpu_score"), on="host_id")
-    price = 0.0 if request["min_cpu_score"] > 0 else options.speed_price(request["latency_class"])
-    up = hosts.filter(pl.col("status") == "up")
-    if price and compute.height and up.height:
-        best = float(up["cpu_score"].max())
-        cost = float((compute["vcpu"] * (best - compute["cpu_score"]).clip(0.0, None)).sum()) * price
-        scores = ", ".join(f"{s:g}" for s in sorted(set(compute["cpu_score"].to_list())))
+    compute = shards.filter(pl.col("vcpu") > 0)
+    price = speed_prices(one, options)[0] / COST_UNITS_PER_DOLLAR
+    if price and compute.height and fleet.up.any():
+        deficit = speed_deficit(fleet)
+        at = [position[h] for h in compute["host_id"].to_list()]
+        cost = price * float(sum(v * deficit[h] for v, h in zip(compute["vcpu"].to_list(), at)))
+        scores = ", ".join(f"{s:g}" for s in sorted({float(fleet.cpu_score[h]) for h in at}))
+        best = float(fleet.cpu_score[fleet.up].max())
         lines.append(f"speed: vcpu on hosts of cpu_score {scores} (fastest up host {best:g}): {cost:.3f} $/h "
                      f"at {price:g} $/h per vcpu per unit of score ({request['latency_class']})")
     mine = hosts_out.filter(pl.col("host_id").is_in(shards["host_id"].unique().to_list()))

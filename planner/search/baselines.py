@@ -119,10 +119,10 @@ def _storage_copies(hosts: HostArrays, free: np.ndarray, storage: np.ndarray, d:
 def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, best_fit=False):
     need = d[[VCPU, RAM, NET, GPU]].copy()
     if d[VCPU] == 0 and d[RAM] > 0:  # memory without vcpu is remote memory: NIC traffic, and only if allowed
-        rates = [rate for limit, rate in tiers if d[RAM] <= limit]
-        if not rates:
+        rate = tier_rate(tiers, int(d[RAM]))
+        if rate is None:
             return None
-        need[2] += rates[0] * d[RAM]
+        need[2] += rate * d[RAM]
     fits = np.all(free[compute][:, [VCPU, RAM, NET, GPU]] >= need, axis=1)
     if d[GPU] > 0:
         fits &= gpu_fit[compute]
@@ -147,6 +147,12 @@ def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, bes
             free[c, STORAGE] -= d[STORAGE]
         return [(int(h), int(d[VCPU]), int(d[RAM]), int(d[NET]), int(d[GPU]))], copies
     return None
+
+
+def tier_rate(tiers: list[tuple[int, int]], remote_gib: int) -> int | None:
+    """Mbit/s per remote GiB of the first tier that holds `remote_gib` (RemoteMemory.rate's rule, on its
+    tiers), None when none does."""
+    return next((rate for limit, rate in tiers if remote_gib <= limit), None)
 
 
 def switch_on_price(hosts: HostArrays, candidates: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -224,7 +230,7 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
         if rem_m:
             continue
         remote = sum(p[2] for p in parts if p[1] == 0)
-        rate = next((rate for limit, rate in tiers if remote <= limit), remote_mbps_per_gib) if remote else 0
+        rate = tier_rate(tiers, remote) if remote else 0
         for h, v, m, n, g in parts:
             traffic = rate * m if v == 0 else 0
             free[h, [VCPU, RAM, NET, GPU]] -= np.array([v, m, n + traffic, g])

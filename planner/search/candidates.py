@@ -27,6 +27,7 @@ import polars as pl
 from shardplan.models.problem import (
     COST_UNITS_PER_DOLLAR,
     GPU,
+    HOT_RESOURCES,
     NET,
     NET_UNITS_PER_GBPS,
     RAM,
@@ -183,6 +184,32 @@ def modelled_slowdown(memory: RemoteMemory, r: int, remote_gib: int, ram_gib: in
     if ram_gib <= 0:
         return 0.0
     return options.remote_slowdown_per_share * memory.touched(r, remote_gib) / ram_gib
+
+
+def hot_room(fleet: Fleet, options: PlanOptions) -> np.ndarray:
+    """(H, 5) load a plan may add to each host before it passes hot_spot_threshold of its capacity in that
+    resource (vcpu and RAM; −1 for the others, for hosts past it already, and for hosts without any)."""
+    capacity = fleet.capacity.astype(float)
+    room = np.floor(options.hot_spot_threshold * capacity + 1e-9) - (capacity - fleet.free)
+    room = np.where((room < 0) | (capacity <= 0), -1, room).astype(np.int64)
+    watched = np.zeros(5, dtype=bool)
+    watched[list(HOT_RESOURCES)] = True
+    room[:, ~watched] = -1
+    return room
+
+
+def speed_prices(requests: pl.DataFrame, options: PlanOptions) -> np.ndarray:
+    """(R,) solver units per vcpu per unit of cpu_score deficit: by latency class, none for a request that
+    states min_cpu_score (its need is a filter)."""
+    price = np.array([options.speed_price(c) for c in requests["latency_class"].to_list()])
+    needs = _column_or(requests, "min_cpu_score", 0.0) > 0
+    return np.rint(np.where(needs, 0.0, price) * COST_UNITS_PER_DOLLAR).astype(np.int64)
+
+
+def speed_deficit(fleet: Fleet) -> np.ndarray:
+    """(H,) the fastest up host's cpu_score less each host's (0 for the fastest)."""
+    best = float(fleet.cpu_score[fleet.up].max()) if fleet.up.any() else 0.0
+    return np.clip(best - fleet.cpu_score, 0.0, None)
 
 
 def _column_or(frame: pl.DataFrame, name: str, default: float) -> np.ndarray:

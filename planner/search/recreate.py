@@ -90,6 +90,7 @@ class _State:
         self.copies = [list(s) for s in assignment.storage_hosts]
         self.free = problem.free.astype(np.int64) - host_usage(problem, assignment)
         self.holders: list[set[int]] = [set() for _ in range(problem.n_hosts)]
+        self.opened: set[int] = set()  # paid-for hosts (not active, cost > 0) the plan holds something on
         self.unplaced = int(problem.unplaced_weight.sum())  # each placed request takes its weight off
         self.spread = 0
         self.cost = 0
@@ -145,6 +146,8 @@ class _State:
             (self.holders[h].add if sign > 0 else self.holders[h].discard)(r)
             if before != bool(self.holders[h]) and not problem.active[h]:
                 self.cost += sign * int(problem.cost[h])
+                if problem.cost[h] > 0:
+                    (self.opened.add if sign > 0 else self.opened.discard)(h)
 
     def remove(self, r: int) -> tuple[list, list[int]]:
         """Take `r` out of the plan, giving its room back; returns its old parts and copies."""
@@ -329,10 +332,9 @@ def ruin_and_recreate(problem: PlacementProblem, assignment: Assignment, max_mov
 def _host_to_close(problem: PlacementProblem, state: _State, rng: np.random.Generator) -> int | None:
     """A paid-for host the plan switched on, drawn in proportion to cost × idle share (the share of its
     vcpu and RAM left free, at least a tenth), or None when there is none."""
-    open_paid = [h for h in range(problem.n_hosts) if state.holders[h] and not problem.active[h] and problem.cost[h] > 0]
-    if not open_paid:
+    if not state.opened:
         return None
-    hosts = np.array(open_paid)
+    hosts = np.array(sorted(state.opened))
     capacity = np.maximum(problem.free[hosts][:, [VCPU, RAM]], 1)
     idle = np.clip(state.free[hosts][:, [VCPU, RAM]] / capacity, 0, 1).mean(axis=1)
     w = problem.cost[hosts] * np.maximum(idle, 0.1)

@@ -10,6 +10,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from shardplan.schema import LATENCY_CLASSES
+
 
 @dataclass(frozen=True)
 class PlanOptions:
@@ -176,20 +178,24 @@ class PlanOptions:
     """Hard budget on voluntary disruptions per run (running requests moved or evicted when not forced to);
     −1: no budget. Mandatory moves (a host no longer up or no longer able to hold the parts) never count."""
 
+    def per_class(self, name: str, latency_class: str) -> float:
+        """The option `name`_`latency_class` (spread_weight_low, max_slowdown_medium, …); 0 where a class has
+        none of its own (speed_price_tolerant, touched_remote_price_low)."""
+        if latency_class not in LATENCY_CLASSES:
+            raise KeyError(latency_class)
+        return float(getattr(self, f"{name}_{latency_class}", 0.0))
+
     def max_slowdown(self, latency_class: str) -> float:
-        return {"low": self.max_slowdown_low, "medium": self.max_slowdown_medium,
-                "tolerant": self.max_slowdown_tolerant}[latency_class]
+        return self.per_class("max_slowdown", latency_class)
 
     def speed_price(self, latency_class: str) -> float:
-        return {"low": self.speed_price_low, "medium": self.speed_price_medium, "tolerant": 0.0}[latency_class]
+        return self.per_class("speed_price", latency_class)
 
     def touched_remote_price(self, latency_class: str) -> float:
-        return {"low": 0.0, "medium": self.touched_remote_price_medium,
-                "tolerant": self.touched_remote_price_tolerant}[latency_class]
+        return self.per_class("touched_remote_price", latency_class)
 
     def spread_weight(self, latency_class: str) -> float:
-        return {"low": self.spread_weight_low, "medium": self.spread_weight_medium,
-                "tolerant": self.spread_weight_tolerant}[latency_class]
+        return self.per_class("spread_weight", latency_class)
 
     def replace(self, **changes: object) -> "PlanOptions":
         """A copy with the given fields changed; None values are ignored (unset CLI flags)."""
