@@ -1,12 +1,18 @@
 """Reservation sizing (pre-allocation) as a two-stage stochastic LP in Pyomo, solved by HiGHS.
 
-For every group (a user's application type) and resource, choose how much capacity to
-reserve for the next window. Each scenario is a possible peak demand of the window with
-its probability. Reserved capacity above the scenario's peak is idle for the whole
-window (idle price per unit-hour); peak demand above the reservation is shortfall
-(penalty per unit-hour). The expected cost is least at the newsvendor critical fractile
-penalty / (penalty + idle price) of the peak distribution, unless the free capacity of
-the host classes that suit the group, or the quantile floor, binds.
+For every row (a group — a user's application type — in one window of the night) and
+resource, choose how much capacity to reserve, and on which host classes. Each scenario is
+a possible peak demand of the window with its probability. Every reserved unit costs its
+host class's price per unit-hour for the window's hours (what holding it costs: the
+catalogue's `cost_per_hour` per unit of the class's hosts); peak demand above the
+reservation is shortfall (penalty per unit-hour). The expected cost is least at the
+newsvendor critical fractile 1 − price / penalty of the peak distribution, on the cheapest
+class that suits the group, unless the free capacity of the classes, or the quantile floor,
+binds.
+
+Rows that share an envelope (`envelope_of`: the windows of one group) are held on hosts as
+one block whose size is their largest: the class capacity counts the envelopes, so what
+the sizing reserves is what the plan can hold.
 """
 from __future__ import annotations
 
@@ -24,24 +30,38 @@ SOLVERS: tuple[str, ...] = ("appsi_highs", "highs")
 
 @dataclass(frozen=True)
 class ReservationProblem:
-    """Plain arrays: G groups, R resources, S scenarios, C host classes."""
+    """Plain arrays: G rows (group × window), R resources, S scenarios, C host classes."""
 
     groups: tuple[str, ...]
     resources: tuple[str, ...]
-    peaks: np.ndarray              # (G, R, S) peak demand of the window in each scenario
+    peaks: np.ndarray              # (G, R, S) peak demand of the row's window in each scenario
     probabilities: np.ndarray      # (S,) scenario weights, summing to 1
     floor: np.ndarray              # (G, R) reserve at least this (the quantile floor)
     classes: tuple[str, ...]
     class_capacity: np.ndarray     # (C, R) free capacity per host class; inf = unlimited
-    suits: np.ndarray              # (G, C) bool: the group may reserve on hosts of this class
-    idle_price: np.ndarray         # (R,) $ per unit-hour of reserved capacity left idle
+    suits: np.ndarray              # (G, C) bool: the row may reserve on hosts of this class
+    reserve_price: np.ndarray      # (R,) or (C, R) $ per unit-hour of reserved capacity (per host class)
     shortfall_penalty: np.ndarray  # (R,) $ per unit-hour of peak demand above the reservation
     window_hours: float = 24.0
     time_limit_s: float = 30.0
+    hours: np.ndarray | None = None        # (G,) hours of each row's window; None: window_hours for all
+    envelope_of: np.ndarray | None = None  # (G,) int: rows with one id share one envelope; None: each its own
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return len(self.groups), len(self.resources), self.peaks.shape[2], len(self.classes)
+
+    def row_hours(self) -> np.ndarray:
+        return (np.full(len(self.groups), float(self.window_hours)) if self.hours is None
+                else np.asarray(self.hours, dtype=float))
+
+    def envelopes(self) -> np.ndarray:
+        return np.arange(len(self.groups)) if self.envelope_of is None else np.asarray(self.envelope_of, dtype=int)
+
+    def prices(self) -> np.ndarray:
+        """(C, R) $ per unit-hour of reserved capacity on each class."""
+        price = np.asarray(self.reserve_price, dtype=float)
+        return np.broadcast_to(price, (len(self.classes), len(self.resources))) if price.ndim == 1 else price
 
 
 @dataclass(frozen=True)
@@ -50,7 +70,7 @@ class ReservationSolution:
 
     result: SolveResult
     reserved: np.ndarray           # (G, R)
-    by_class: np.ndarray           # (G, C, R) where the reserved amounts are counted against capacity
+    by_class: np.ndarray           # (G, C, R) on which classes the reserved amounts are held
     expected_idle: np.ndarray      # (G, R) expected idle reserved units (against the scenario peaks)
     expected_shortfall: np.ndarray  # (G, R) expected peak demand above the reservation
 
@@ -76,11 +96,9 @@ def _solver(time_limit_s: float):
 
 
 def build_model(problem: ReservationProblem):
-    """The Pyomo model: one constraint family per rule, the objective as named expressions.
-
-    Idle capacity is not a variable: in scenario s it is reserve − peak_s + short_s (the
-    reservation above the peak), so only the shortfall needs one.
-    """
+    """The Pyomo model: one constraint family per rule, the objective as named expressions
+    (holding cost: what the reserved units cost their classes; shortfall cost: the expected
+    peak demand left uncovered, at the penalty)."""
     import pyomo.environ as pyo
 
     n_groups, n_resources, n_scenarios, n_classes = problem.shape
@@ -97,16 +115,15 @@ def build_model(problem: ReservationProblem):
     add_shortfall(m, problem)
     add_quantile_floor(m, problem)
     add_class_capacity(m, problem)
-    hours = float(problem.window_hours)
+    hours = problem.row_hours()
+    price = problem.prices()
     p = problem.probabilities
-    expected_peak = problem.peaks @ p
-    m.idle_cost = pyo.Expression(expr=hours * sum(
-        float(problem.idle_price[r]) * (m.reserve[g, r] - float(expected_peak[g, r])
-                                        + sum(float(p[s]) * m.short[g, r, s] for s in m.S))
-        for g in m.G for r in m.R))
-    m.shortfall_cost = pyo.Expression(expr=hours * sum(
-        float(p[s]) * float(problem.shortfall_penalty[r]) * m.short[g, r, s] for g in m.G for r in m.R for s in m.S))
-    m.expected_cost = pyo.Objective(expr=m.idle_cost + m.shortfall_cost, sense=pyo.minimize)
+    m.holding_cost = pyo.Expression(expr=sum(
+        float(hours[g]) * float(price[c, r]) * m.placed[g, c, r] for g, c in m.GC for r in m.R))
+    m.shortfall_cost = pyo.Expression(expr=sum(
+        float(hours[g]) * float(p[s]) * float(problem.shortfall_penalty[r]) * m.short[g, r, s]
+        for g in m.G for r in m.R for s in m.S))
+    m.expected_cost = pyo.Objective(expr=m.holding_cost + m.shortfall_cost, sense=pyo.minimize)
     return m
 
 
@@ -135,19 +152,37 @@ def add_quantile_floor(m, problem: ReservationProblem) -> None:
 
 
 def add_class_capacity(m, problem: ReservationProblem) -> None:
-    """Σ over groups of what they reserve on class c ≤ the class's free capacity (finite ones only)."""
+    """Σ over envelopes of what they hold on class c ≤ the class's free capacity (finite ones only). An
+    envelope holds on c at least what each of its rows places there (envelope ≥ placed); a row alone is
+    its own envelope, so its placed amount counts directly."""
     import pyomo.environ as pyo
 
+    envelope = problem.envelopes()
+    finite = np.isfinite(np.asarray(problem.class_capacity, dtype=float))
     by_class: dict[int, list[int]] = {}
     for g, c in m.GC:
         by_class.setdefault(c, []).append(g)
     m.C = pyo.RangeSet(0, len(problem.classes) - 1) if problem.classes else pyo.Set(initialize=[])
+    rows_of: dict[tuple[int, int], list[int]] = {}
+    for c, rows in by_class.items():
+        for g in rows:
+            rows_of.setdefault((int(envelope[g]), c), []).append(g)
+    shared = sorted(key for key, rows in rows_of.items() if len(rows) > 1 and finite[key[1]].any())
+    m.EC = pyo.Set(dimen=2, initialize=shared)
+    m.envelope = pyo.Var(m.EC, m.R, domain=pyo.NonNegativeReals)
+    m.envelope_holds = pyo.Constraint(
+        [(e, c, g, r) for e, c in shared for g in rows_of[e, c] for r in range(len(problem.resources))],
+        rule=lambda m, e, c, g, r: m.envelope[e, c, r] >= m.placed[g, c, r])
+    held_by: dict[int, list] = {}
+    for (e, c), rows in rows_of.items():
+        held_by.setdefault(c, []).append((e, rows))
 
     def rule(m, c, r):
         capacity = float(problem.class_capacity[c, r])
-        if not math.isfinite(capacity) or not by_class.get(c):
+        if not math.isfinite(capacity) or not held_by.get(c):
             return pyo.Constraint.Skip
-        return sum(m.placed[g, c, r] for g in by_class[c]) <= capacity
+        return sum(m.envelope[e, c, r] if (e, c) in m.EC else m.placed[rows[0], c, r]
+                   for e, rows in held_by[c]) <= capacity
 
     m.class_capacity = pyo.Constraint(m.C, m.R, rule=rule)
 

@@ -22,7 +22,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -32,7 +32,7 @@ from shardplan.models.reservations import ReservationProblem, solve_reservations
 from shardplan.planner.engine import KIND_COLUMN, RESERVATION_KIND, Plan, PlanReport, plan
 from shardplan.planner.search.budget import SearchBudget
 from shardplan.planner.validate.options import PlanOptions
-from shardplan.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES, free_expr
+from shardplan.schema import REQUEST_COLUMNS, RESERVATIONS_SCHEMA, RESOURCES, capacity_expr, free_expr
 
 SIZED_RESOURCES: tuple[str, ...] = ("vcpu", "ram_gib")
 """Resources the forecast covers and the sizing reserves (GPUs follow vcpu in GPU groups)."""
@@ -59,12 +59,18 @@ ANY_CLASS = "any"
 class ReservationOptions:
     """Knobs of the reservation sizing and of the blocks; units in the names."""
 
-    idle_price_per_unit_hour: float = 0.03
-    """$ per unit-hour of reserved capacity left idle: m6id.metal (general) lists $7.59/h for
-    128 vcpu + 512 GiB = 256 units."""
-    shortfall_penalty_per_unit_hour: float = 0.27
-    """$ per unit-hour of peak demand above the reservation (served reactively, if at all): 9 × the idle
-    price, so the critical fractile is 0.9 (cover the 90th percentile of the peak)."""
+    reserve_price_per_unit_hour: float = 0.03
+    """$ per unit-hour of reserved capacity where no host class prices it (sizing without a fleet, or a class
+    whose hosts list no cost): m6id.metal (general) lists $7.59/h for 128 vcpu + 512 GiB = 256 units. With a
+    fleet each class's own price is used (:func:`class_capacity`: the median `cost_per_hour` per unit of its
+    up hosts)."""
+    shortfall_penalty_per_unit_hour: float = 0.30
+    """$ per unit-hour of peak demand above the reservation (served reactively, if at all). The critical
+    fractile is 1 − price ÷ penalty: 0.9 at the reference price (cover the 90th percentile of the peak),
+    higher on cheaper classes, lower on dear ones (the demo's GPU class: 0.67)."""
+    window_hours: int = 4
+    """Length of each reservation window: the horizon is cut into windows from its first hour, and each
+    window's blocks are sized from that window's forecast (a block's host holds its largest window)."""
     ram_gib_per_unit: float = 4.0
     """GiB of RAM priced as one unit (one vcpu is one unit), as PlanOptions.demand_ram_gib_per_unit."""
     quantile_floor: float = 0.5
@@ -81,8 +87,10 @@ class ReservationOptions:
     """Time limit of the sizing LP."""
 
     def validate(self) -> None:
-        if self.idle_price_per_unit_hour < 0 or self.shortfall_penalty_per_unit_hour < 0:
+        if self.reserve_price_per_unit_hour < 0 or self.shortfall_penalty_per_unit_hour < 0:
             raise ValueError("reservation prices must be ≥ 0")
+        if self.window_hours < 1:
+            raise ValueError(f"window_hours must be ≥ 1, got {self.window_hours}")
         if not 0 <= self.quantile_floor <= 1:
             raise ValueError(f"quantile_floor must be in [0, 1], got {self.quantile_floor}")
         if self.block_vcpu < 1 or self.block_ram_gib < 1 or self.horizon_hours < 1 or self.ram_gib_per_unit <= 0:
@@ -98,7 +106,8 @@ class ReservationOptions:
 
 @dataclass(frozen=True)
 class ReservationSizing:
-    """What the sizing decided: the solver result and one row per group (see :func:`size_reservations`)."""
+    """What the sizing decided: the solver result and one row per group and window (see
+    :func:`size_reservations`); window_start / window_end: the whole horizon."""
 
     result: SolveResult
     groups: pl.DataFrame
@@ -134,18 +143,34 @@ def peak_scenarios(forecast: pl.DataFrame) -> pl.DataFrame:
     The peak of a percentile path (max over the hours of the hourly percentile) stands for the
     percentile of the peak; it is exact when forecast errors move the whole window together.
     """
+    keys = ["user_id", "app_type", *(["window"] if "window" in forecast.columns else [])]
     long = pl.concat([
-        forecast.select("user_id", "app_type", pl.lit(resource).alias("resource"),
+        forecast.select(*keys, pl.lit(resource).alias("resource"),
                         pl.col(f"{resource}_lo").alias("lo"), pl.col(resource).alias("mid"),
                         pl.col(f"{resource}_hi").alias("hi"))
         for resource in SIZED_RESOURCES])
-    peaks = long.group_by("user_id", "app_type", "resource").agg(
+    peaks = long.group_by(*keys, "resource").agg(
         pl.col("lo").max().clip(0.0), pl.col("mid").max().clip(0.0), pl.col("hi").max().clip(0.0))
     ordered = pl.concat_list("lo", "mid", "hi").list.sort()
     return peaks.select(
-        "user_id", "app_type", "resource",
+        *keys, "resource",
         *(ordered.list.get(i).alias(name) for i, name in enumerate(SCENARIO_COLUMNS)),
-    ).sort("user_id", "app_type", "resource")
+    ).sort(*keys, "resource")
+
+
+def with_windows(forecast: pl.DataFrame, window_hours: int) -> pl.DataFrame:
+    """The forecast with `window` (0, 1, …: window_hours-long windows from its first hour), window_start and
+    window_end (the last window ends with the horizon)."""
+    if forecast.height == 0:
+        return forecast.with_columns(pl.lit(0, pl.Int64).alias("window"),
+                                     pl.col("ts").alias("window_start"), pl.col("ts").alias("window_end"))
+    first = forecast["ts"].min()
+    end = forecast["ts"].max() + timedelta(hours=1)
+    index = ((pl.col("ts") - pl.lit(first)).dt.total_hours() // window_hours).cast(pl.Int64)
+    return forecast.with_columns(index.alias("window")).with_columns(
+        (pl.lit(first) + pl.duration(hours=pl.col("window") * window_hours)).alias("window_start")
+    ).with_columns(pl.min_horizontal(pl.col("window_start") + pl.duration(hours=window_hours), pl.lit(end))
+                   .alias("window_end"))
 
 
 def quantile_of_peak(level: float, suffix: str = "") -> pl.Expr:
@@ -167,13 +192,18 @@ def quantile_of_peak(level: float, suffix: str = "") -> pl.Expr:
 # --- the fleet's free capacity per class ---------------------------------------------------
 
 
-def class_capacity(hosts: pl.DataFrame) -> pl.DataFrame:
-    """Free vcpu (× overcommit) and RAM per host class over up hosts, and whether the class has GPUs."""
+def class_capacity(hosts: pl.DataFrame, ram_gib_per_unit: float = 4.0) -> pl.DataFrame:
+    """Free vcpu (× overcommit) and RAM per host class over up hosts, whether the class has GPUs, and
+    `unit_price`: the median over its hosts of cost_per_hour ÷ (vcpu + ram_gib ÷ ram_gib_per_unit) units
+    (null when its hosts list no cost)."""
+    units = capacity_expr("vcpu") + pl.col("ram_gib") / ram_gib_per_unit
     return (
         hosts.filter(pl.col("status") == "up")
         .group_by("host_class")
         .agg(free_expr("vcpu").sum().alias("vcpu"), free_expr("ram_gib").sum().alias("ram_gib"),
-             (pl.col("gpu") > 0).any().alias("has_gpu"), free_expr("gpu").sum().alias("free_gpu"))
+             (pl.col("gpu") > 0).any().alias("has_gpu"), free_expr("gpu").sum().alias("free_gpu"),
+             (pl.col("cost_per_hour") / units).filter((units > 0) & (pl.col("cost_per_hour") > 0)).median()
+             .alias("unit_price"))
         .sort("host_class")
     )
 
@@ -209,31 +239,36 @@ def forecast_window(forecast: pl.DataFrame) -> tuple[datetime | None, datetime |
 
 def size_reservations(forecast: pl.DataFrame, hosts: pl.DataFrame | None, options: ReservationOptions,
                       history: pl.DataFrame | None = None) -> ReservationSizing:
-    """Reserved vcpu and ram_gib per (user_id, app_type) for the forecast's window.
+    """Reserved vcpu and ram_gib per (user_id, app_type) and window of the forecast's horizon.
 
-    `hosts` None sizes without a capacity limit. Rows of `groups`: user_id, app_type, uses_gpu,
-    host_classes, the P10/P50/P90 peaks, the floor and the reserved amount per resource
-    (``peak_p50_vcpu``, ``floor_vcpu``, ``reserved_vcpu``…). When the floors do not fit the
-    capacity, they are dropped and the sizing re-solved (said in ``note``).
+    The horizon is cut into windows of options.window_hours (:func:`with_windows`). `hosts` None sizes
+    without a capacity limit, at options.reserve_price_per_unit_hour; with hosts each class is priced
+    by its catalogue cost (:func:`class_capacity`). Rows of `groups`: user_id, app_type, window,
+    window_start, window_end, uses_gpu, host_classes, the P10/P50/P90 peaks, the floor and the
+    reserved amount per resource (``peak_p50_vcpu``, ``floor_vcpu``, ``reserved_vcpu``…). The windows
+    of a group share one envelope in the class capacity (their blocks are held as the largest). When
+    the floors do not fit the capacity, they are dropped and the sizing re-solved (said in ``note``).
     """
     options.validate()
     window_start, window_end = forecast_window(forecast)
-    hours = float(options.horizon_hours if window_start is None else
-                  (window_end - window_start).total_seconds() / 3600)
-    groups = group_peaks(forecast, history)
+    groups = group_peaks(with_windows(forecast, options.window_hours), history)
+    if window_start is None:
+        groups = groups.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("window_start"),
+                                     pl.lit(None, pl.Datetime("us", "UTC")).alias("window_end"))
     if hosts is None:
         classes = pl.DataFrame({"host_class": [ANY_CLASS], "vcpu": [math.inf], "ram_gib": [math.inf],
-                                "has_gpu": [True], "free_gpu": [0]})
+                                "has_gpu": [True], "free_gpu": [0], "unit_price": [None]},
+                               schema_overrides={"unit_price": pl.Float64})
         class_lists = [[ANY_CLASS]] * groups.height
     else:
-        classes = class_capacity(hosts)
+        classes = class_capacity(hosts, options.ram_gib_per_unit)
         class_lists = [suitable_classes(app, gpu, classes)
                        for app, gpu in zip(groups["app_type"].to_list(), groups["uses_gpu"].to_list())]
     groups = groups.with_columns(
         pl.Series("host_classes", class_lists, dtype=pl.List(pl.Utf8)),
         *((quantile_of_peak(options.quantile_floor, f"_{resource}") if options.quantile_floor > 0 else pl.lit(0.0))
           .alias(f"floor_{resource}") for resource in SIZED_RESOURCES))
-    problem = sizing_problem(groups, classes, options, hours)
+    problem = sizing_problem(groups, classes, options, float(options.horizon_hours))
     solution = solve_reservations(problem)
     note = None
     if solution.result.status == PlanStatus.INFEASIBLE and problem.floor.any():
@@ -248,24 +283,34 @@ def size_reservations(forecast: pl.DataFrame, hosts: pl.DataFrame | None, option
     return ReservationSizing(solution.result, groups, window_start, window_end, note)
 
 
+WINDOW_KEYS: tuple[str, ...] = ("window", "window_start", "window_end")
+
+
 def group_peaks(forecast: pl.DataFrame, history: pl.DataFrame | None) -> pl.DataFrame:
-    """One row per group: peak_p10_vcpu … peak_p90_ram_gib and uses_gpu (GPU app type or GPUs in its history)."""
+    """One row per group (and window, when the forecast has windows): peak_p10_vcpu … peak_p90_ram_gib and
+    uses_gpu (GPU app type or GPUs in its history)."""
+    windowed = "window" in forecast.columns
     scenarios = peak_scenarios(forecast)
-    groups = scenarios.select("user_id", "app_type").unique()
+    keys = ["user_id", "app_type", *(["window"] if windowed else [])]
+    groups = scenarios.select(keys).unique()
     for resource in SIZED_RESOURCES:
         groups = groups.join(scenarios.filter(pl.col("resource") == resource).select(
-            "user_id", "app_type", *(pl.col(c).alias(f"{c}_{resource}") for c in SCENARIO_COLUMNS)),
-            on=["user_id", "app_type"], how="left")
+            *keys, *(pl.col(c).alias(f"{c}_{resource}") for c in SCENARIO_COLUMNS)),
+            on=keys, how="left")
+    if windowed:
+        bounds = forecast.select(WINDOW_KEYS).unique()
+        groups = groups.join(bounds, on="window", how="left")
     with_gpus = gpu_groups(history).with_columns(pl.lit(True).alias("gpu_in_history"))
     return (groups.fill_null(0.0).join(with_gpus, on=["user_id", "app_type"], how="left")
             .with_columns((pl.col("gpu_in_history").fill_null(False) | pl.col("app_type").is_in(list(GPU_APP_TYPES)))
                           .alias("uses_gpu"))
-            .drop("gpu_in_history").sort("user_id", "app_type"))
+            .drop("gpu_in_history").sort(keys))
 
 
 def sizing_problem(groups: pl.DataFrame, classes: pl.DataFrame, options: ReservationOptions,
                    hours: float) -> ReservationProblem:
-    """The plain arrays shardplan.models.reservations solves; RAM is priced per ram_gib_per_unit GiB."""
+    """The plain arrays shardplan.models.reservations solves; RAM is priced per ram_gib_per_unit GiB. Rows of
+    one (user_id, app_type) share an envelope; a row's hours are its window's (else `hours`)."""
     class_names = classes["host_class"].to_list()
     index = {name: i for i, name in enumerate(class_names)}
     suits = np.zeros((groups.height, len(class_names)), dtype=bool)
@@ -274,14 +319,24 @@ def sizing_problem(groups: pl.DataFrame, classes: pl.DataFrame, options: Reserva
     peaks = np.stack([groups.select(f"{column}_{resource}" for column in SCENARIO_COLUMNS).to_numpy()
                       for resource in SIZED_RESOURCES], axis=1).astype(float)
     per_unit = np.array([1.0, 1.0 / options.ram_gib_per_unit])
+    unit_price = classes["unit_price"].fill_null(options.reserve_price_per_unit_hour).to_numpy().astype(float)
+    keys = groups.select(pl.concat_str("user_id", "app_type", separator="\x1f")).to_series().to_list()
+    first: dict[str, int] = {}
+    envelope = np.array([first.setdefault(k, len(first)) for k in keys], dtype=int)
+    row_hours = None
+    if "window_start" in groups.columns and groups["window_start"].null_count() == 0:
+        row_hours = ((groups["window_end"] - groups["window_start"]).dt.total_seconds() / 3600).to_numpy()
+    labels = [f"{u}/{a}" for u, a in zip(groups["user_id"].to_list(), groups["app_type"].to_list())]
+    if "window" in groups.columns:
+        labels = [f"{label}@{w}" for label, w in zip(labels, groups["window"].to_list())]
     return ReservationProblem(
-        groups=tuple(f"{u}/{a}" for u, a in zip(groups["user_id"].to_list(), groups["app_type"].to_list())),
+        groups=tuple(labels),
         resources=SIZED_RESOURCES, peaks=peaks, probabilities=np.array(SWANSON_WEIGHTS),
         floor=groups.select(f"floor_{r}" for r in SIZED_RESOURCES).to_numpy().astype(float),
         classes=tuple(class_names), class_capacity=classes.select(SIZED_RESOURCES).to_numpy().astype(float),
-        suits=suits, idle_price=options.idle_price_per_unit_hour * per_unit,
+        suits=suits, reserve_price=unit_price[:, None] * per_unit[None, :],
         shortfall_penalty=options.shortfall_penalty_per_unit_hour * per_unit, window_hours=hours,
-        time_limit_s=options.time_limit_s)
+        time_limit_s=options.time_limit_s, hours=row_hours, envelope_of=envelope)
 
 
 # --- blocks -----------------------------------------------------------------------------
@@ -289,7 +344,9 @@ def sizing_problem(groups: pl.DataFrame, classes: pl.DataFrame, options: Reserva
 
 def reservation_blocks(sizing: ReservationSizing, hosts: pl.DataFrame, requests: pl.DataFrame | None,
                        plan_options: PlanOptions, options: ReservationOptions) -> pl.DataFrame:
-    """Requests rows of kind ``reservation`` carrying each group's reserved amounts, rounded up.
+    """Requests rows of kind ``reservation`` carrying each group's largest reserved amounts over its
+    windows (the envelope the block's host holds), rounded up, with `block` and `blocks` (its index and
+    the group's count: :func:`block_windows` reads them).
 
     A group's vcpu and RAM are split evenly over the fewest blocks within block_vcpu and
     block_ram_gib. Each block holds at least min_local_ram_gib_per_vcpu GiB per vcpu (invariant 4:
@@ -300,32 +357,26 @@ def reservation_blocks(sizing: ReservationSizing, hosts: pl.DataFrame, requests:
     groups = sizing.groups
     if groups.height == 0:
         return empty_blocks()
-    ratio = plan_options.min_local_ram_gib_per_vcpu
-    vcpu_total = (pl.col("reserved_vcpu") - 1e-6).ceil().clip(0).cast(pl.Int64)
-    ram_total = (pl.col("reserved_ram_gib") - 1e-6).ceil().clip(0).cast(pl.Int64)
+    envelope = (window_totals(groups).group_by("user_id", "app_type", "uses_gpu")
+                .agg(pl.col("vcpu_total").max(), pl.col("ram_total").max()))
     count = pl.max_horizontal(
         (pl.col("vcpu_total") + options.block_vcpu - 1) // options.block_vcpu,
         (pl.col("ram_total") + options.block_ram_gib - 1) // options.block_ram_gib,
     )
-    gpu_terms = gpu_terms_per_group(groups, hosts, requests)
+    gpu_terms = gpu_terms_per_group(groups.unique(["user_id", "app_type"], keep="first"), hosts, requests)
     blocks = (
-        groups.select("user_id", "app_type", "uses_gpu", vcpu_total.alias("vcpu_total"), ram_total.alias("ram_total"))
-        .with_columns(count.alias("blocks"))
+        envelope.with_columns(count.alias("blocks"))
         .filter(pl.col("blocks") > 0)
         .with_columns(pl.int_ranges(0, "blocks").alias("block"))
         .explode("block")
-        .with_columns(
-            (pl.col("vcpu_total") // pl.col("blocks") + (pl.col("block") < pl.col("vcpu_total") % pl.col("blocks")))
-            .cast(pl.Int64).alias("vcpu"),
-            (pl.col("ram_total") // pl.col("blocks") + (pl.col("block") < pl.col("ram_total") % pl.col("blocks")))
-            .cast(pl.Int64).alias("ram_gib"))
+        .with_columns(split_evenly("vcpu_total").alias("vcpu"), split_evenly("ram_total").alias("ram_gib"))
         .join(gpu_terms, on=["user_id", "app_type"], how="left")
         .with_columns(pl.when(pl.col("uses_gpu")).then(pl.col("vcpu").clip(1)).otherwise(pl.col("vcpu")).alias("vcpu"))
         .with_columns(
             pl.when(pl.col("uses_gpu"))
             .then((pl.col("vcpu") / pl.col("vcpu_per_gpu")).round(0).clip(1).cast(pl.Int64))
             .otherwise(0).alias("gpu"),
-            pl.max_horizontal("ram_gib", (pl.col("vcpu") * ratio - 1e-9).ceil().cast(pl.Int64)).alias("ram_gib"),
+            local_ram(plan_options.min_local_ram_gib_per_vcpu),
         )
     )
     return blocks.select(
@@ -337,7 +388,55 @@ def reservation_blocks(sizing: ReservationSizing, hosts: pl.DataFrame, requests:
         pl.lit(1, pl.Int64).alias("replicas"), pl.lit("medium").alias("latency_class"),
         pl.lit(True).alias("evictable"),  # a hold of room, not a running VM
         pl.lit(RESERVATION_KIND).alias(KIND_COLUMN),
+        pl.col("block").cast(pl.Int64), pl.col("blocks").cast(pl.Int64),
     ).sort("request_id")
+
+
+def window_totals(groups: pl.DataFrame, sizing: ReservationSizing | None = None) -> pl.DataFrame:
+    """Per group and window: vcpu_total and ram_total (the reserved amounts rounded up) and the window's
+    bounds (a sizing without windows: one window, the sizing's)."""
+    if "window_start" not in groups.columns:
+        start = None if sizing is None else sizing.window_start
+        end = None if sizing is None else sizing.window_end
+        groups = groups.with_columns(pl.lit(start, pl.Datetime("us", "UTC")).alias("window_start"),
+                                     pl.lit(end, pl.Datetime("us", "UTC")).alias("window_end"))
+    return groups.select(
+        "user_id", "app_type", "uses_gpu", "window_start", "window_end",
+        (pl.col("reserved_vcpu") - 1e-6).ceil().clip(0).cast(pl.Int64).alias("vcpu_total"),
+        (pl.col("reserved_ram_gib") - 1e-6).ceil().clip(0).cast(pl.Int64).alias("ram_total"))
+
+
+def split_evenly(total: str) -> pl.Expr:
+    """Block `block`'s share of `total` split evenly over `blocks` (the first ones take the remainder)."""
+    return (pl.col(total) // pl.col("blocks") + (pl.col("block") < pl.col(total) % pl.col("blocks"))).cast(pl.Int64)
+
+
+def local_ram(ratio: float) -> pl.Expr:
+    """ram_gib raised to min_local_ram_gib_per_vcpu × vcpu (invariant 4 for a one-host block)."""
+    return pl.max_horizontal("ram_gib", (pl.col("vcpu") * ratio - 1e-9).ceil().cast(pl.Int64)).alias("ram_gib")
+
+
+def block_windows(sizing: ReservationSizing | None, blocks: pl.DataFrame, plan_options: PlanOptions) -> pl.DataFrame:
+    """What each block holds in each window of the sizing: request_id, window_start, window_end, vcpu,
+    ram_gib, gpu. A window's amounts are split over the group's blocks as the envelope is, so no window
+    asks more of a block than its host holds (the split is monotone in the total); GPUs are whole
+    devices, held in every window. A window where the block holds nothing has no row."""
+    schema = {"request_id": pl.Utf8, "window_start": RESERVATIONS_SCHEMA["window_start"],
+              "window_end": RESERVATIONS_SCHEMA["window_end"], "vcpu": pl.Int64, "ram_gib": pl.Int64, "gpu": pl.Int64}
+    if sizing is None or blocks.height == 0 or "block" not in blocks.columns:
+        return pl.DataFrame(schema=schema)
+    totals = window_totals(sizing.groups, sizing)
+    rows = (blocks.select("request_id", "user_id", "app_type", "block", "blocks", pl.col("vcpu").alias("env_vcpu"),
+                          pl.col("ram_gib").alias("env_ram"), "gpu")
+            .join(totals, on=["user_id", "app_type"], how="inner")
+            .with_columns(split_evenly("vcpu_total").alias("vcpu"), split_evenly("ram_total").alias("ram_gib"))
+            .with_columns(pl.when(pl.col("uses_gpu")).then(pl.col("vcpu").clip(1)).otherwise(pl.col("vcpu"))
+                          .alias("vcpu"))
+            .with_columns(local_ram(plan_options.min_local_ram_gib_per_vcpu))
+            .with_columns(pl.min_horizontal("vcpu", "env_vcpu").alias("vcpu"),
+                          pl.min_horizontal("ram_gib", "env_ram").alias("ram_gib"))
+            .filter((pl.col("vcpu") > 0) | (pl.col("ram_gib") > 0) | (pl.col("gpu") > 0)))
+    return rows.select(list(schema)).cast(schema).sort("request_id", "window_start")
 
 
 def empty_blocks() -> pl.DataFrame:
@@ -388,11 +487,14 @@ def plan_with_reservations(hosts: pl.DataFrame, requests: pl.DataFrame, blocks: 
     `current`: what runs now (re-planning)."""
     combined = with_blocks(requests, blocks)
     result = plan(hosts, combined, options, progress=progress, budget=budget, current=current)
-    return split_reservations(result, combined, sizing)
+    return split_reservations(result, combined, sizing, block_windows(sizing, blocks, options))
 
 
-def split_reservations(result: Plan, requests: pl.DataFrame, sizing: ReservationSizing | None) -> ReservedPlan:
-    """Placed blocks: status reserved, their parts → reservations rows; unplaced blocks keep a reason."""
+def split_reservations(result: Plan, requests: pl.DataFrame, sizing: ReservationSizing | None,
+                       windows: pl.DataFrame | None = None) -> ReservedPlan:
+    """Placed blocks: status reserved, their parts → reservations rows, one per block and window (`windows`:
+    :func:`block_windows`; a block without window rows, or on several hosts, holds its envelope for the
+    sizing's whole horizon); unplaced blocks keep a reason."""
     is_block = pl.col(KIND_COLUMN) == RESERVATION_KIND
     blocks = requests.filter(is_block) if KIND_COLUMN in requests.columns else empty_blocks()
     block_ids = blocks["request_id"]
@@ -402,19 +504,28 @@ def split_reservations(result: Plan, requests: pl.DataFrame, sizing: Reservation
              .filter(pl.any_horizontal(pl.col(r) > 0 for r in RESOURCES)))
     window_start = sizing.window_start if sizing is not None else None
     window_end = sizing.window_end if sizing is not None else None
-    reservations = (
+    held = (
         parts.join(blocks.select("request_id", "user_id", "app_type"), on="request_id", how="left")
         .with_columns(pl.len().over("request_id").alias("_hosts"),
                       pl.int_range(pl.len()).over("request_id").alias("_part"))
         .select(
+            "request_id", "_hosts",
             pl.when(pl.col("_hosts") > 1).then(pl.format("{}-h{}", "request_id", pl.col("_part") + 1))
             .otherwise(pl.col("request_id")).alias("reservation_id"),
             "host_id", "user_id", "app_type", *RESOURCES,
             pl.lit(window_start, RESERVATIONS_SCHEMA["window_start"]).alias("window_start"),
             pl.lit(window_end, RESERVATIONS_SCHEMA["window_end"]).alias("window_end"))
-        .cast({name: dtype for name, dtype in RESERVATIONS_SCHEMA.items()})
-        .sort("reservation_id")
     )
+    if windows is not None and windows.height:
+        windowed = held.filter((pl.col("_hosts") == 1)
+                               & pl.col("request_id").is_in(windows["request_id"].implode()))
+        by_window = (windowed.drop("window_start", "window_end", "vcpu", "ram_gib", "gpu")
+                     .join(windows, on="request_id", how="inner"))
+        held = pl.concat([held.join(windowed.select("request_id"), on="request_id", how="anti"),
+                          by_window.select(held.columns)], how="vertical")
+    reservations = (held.select(list(RESERVATIONS_SCHEMA))
+                    .cast({name: dtype for name, dtype in RESERVATIONS_SCHEMA.items()})
+                    .sort("reservation_id", "window_start"))
     requests_out = result.requests_out.with_columns(
         pl.when(in_blocks & (pl.col("status") == "placed")).then(pl.lit("reserved"))
         .otherwise(pl.col("status")).alias("status"),
@@ -432,8 +543,12 @@ def split_reservations(result: Plan, requests: pl.DataFrame, sizing: Reservation
 
 def reservation_summary(sizing: ReservationSizing | None, blocks: pl.DataFrame, requests_out: pl.DataFrame,
                         reservations: pl.DataFrame) -> dict[str, object]:
-    """plan.json's `reservations` entry: the sizing result and what the placement held."""
+    """plan.json's `reservations` entry: the sizing result and what the placement held (`reserved`: what the
+    hosts hold at their peaks; `reserved_unit_hours`: Σ over blocks and windows of vcpu and ram_gib × hours)."""
+    from shardplan.planner.report.export import reserved_peak
+
     held = requests_out.filter(pl.col("status") == "reserved").height
+    peak = reserved_peak(reservations)
     return {
         "sizing": None if sizing is None else sizing.result.to_dict(),
         "note": None if sizing is None else sizing.note,
@@ -443,21 +558,41 @@ def reservation_summary(sizing: ReservationSizing | None, blocks: pl.DataFrame, 
         "blocks": blocks.height,
         "blocks_reserved": held,
         "blocks_unplaced": blocks.height - held,
-        "reserved": {r: (float(reservations[r].sum()) if r == "net_gbps" else int(reservations[r].sum()))
-                     for r in RESOURCES},
+        "window_hours": window_hours(sizing),
+        "windows": 0 if sizing is None or "window" not in sizing.groups.columns else sizing.groups["window"].n_unique(),
+        "reserved": {r: (float(peak[r].sum()) if r == "net_gbps" else int(peak[r].sum())) for r in RESOURCES},
+        "reserved_unit_hours": reserved_hours(reservations),
         "asked": {r: int(blocks[r].sum()) for r in ("vcpu", "ram_gib", "gpu")},
     }
 
 
+def window_hours(sizing: ReservationSizing | None) -> float | None:
+    """Hours of the sizing's first window (None without windows)."""
+    if sizing is None or "window_start" not in sizing.groups.columns or sizing.groups.height == 0:
+        return None
+    first = sizing.groups.sort("window").row(0, named=True)
+    if first["window_start"] is None:
+        return None
+    return (first["window_end"] - first["window_start"]).total_seconds() / 3600
+
+
+def reserved_hours(reservations: pl.DataFrame) -> dict[str, float]:
+    """Σ amount × window hours per sized resource (rows without a window are not counted)."""
+    hours = (pl.col("window_end") - pl.col("window_start")).dt.total_seconds() / 3600
+    return {r: round(float(reservations.select((pl.col(r) * hours).sum()).item() or 0.0), 3) for r in SIZED_RESOURCES}
+
+
 def group_outcome(sizing: ReservationSizing, blocks: pl.DataFrame, requests_out: pl.DataFrame) -> pl.DataFrame:
-    """Per group: P50/P90 peaks, reserved amounts, blocks asked and blocks held (for the nightly summary)."""
+    """Per group: P50/P90 peaks and reserved amounts (the largest over its windows), blocks asked and blocks
+    held (for the nightly summary)."""
     held = (blocks.join(requests_out.select("request_id", "status"), on="request_id", how="left")
             .group_by("user_id", "app_type")
             .agg(pl.len().alias("blocks"), (pl.col("status") == "reserved").sum().alias("held"),
                  pl.col("vcpu").filter(pl.col("status") == "reserved").sum().alias("held_vcpu"),
                  pl.col("ram_gib").filter(pl.col("status") == "reserved").sum().alias("held_ram_gib")))
-    return (sizing.groups.select("user_id", "app_type", "peak_p50_vcpu", "peak_p90_vcpu", "reserved_vcpu",
-                                 "peak_p50_ram_gib", "peak_p90_ram_gib", "reserved_ram_gib")
+    columns = ("peak_p50_vcpu", "peak_p90_vcpu", "reserved_vcpu", "peak_p50_ram_gib", "peak_p90_ram_gib",
+               "reserved_ram_gib")
+    return (sizing.groups.group_by("user_id", "app_type").agg(pl.col(c).max() for c in columns)
             .join(held, on=["user_id", "app_type"], how="left")
             .with_columns(pl.col("blocks", "held", "held_vcpu", "held_ram_gib").fill_null(0))
             .sort("reserved_vcpu", "user_id", "app_type", descending=[True, False, False]))

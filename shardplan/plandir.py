@@ -37,6 +37,8 @@ INPUT_CURRENT_FILE = "inputs/current.parquet"
 MOVES_FILE = "moves.parquet"
 INPUT_HISTORY_FILE = "inputs/history.parquet"   # nightly: the hourly demand per (user, app type) it forecast from
 REPORT_FILE = "report.html"
+ADMISSIONS_FILE = "admissions.parquet"   # shardplan admit: one row per request admitted during the day
+CLAIMS_FILE = "claims.parquet"           # shardplan admit: what each admitted request took from each block
 
 
 
@@ -46,7 +48,7 @@ class PlanExportError(ValueError):
 
 PLAN_FILES = ("shards.parquet", "requests.parquet", "hosts.parquet", "reservations.parquet", "moves.parquet",
               "filters.parquet",
-              "forecast.parquet", "report.html", "plan.json", "inputs/hosts.parquet", "inputs/requests.parquet",
+              "admissions.parquet", "claims.parquet", "forecast.parquet", "report.html", "plan.json", "inputs/hosts.parquet", "inputs/requests.parquet",
               "inputs/current.parquet", "inputs/history.parquet")
 """Every file a plan directory may hold: what --force replaces and what counts as stale."""
 

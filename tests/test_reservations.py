@@ -17,6 +17,7 @@ from shardplan.planner.report.export import read_plan_dir, write_plan_dir
 from shardplan.planner.reservations import (
     ReservationOptions,
     ReservationSizing,
+    block_windows,
     class_capacity,
     peak_scenarios,
     plan_with_reservations,
@@ -32,26 +33,26 @@ FAST = PlanOptions(time_limit_s=5.0, lp_bound=False)
 
 
 def one_group(penalty: float, capacity: float = np.inf, floor: float = 0.0) -> ReservationProblem:
-    """One group, one resource, peaks 10/20/30 with Swanson's weights, idle price 1 $/unit-h."""
+    """One group, one resource, peaks 10/20/30 with Swanson's weights, reserve price 1 $/unit-h."""
     return ReservationProblem(
         groups=("u1/web",), resources=("vcpu",), peaks=np.array([[[10.0, 20.0, 30.0]]]),
         probabilities=np.array([0.3, 0.4, 0.3]), floor=np.array([[floor]]), classes=("general",),
-        class_capacity=np.array([[capacity]]), suits=np.array([[True]]), idle_price=np.array([1.0]),
+        class_capacity=np.array([[capacity]]), suits=np.array([[True]]), reserve_price=np.array([1.0]),
         shortfall_penalty=np.array([penalty]), window_hours=24.0)
 
 
 # --- the sizing model --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("penalty, expected", [(4.0, 30.0), (1.0, 20.0), (0.25, 10.0)])
+@pytest.mark.parametrize("penalty, expected", [(10.0, 30.0), (2.0, 20.0), (1.25, 10.0), (0.5, 0.0)])
 def test_sizing_is_the_newsvendor_critical_fractile(penalty, expected):
-    # critical fractile penalty / (penalty + 1): 0.8 → P90 scenario, 0.5 → P50, 0.2 → P10 (CDF 0.3 / 0.7 / 1)
+    # critical fractile 1 − price / penalty: 0.9 → P90 scenario, 0.5 → P50, 0.2 → P10 (CDF 0.3 / 0.7 / 1);
+    # a penalty below the price reserves nothing
     solution = solve_reservations(one_group(penalty))
     assert solution.result.status == "optimal"
     assert solution.reserved[0, 0] == pytest.approx(expected)
-    idle = sum(w * max(expected - d, 0) for w, d in zip((0.3, 0.4, 0.3), (10, 20, 30)))
     short = sum(w * max(d - expected, 0) for w, d in zip((0.3, 0.4, 0.3), (10, 20, 30)))
-    assert solution.result.objective == pytest.approx(24 * (idle + penalty * short))
+    assert solution.result.objective == pytest.approx(24 * (expected + penalty * short))
     assert solution.result.gap == 0.0 and solution.result.solver.startswith("pyomo/")
 
 
@@ -61,16 +62,45 @@ def test_class_capacity_binds_and_is_shared():
     two = ReservationProblem(
         groups=("a/web", "b/web"), resources=("vcpu",), peaks=np.array([[[10.0, 20.0, 30.0]], [[10.0, 20.0, 30.0]]]),
         probabilities=np.array([0.3, 0.4, 0.3]), floor=np.zeros((2, 1)), classes=("general",),
-        class_capacity=np.array([[40.0]]), suits=np.ones((2, 1), dtype=bool), idle_price=np.array([1.0]),
+        class_capacity=np.array([[40.0]]), suits=np.ones((2, 1), dtype=bool), reserve_price=np.array([1.0]),
         shortfall_penalty=np.array([4.0]))
     solution = solve_reservations(two)
     assert solution.reserved.sum() == pytest.approx(40.0)
     assert solution.by_class[:, 0, 0].sum() == pytest.approx(40.0)
 
 
+def envelope_problem(capacity: float, shared: bool, prices=(1.0,)) -> ReservationProblem:
+    """One group in two 4-hour windows, certain peaks 30 then 20, one or two classes."""
+    n_classes = len(prices)
+    return ReservationProblem(
+        groups=("a/web@0", "a/web@1"), resources=("vcpu",), peaks=np.array([[[30.0] * 3], [[20.0] * 3]]),
+        probabilities=np.array([0.3, 0.4, 0.3]), floor=np.zeros((2, 1)), classes=tuple(f"c{i}" for i in range(n_classes)),
+        class_capacity=np.full((n_classes, 1), capacity), suits=np.ones((2, n_classes), dtype=bool),
+        reserve_price=np.array(prices, dtype=float)[:, None], shortfall_penalty=np.array([10.0]),
+        hours=np.array([4.0, 4.0]), envelope_of=np.array([0, 0]) if shared else None)
+
+
+def test_windows_of_one_group_share_an_envelope_in_the_class_capacity():
+    # held as one block sized by its larger window: 30 ≤ 40 fits, where two separate rows (50) would not
+    shared = solve_reservations(envelope_problem(40.0, shared=True))
+    assert shared.reserved[:, 0] == pytest.approx([30.0, 20.0])
+    apart = solve_reservations(envelope_problem(40.0, shared=False))
+    assert apart.reserved[:, 0].sum() == pytest.approx(40.0)
+    assert shared.result.objective == pytest.approx(4 * 30 + 4 * 20)  # each window pays for its own hours
+
+
+def test_each_class_is_priced_and_the_cheaper_one_is_used_first():
+    cheap_first = solve_reservations(envelope_problem(25.0, shared=True, prices=(3.0, 1.0)))
+    assert cheap_first.by_class[0, 1, 0] == pytest.approx(25.0) and cheap_first.by_class[0, 0, 0] == pytest.approx(5.0)
+    assert cheap_first.reserved[:, 0] == pytest.approx([30.0, 20.0])
+    # past the penalty a class is not worth reserving on: price 12 > penalty 10 leaves the peak short
+    dear = solve_reservations(envelope_problem(25.0, shared=True, prices=(12.0, 1.0)))
+    assert dear.reserved[0, 0] == pytest.approx(25.0)
+
+
 def test_quantile_floor_binds_and_infeasible_floor_is_reported():
-    assert solve_reservations(one_group(0.25)).reserved[0, 0] == pytest.approx(10.0)
-    assert solve_reservations(one_group(0.25, floor=20.0)).reserved[0, 0] == pytest.approx(20.0)
+    assert solve_reservations(one_group(1.25)).reserved[0, 0] == pytest.approx(10.0)
+    assert solve_reservations(one_group(1.25, floor=20.0)).reserved[0, 0] == pytest.approx(20.0)
     assert solve_reservations(one_group(4.0, floor=20.0)).reserved[0, 0] == pytest.approx(30.0)  # does not bind
     stuck = solve_reservations(one_group(4.0, capacity=5.0, floor=20.0))
     assert stuck.result.status == "infeasible" and stuck.reserved[0, 0] == 0.0
@@ -108,17 +138,59 @@ def test_sizing_from_forecast_respects_host_classes_and_floor():
     assert suitable_classes("web", False, classes) == ["general"]
     assert suitable_classes("unknown-kind", False, classes) == ["general"]
     forecast = forecast_rows({("u1", "ml-training"): (8.0, 11.0, 19.0), ("u2", "web"): (2.0, 4.0, 7.0)})
-    sizing = size_reservations(forecast, hosts, ReservationOptions())
+    sizing = size_reservations(forecast, hosts, ReservationOptions(window_hours=24))
     by_group = {(r["user_id"], r["app_type"]): r for r in sizing.groups.iter_rows(named=True)}
     assert sizing.result.status == "optimal"
     assert by_group[("u1", "ml-training")]["reserved_vcpu"] == pytest.approx(8.0)  # the GPU class holds 8 vcpu
     assert by_group[("u2", "web")]["reserved_vcpu"] == pytest.approx(8.0)          # P90 peak (fractile 0.9)
     assert sizing.window_start == WINDOW_START and sizing.window_end == WINDOW_START + timedelta(hours=24)
-    cheap = ReservationOptions(shortfall_penalty_per_unit_hour=0.001)              # fractile ≈ 0: P10 peak …
+    cheap = ReservationOptions(shortfall_penalty_per_unit_hour=0.0301, window_hours=24)  # fractile ≈ 0: P10 …
     assert size_reservations(forecast, None, cheap.replace(quantile_floor=0.0)).groups.filter(
         pl.col("app_type") == "web")["reserved_vcpu"][0] == pytest.approx(3.0)
     floored = size_reservations(forecast, None, cheap)                             # … unless the P50 floor binds
     assert floored.groups.filter(pl.col("app_type") == "web")["reserved_vcpu"][0] == pytest.approx(5.0)
+
+
+def test_windows_are_sized_from_their_own_hours():
+    hosts = hosts_table({"host_id": "c1", "rack": "r2", "vcpu": 64, "ram_gib": 256, "host_class": "general"})
+    forecast = forecast_rows({("u2", "web"): (2.0, 4.0, 7.0)})   # 7 vcpu at P90, 8 in hour 12 only
+    sizing = size_reservations(forecast, hosts, ReservationOptions())
+    rows = sizing.groups.sort("window")
+    assert rows["window"].to_list() == list(range(6))
+    assert rows["window_start"].to_list() == [WINDOW_START + timedelta(hours=4 * w) for w in range(6)]
+    assert rows["reserved_vcpu"].to_list() == pytest.approx([7, 7, 7, 8, 7, 7])
+    blocks = reservation_blocks(sizing, hosts, None, PlanOptions(), ReservationOptions())
+    assert blocks.select("request_id", "vcpu").rows() == [("rsv-u2-web-1", 8)]   # the envelope
+    held = block_windows(sizing, blocks, PlanOptions())
+    assert held["vcpu"].to_list() == [7, 7, 7, 8, 7, 7] and held.height == 6
+    planned = plan_with_reservations(hosts, requests_table({"request_id": "r1", "vcpu": 50, "ram_gib": 100}),
+                                     blocks, FAST, sizing)
+    assert planned.reservations.height == 6 and set(planned.reservations["reservation_id"]) == {"rsv-u2-web-1"}
+    assert planned.plan_json["reservations"]["reserved"]["vcpu"] == 8        # the host holds the peak window
+    assert planned.plan_json["reservations"]["reserved_unit_hours"]["vcpu"] == pytest.approx(4 * 43)
+    assert check_plan(hosts, planned.requests, planned.shards, planned.requests_out, FAST, planned.reservations) == []
+
+
+def test_checker_counts_reservations_of_one_window_together_only():
+    hosts = hosts_table({"host_id": "h1", "rack": "r1", "vcpu": 16, "ram_gib": 64})
+    t0 = WINDOW_START
+
+    def row(rid, start_h, end_h, vcpu):
+        return {"reservation_id": rid, "host_id": "h1", "user_id": "u", "app_type": "web", "vcpu": vcpu,
+                "ram_gib": 8, "storage_gib": 0, "net_gbps": 0.0, "gpu": 0,
+                "window_start": t0 + timedelta(hours=start_h), "window_end": t0 + timedelta(hours=end_h)}
+
+    empty = requests_table({"request_id": "r0", "vcpu": 1, "ram_gib": 1}).head(0)
+    no_shards = pl.DataFrame(schema={"request_id": pl.Utf8, "shard": pl.Int64, "host_id": pl.Utf8,
+                                     "replica": pl.Int64, "vcpu": pl.Int64, "ram_gib": pl.Int64,
+                                     "storage_gib": pl.Int64, "net_gbps": pl.Float64, "gpu": pl.Int64, "role": pl.Utf8})
+    no_out = pl.DataFrame(schema={"request_id": pl.Utf8, "status": pl.Utf8, "n_hosts": pl.Int64,
+                                  "cost_per_hour": pl.Float64, "spread_penalty": pl.Float64, "reason": pl.Utf8})
+    apart = pl.DataFrame([row("a", 0, 4, 10), row("b", 4, 8, 10)])
+    assert check_plan(hosts, empty, no_shards, no_out, FAST, apart) == []
+    together = pl.DataFrame([row("a", 0, 4, 10), row("b", 2, 8, 10)])
+    violations = check_plan(hosts, empty, no_shards, no_out, FAST, together)
+    assert [v.invariant for v in violations] == [2] and "vcpu 20" in violations[0].message
 
 
 # --- blocks -------------------------------------------------------------------------------------
@@ -242,7 +314,9 @@ def test_nightly_runs_end_to_end_and_check_passes(tmp_path):
     statuses = dict(zip(plan.requests_out["request_id"], plan.requests_out["status"]))
     assert statuses["r1"] == "placed" and statuses["r2"] == "placed"
     reserved = plan.requests_out.filter(pl.col("status") == "reserved")["request_id"].to_list()
-    assert reserved and sorted(plan.reservations["reservation_id"]) == sorted(reserved)
+    assert reserved and sorted(set(plan.reservations["reservation_id"])) == sorted(reserved)
+    windows = plan.reservations.group_by("reservation_id").agg(pl.col("window_start").n_unique())
+    assert (windows["window_start"] == 6).all()                      # 4-hour windows over the 24-hour horizon
     assert set(plan.reservations["user_id"]) == {"u1", "u2", "u3"}
     assert plan.reservations.filter(pl.col("app_type") == "ml-training")["gpu"].sum() >= 1
     assert plan.plan["reservations"]["sizing"]["status"] == "optimal"

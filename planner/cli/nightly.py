@@ -17,7 +17,7 @@ from shardplan.planner.nightly import (
     load_inputs,
     run_nightly,
 )
-from shardplan.planner.reservations import ReservationOptions, group_outcome
+from shardplan.planner.reservations import ReservationOptions, group_outcome, window_hours
 from shardplan.planner.validate.options import PlanOptions
 
 
@@ -113,6 +113,9 @@ def reservation_table(run: NightlyRun) -> Table:
     sizing = run.sizing
     window = ("" if sizing.window_start is None
               else f" {sizing.window_start:%Y-%m-%d %H:%M} → {sizing.window_end:%Y-%m-%d %H:%M} UTC")
+    hours = window_hours(sizing)
+    if hours is not None:
+        window += f" in {sizing.groups['window'].n_unique()} windows of {hours:g} h (largest window shown)"
     table = Table(title=f"reservations{window}: {run.forecaster}, sizing {sizing.result.status} "
                         f"in {sizing.result.wall_s:.2f}s, expected cost ${sizing.result.objective or 0:,.2f}")
     columns = ("user", "app", "vcpu peak P50–P90", "vcpu rsv", "GiB peak P50–P90", "GiB rsv", "blocks held",

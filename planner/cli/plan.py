@@ -131,10 +131,14 @@ def register(app: typer.Typer) -> None:
         forecaster: Optional[str] = typer.Option(None, "--forecaster", help="registered forecaster for the next window "
                                                  "(default mean_7_same_hours; prophet is slower)"),
         horizon: Optional[int] = typer.Option(None, "--horizon", min=1, help="hours the reservations hold (default 24)"),
-        idle_price: Optional[float] = typer.Option(None, "--idle-price", help="$ per unit-hour of idle reserved "
-                                                   "capacity (unit: 1 vcpu or 4 GiB; default 0.03)"),
+        window_hours: Optional[int] = typer.Option(None, "--window-hours", min=1, help="hours of each reservation "
+                                                   "window; each window's blocks are sized from its forecast "
+                                                   "(default 4)"),
+        reserve_price: Optional[float] = typer.Option(None, "--reserve-price", help="$ per unit-hour of reserved "
+                                                      "capacity where no host class prices it (unit: 1 vcpu or "
+                                                      "4 GiB; default 0.03; classes use their cost_per_hour)"),
         shortfall_penalty: Optional[float] = typer.Option(None, "--shortfall-penalty", help="$ per unit-hour of peak "
-                                                          "demand above the reservation (default 0.27)"),
+                                                          "demand above the reservation (default 0.30)"),
         quantile_floor: Optional[float] = typer.Option(None, "--quantile-floor", help="reserve at least this quantile "
                                                        "of the forecast peak (default 0.5; 0 disables)"),
         reservation_weight: Optional[float] = typer.Option(None, "--reservation-weight", help="unplaced weight of a "
@@ -171,7 +175,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         try:
             reservation_options = ReservationOptions().replace(
-                horizon_hours=horizon, idle_price_per_unit_hour=idle_price,
+                horizon_hours=horizon, window_hours=window_hours, reserve_price_per_unit_hour=reserve_price,
                 shortfall_penalty_per_unit_hour=shortfall_penalty, quantile_floor=quantile_floor)
             reservation_options.validate()
         except ValueError as exc:

@@ -23,6 +23,7 @@ from shardplan.planner.report.export import (
     conform_inputs,
     empty_reservations,
     read_plan_dir,
+    reserved_peak,
 )
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import (
@@ -243,10 +244,11 @@ def check_demand(plan: _PlanTables) -> list[Violation]:
 
 
 def check_capacity(plan: _PlanTables) -> list[Violation]:
-    """Invariant 2: existing load + shards + reservations ≤ capacity on every host (vcpu × overcommit)."""
+    """Invariant 2: existing load + shards + reservations ≤ capacity on every host (vcpu × overcommit), the
+    reservations at the most they hold at one time (rows of windows that do not overlap are not held together)."""
     shard_load = plan.shards.lazy().group_by("host_id").agg(*[pl.col(r).sum().alias(f"shards_{r}") for r in RESOURCES])
-    reserved = (plan.reservations.lazy().group_by("host_id")
-                .agg(*[pl.col(r).sum().alias(f"reserved_{r}") for r in RESOURCES]))
+    reserved = (reserved_peak(plan.reservations).lazy()
+                .select("host_id", *[pl.col(r).alias(f"reserved_{r}") for r in RESOURCES]))
     hosts = (plan.hosts.lazy().join(shard_load, on="host_id", how="left").join(reserved, on="host_id", how="left")
              .with_columns(pl.col("^shards_.*$", "^reserved_.*$").fill_null(0)))
     capacity = {r: capacity_expr(r).cast(pl.Float64) for r in RESOURCES}

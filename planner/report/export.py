@@ -95,14 +95,34 @@ def empty_reservations() -> pl.DataFrame:
     return pl.DataFrame(schema=RESERVATIONS_SCHEMA)
 
 
+def reserved_peak(reservations: pl.DataFrame, suffix: str = "") -> pl.DataFrame:
+    """Per host: the most each resource's reservations hold at any one time (columns `<resource><suffix>`) and
+    `_reservations` (rows). Rows of one window are held together; rows of windows that do not overlap are
+    not; a row without a window holds all the time. The peak of a sum of intervals is reached at some
+    interval's start, so it is the largest sum over the rows' starts."""
+    rows = reservations.select("host_id", "window_start", "window_end", *RESOURCES)
+    always = rows.filter(pl.col("window_start").is_null() | pl.col("window_end").is_null())
+    timed = rows.filter(pl.col("window_start").is_not_null() & pl.col("window_end").is_not_null())
+    instants = timed.select("host_id", pl.col("window_start").alias("_at")).unique()
+    at_instants = (instants.join(timed, on="host_id", how="inner")
+                   .filter((pl.col("window_start") <= pl.col("_at")) & (pl.col("_at") < pl.col("window_end")))
+                   .group_by("host_id", "_at").agg(pl.col(r).sum() for r in RESOURCES)
+                   .group_by("host_id").agg(pl.col(r).max() for r in RESOURCES))
+    constant = always.group_by("host_id").agg(pl.col(r).sum() for r in RESOURCES)
+    counts = reservations.group_by("host_id").agg(pl.len().alias("_reservations"))
+    return (pl.concat([at_instants, constant], how="vertical_relaxed")
+            .group_by("host_id").agg(pl.col(r).sum().alias(f"{r}{suffix}") for r in RESOURCES)
+            .join(counts, on="host_id", how="left"))
+
+
 def host_usage(hosts: pl.DataFrame, shards: pl.DataFrame, reservations: pl.DataFrame | None = None) -> pl.DataFrame:
-    """hosts.parquet: capacity (vcpu = floor(vcpu × overcommit)), used (existing + shards), reserved, active."""
+    """hosts.parquet: capacity (vcpu = floor(vcpu × overcommit)), used (existing + shards), reserved (the most its
+    reservations hold at one time: :func:`reserved_peak`), active."""
     hosts = conform_inputs(hosts, HOST_COLUMNS, "hosts")
     reservations = empty_reservations() if reservations is None else reservations
     shard_load = shards.group_by("host_id").agg(
         *[pl.col(r).sum().alias(f"_shard_{r}") for r in RESOURCES], pl.len().alias("_shards"))
-    reserved = reservations.group_by("host_id").agg(
-        *[pl.col(r).sum().alias(f"{r}_reserved") for r in RESOURCES], pl.len().alias("_reservations"))
+    reserved = reserved_peak(reservations, "_reserved")
     joined = (hosts.join(shard_load, on="host_id", how="left")
               .join(reserved, on="host_id", how="left")
               .with_columns(pl.col("_shards", "_reservations").fill_null(0)))
@@ -182,7 +202,8 @@ def _check_values(shards: pl.DataFrame, requests_out: pl.DataFrame, hosts: pl.Da
 def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame,
                    requests_out: pl.DataFrame, plan_json: dict, reservations: pl.DataFrame | None = None,
                    keep: tuple[str, ...] = (), filters: pl.DataFrame | None = None,
-                   current: pl.DataFrame | None = None, moves: pl.DataFrame | None = None) -> None:
+                   current: pl.DataFrame | None = None, moves: pl.DataFrame | None = None,
+                   extra: dict[str, pl.DataFrame] | None = None) -> None:
     """Write the plan directory; every file is built first, then each lands atomically (plan.json last);
     plan files of an earlier run that this one did not write are removed, but for `keep` (written next).
     Re-planning, `current` (what ran) lands in inputs/current.parquet and `moves` in moves.parquet."""
@@ -218,6 +239,8 @@ def write_plan_dir(out_dir: str | Path, *, hosts: pl.DataFrame, requests: pl.Dat
         contents[MOVES_FILE] = _parquet_bytes(cast_to_schema(moves if moves is not None else
                                                              pl.DataFrame(schema=MOVES_SCHEMA), MOVES_SCHEMA,
                                                              MOVES_FILE), plan_text)
+    for name, frame in (extra or {}).items():   # further tables of the directory (admissions, claims)
+        contents[name] = _parquet_bytes(frame, plan_text)
     contents[PLAN_FILE] = (plan_text + "\n").encode()
     write_all_atomically(out_dir, contents)
     remove_stale(out_dir, set(contents) | set(keep))
