@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer  # noqa: E402
 
+from shardplan.planner.cli import admit as admit_commands  # noqa: E402
 from shardplan.planner.cli import common  # noqa: F401  (first: --time-limit counts from its import)
 from shardplan.planner.cli import executors as executor_commands  # noqa: E402
 from shardplan.planner.cli import forecast as forecast_commands  # noqa: E402
@@ -37,6 +38,7 @@ forecast_commands.register(app)
 whatif_commands.register(app)
 report_commands.register(app)
 route_commands.register(app)
+admit_commands.register(app)
 
 if __name__ == "__main__":
     app()

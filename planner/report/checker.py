@@ -23,7 +23,6 @@ from shardplan.planner.report.export import (
     conform_inputs,
     empty_reservations,
     read_plan_dir,
-    reserved_peak,
 )
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import (
@@ -93,6 +92,7 @@ class _PlanTables:
     current: pl.DataFrame | None = None   # what ran (re-planning)
     max_moves: int = -1
     whole: bool = False
+    lifetimes: pl.DataFrame | None = None   # request_id, ends_at: admitted requests that leave (shardplan admit)
 
     @property
     def status(self) -> pl.DataFrame:
@@ -166,7 +166,8 @@ def _fractional_gpus(shards: pl.DataFrame) -> list["Violation"]:
             for row in fractional.iter_rows(named=True)]
 
 
-def _prepare(hosts, requests, shards, requests_out, options, reservations, current=None) -> _PlanTables:
+def _prepare(hosts, requests, shards, requests_out, options, reservations, current=None,
+             lifetimes=None) -> _PlanTables:
     if shards.width == 0:  # a plan that placed nothing may hand over a frame without columns
         shards = pl.DataFrame(schema=SHARDS_SCHEMA)
     shards = shards.with_columns(pl.col("gpu").round(0)) if shards.schema.get("gpu", pl.Int64).is_float() else shards
@@ -193,6 +194,8 @@ def _prepare(hosts, requests, shards, requests_out, options, reservations, curre
         current=None if current is None else cast_to_schema(current, CURRENT_SCHEMA, INPUT_CURRENT_FILE),
         max_moves=int(_option(options, "max_moves")),
         whole=(options.mode if isinstance(options, PlanOptions) else (options or {}).get("mode")) == "whole",
+        lifetimes=None if lifetimes is None else lifetimes.select(
+            "request_id", pl.col("ends_at").cast(RESERVATIONS_SCHEMA["window_end"])),
     )
 
 
@@ -244,27 +247,47 @@ def check_demand(plan: _PlanTables) -> list[Violation]:
 
 
 def check_capacity(plan: _PlanTables) -> list[Violation]:
-    """Invariant 2: existing load + shards + reservations ≤ capacity on every host (vcpu × overcommit), the
-    reservations at the most they hold at one time (rows of windows that do not overlap are not held together)."""
-    shard_load = plan.shards.lazy().group_by("host_id").agg(*[pl.col(r).sum().alias(f"shards_{r}") for r in RESOURCES])
-    reserved = (reserved_peak(plan.reservations).lazy()
-                .select("host_id", *[pl.col(r).alias(f"reserved_{r}") for r in RESOURCES]))
-    hosts = (plan.hosts.lazy().join(shard_load, on="host_id", how="left").join(reserved, on="host_id", how="left")
-             .with_columns(pl.col("^shards_.*$", "^reserved_.*$").fill_null(0)))
+    """Invariant 2: existing load + shards + reservations ≤ capacity on every host (vcpu × overcommit), at
+    every instant: a reservation row holds in its window (always, without one); a shard holds until its
+    request's `ends_at` (admitted requests; always, without one). Load only drops between the rows' starts,
+    so the instants checked are those starts and the time before them; the worst one is reported."""
+    shards = plan.shards.select("request_id", "host_id", *RESOURCES)
+    if plan.lifetimes is not None and plan.lifetimes.height:
+        shards = shards.join(plan.lifetimes.select("request_id", "ends_at"), on="request_id", how="left")
+    else:
+        shards = shards.with_columns(pl.lit(None, RESERVATIONS_SCHEMA["window_end"]).alias("ends_at"))
+    rows = plan.reservations
+    instants = pl.concat([
+        plan.hosts.select("host_id", pl.lit(None, RESERVATIONS_SCHEMA["window_start"]).alias("_at")),
+        rows.filter(pl.col("window_start").is_not_null()).select("host_id", pl.col("window_start").alias("_at")),
+    ]).unique()
+    alive = (instants.join(shards, on="host_id", how="inner")
+             .filter(pl.col("ends_at").is_null() | pl.col("_at").is_null() | (pl.col("_at") < pl.col("ends_at")))
+             .group_by("host_id", "_at").agg(pl.col(r).sum().alias(f"shards_{r}") for r in RESOURCES))
+    active = (instants.join(rows, on="host_id", how="inner")
+              .filter(pl.col("window_start").is_null() | pl.col("window_end").is_null()
+                      | (pl.col("_at").is_not_null() & (pl.col("window_start") <= pl.col("_at"))
+                         & (pl.col("_at") < pl.col("window_end"))))
+              .group_by("host_id", "_at").agg(pl.col(r).sum().alias(f"reserved_{r}") for r in RESOURCES))
     capacity = {r: capacity_expr(r).cast(pl.Float64) for r in RESOURCES}
-    hosts = hosts.with_columns(
-        *[capacity[r].alias(f"capacity_{r}") for r in RESOURCES],
-        *[(pl.col(f"used_{r}") + pl.col(f"shards_{r}") + pl.col(f"reserved_{r}")).alias(f"total_{r}") for r in RESOURCES])
-    over = {r: ~_within(pl.col(f"total_{r}"), pl.col(f"capacity_{r}")) for r in RESOURCES}
-    overloaded = (hosts.with_columns(*[expr.alias(f"over_{r}") for r, expr in over.items()])
-                  .filter(pl.any_horizontal([pl.col(f"over_{r}") for r in RESOURCES])).collect())
+    hosts = (instants.join(alive, on=["host_id", "_at"], how="left", nulls_equal=True)
+             .join(active, on=["host_id", "_at"], how="left", nulls_equal=True)
+             .join(plan.hosts, on="host_id", how="left")
+             .with_columns(pl.col("^shards_.*$", "^reserved_.*$").fill_null(0))
+             .with_columns(
+                 *[capacity[r].alias(f"capacity_{r}") for r in RESOURCES],
+                 *[(pl.col(f"used_{r}") + pl.col(f"shards_{r}") + pl.col(f"reserved_{r}")).alias(f"total_{r}")
+                   for r in RESOURCES]))
     found: list[Violation] = []
-    for row in overloaded.iter_rows(named=True):
-        found += [Violation(2, None, row["host_id"],
-                            f"{r} {_amount(row[f'total_{r}'])} > capacity {_amount(row[f'capacity_{r}'])} "
-                            f"(existing {_amount(row[f'used_{r}'])} + shards {_amount(row[f'shards_{r}'])}"
-                            f" + reserved {_amount(row[f'reserved_{r}'])})")
-                  for r in RESOURCES if row[f"over_{r}"]]
+    for r in RESOURCES:
+        over = (hosts.filter(~_within(pl.col(f"total_{r}"), pl.col(f"capacity_{r}")))
+                .sort(f"total_{r}", descending=True).unique("host_id", keep="first").sort("host_id"))
+        for row in over.iter_rows(named=True):
+            when = "" if row["_at"] is None or not rows.height else f" at {row['_at']:%Y-%m-%d %H:%M}"
+            found.append(Violation(2, None, row["host_id"],
+                                   f"{r} {_amount(row[f'total_{r}'])} > capacity {_amount(row[f'capacity_{r}'])} "
+                                   f"(existing {_amount(row[f'used_{r}'])} + shards {_amount(row[f'shards_{r}'])}"
+                                   f" + reserved {_amount(row[f'reserved_{r}'])}){when}"))
     unknown = plan.reservations.join(plan.hosts, on="host_id", how="anti")
     found += [Violation(2, None, row["host_id"], f"reservation {row['reservation_id']} is on an unknown host")
               for row in unknown.iter_rows(named=True)]
@@ -469,11 +492,13 @@ CHECKS = (check_demand, check_capacity, check_span, check_local_memory, check_gp
 
 def check_plan(hosts: pl.DataFrame, requests: pl.DataFrame, shards: pl.DataFrame, requests_out: pl.DataFrame,
                options: Mapping | PlanOptions | None = None,
-               reservations: pl.DataFrame | None = None, current: pl.DataFrame | None = None) -> list[Violation]:
+               reservations: pl.DataFrame | None = None, current: pl.DataFrame | None = None,
+               lifetimes: pl.DataFrame | None = None) -> list[Violation]:
     """Every violation of the invariants, sorted by invariant, request and host; [] for a valid plan.
-    `current`: what ran when the plan was made (re-planning; invariant 11)."""
+    `current`: what ran when the plan was made (re-planning; invariant 11). `lifetimes`: request_id, ends_at
+    of requests that leave (admissions.parquet): their shards hold room until then (invariant 2)."""
     found = _fractional_gpus(shards)
-    plan = _prepare(hosts, requests, shards, requests_out, options, reservations, current)
+    plan = _prepare(hosts, requests, shards, requests_out, options, reservations, current, lifetimes)
     for check in CHECKS:
         found += check(plan)
     return sorted(found, key=lambda v: (v.invariant, v.request_id or "", v.host_id or "", v.message))
@@ -486,4 +511,15 @@ def check_plan_dir(path: str | Path | PlanDir) -> list[Violation]:
     if not isinstance(options, Mapping):
         raise ValueError(f"{PLAN_FILE}: 'options' must be an object, got {type(options).__name__}")
     return check_plan(plan.hosts, plan.requests, plan.shards, plan.requests_out, options, plan.reservations,
-                      plan.current)
+                      plan.current, admitted_lifetimes(plan))
+
+
+def admitted_lifetimes(plan: PlanDir) -> pl.DataFrame | None:
+    """request_id, ends_at of the requests admitted into the plan (admissions.parquet), None when none were."""
+    from shardplan.plandir import ADMISSIONS_FILE
+
+    path = None if plan.path is None else Path(plan.path) / ADMISSIONS_FILE
+    if path is None or not path.is_file():
+        return None
+    admissions = pl.read_parquet(path, columns=["request_id", "ends_at", "released_at"])
+    return admissions.filter(pl.col("released_at").is_null()).select("request_id", "ends_at")

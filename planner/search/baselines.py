@@ -197,7 +197,7 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
             if rem_g > g and len(parts) == max_shards - 1:
                 continue  # the last vcpu part must take the remaining GPUs
             need_local = int(np.ceil(ratio * v - 1e-9))
-            keep_for_rest = 0 if allow_remote else int(np.ceil(ratio * (rem_v - v) - 1e-9))
+            keep_for_rest = int(np.ceil(ratio * (rem_v - v) - 1e-9))  # the later parts' local RAM
             m = max(need_local, min(fm, rem_m - keep_for_rest))
             if m > fm or m > rem_m:
                 continue
