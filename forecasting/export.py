@@ -9,7 +9,13 @@ import polars as pl
 
 from shardplan.files import write_parquet_atomically
 from shardplan.forecasting.forecasters import DEFAULT_FORECASTER, Forecaster, get_forecaster
-from shardplan.forecasting.history import SERIES_KEYS, demand_long, demand_wide, hourly_demand
+from shardplan.forecasting.history import (
+    OPTIONAL_RESOURCES,
+    SERIES_KEYS,
+    demand_long,
+    demand_wide,
+    hourly_demand,
+)
 
 FORECAST_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.Utf8,
@@ -27,7 +33,8 @@ FORECAST_SCHEMA: dict[str, pl.DataType] = {
 
 def forecast_demand(history: pl.DataFrame, horizon_hours: int, forecaster: str | Forecaster = DEFAULT_FORECASTER,
                     train_days: int = 14) -> pl.DataFrame:
-    """One row per (user_id, app_type, ts) of the horizon after the history's last hour (FORECAST_SCHEMA)."""
+    """One row per (user_id, app_type, ts) of the horizon after the history's last hour (FORECAST_SCHEMA, then
+    `<resource>`, `_lo`, `_hi` for each optional resource the history has: storage_gib, net_gbps, gpu)."""
     if horizon_hours < 1:
         raise ValueError(f"the horizon must be at least 1 hour, got {horizon_hours}")
     demand = hourly_demand(history)
@@ -39,7 +46,9 @@ def forecast_demand(history: pl.DataFrame, horizon_hours: int, forecaster: str |
     finally:
         model.close()
     wide = demand_wide(forecast.with_columns(pl.lit(model.name).alias("model")))
-    return wide.select(pl.col(name).cast(dtype) for name, dtype in FORECAST_SCHEMA.items()).sort(*SERIES_KEYS, "ts")
+    extra = [f"{r}{s}" for r in OPTIONAL_RESOURCES if r in wide.columns for s in ("", "_lo", "_hi")]
+    return wide.select(*(pl.col(name).cast(dtype) for name, dtype in FORECAST_SCHEMA.items()),
+                       *(pl.col(c).cast(pl.Float64) for c in extra)).sort(*SERIES_KEYS, "ts")
 
 
 def write_forecast(forecast: pl.DataFrame, out_dir: str | Path, run: dict[str, object] | None = None) -> Path:

@@ -37,6 +37,12 @@ def _statsforecast(name: str, model: str) -> Callable[..., Forecaster]:
     return make
 
 
+def _selected(**settings: object) -> Forecaster:
+    from shardplan.forecasting.selection import SelectedForecaster
+
+    return SelectedForecaster(factory=get_forecaster, **settings)
+
+
 FORECASTERS: dict[str, Callable[..., Forecaster]] = {
     "prophet": _prophet,
     "prophet_plain": _prophet_plain,
@@ -49,6 +55,7 @@ FORECASTERS: dict[str, Callable[..., Forecaster]] = {
     "auto_theta": _statsforecast("auto_theta", "auto_theta"),
     "sf_seasonal_naive": _statsforecast("sf_seasonal_naive", "seasonal_naive"),
     "global_gbm": lambda **settings: _global(**settings),
+    "shardplan_auto": _selected,
 }
 PEERS: tuple[str, ...] = ("mstl", "auto_ets", "auto_theta", "sf_seasonal_naive")
 """statsforecast's models (forecasting.statsforecast_models): the peers every forecasting benchmark shows."""

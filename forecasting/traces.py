@@ -34,6 +34,10 @@ def bitbrains_app_type() -> pl.Expr:
     )
 
 
+KBPS_TO_GBPS = 8 * 1024 / 1e9
+"""KB/s (1024 bytes) to Gbit/s."""
+
+
 def load_bitbrains(folder: str | Path, resolution: str = "hourly") -> pl.DataFrame:
     """Bitbrains GWA-T-12 Rnd as history: `resolution` "hourly" (500 VMs, ~91 days) or "5min" (60 VMs, August).
 
@@ -42,7 +46,9 @@ def load_bitbrains(folder: str | Path, resolution: str = "hourly") -> pl.DataFra
     series is one VM. App type: :func:`bitbrains_app_type` on the VM's modal size.
     vcpu = provisioned cores, cpu_util = CPU MHz used / MHz provisioned (clipped to 1;
     a few hours exceed it by turbo), ram_gib = memory used (the hypervisor's measure), ram_alloc_gib =
-    memory provisioned (what shardplan.forecasting.untouched reads the untouched share from).
+    memory provisioned (what shardplan.forecasting.untouched reads the untouched share from). Hourly: net_gbps =
+    network received + transmitted (the trace's KB/s, 1 KB = 1024 bytes). Disk throughput is not storage capacity,
+    so storage_gib stays absent (not forecast); so does gpu.
     """
     folder = Path(folder)
     sizes = pl.read_csv(folder / "vms.csv").select(
@@ -53,9 +59,12 @@ def load_bitbrains(folder: str | Path, resolution: str = "hourly") -> pl.DataFra
         bitbrains_app_type().alias("app_type"), "ram_alloc_gib",
     )
     if resolution == "hourly":
-        usage = pl.read_csv(folder / "usage_hourly.csv.gz").select(
+        raw = pl.read_csv(folder / "usage_hourly.csv.gz")
+        network = {"net_rx_kbps_mean", "net_tx_kbps_mean"} <= set(raw.columns)
+        usage = raw.select(
             "vm_id", pl.col("hour_start").alias("epoch_s"), "cpu_cores", "cpu_capacity_mhz",
             pl.col("cpu_usage_mhz_mean").alias("cpu_usage_mhz"), pl.col("mem_usage_kb_mean").alias("mem_usage_kb"),
+            *([(pl.col("net_rx_kbps_mean") + pl.col("net_tx_kbps_mean")).alias("net_kbps")] if network else []),
         )
     elif resolution == "5min":
         usage = pl.read_csv(folder / "usage_5min_2013-08_60vms.csv.gz").select(
@@ -72,6 +81,7 @@ def load_bitbrains(folder: str | Path, resolution: str = "hourly") -> pl.DataFra
         (pl.col("mem_usage_kb") / KIB_PER_GIB).alias("ram_gib"),
         "ram_alloc_gib",  # the VM's modal provisioned memory (vms.csv)
         (pl.col("cpu_usage_mhz") / pl.col("cpu_capacity_mhz")).clip(0.0, 1.0).alias("cpu_util"),
+        *([(pl.col("net_kbps") * KBPS_TO_GBPS).alias("net_gbps")] if "net_kbps" in usage.columns else []),
     )
     return history.sort("user_id", "ts")
 

@@ -120,6 +120,13 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
     if inputs.history is None or inputs.history.height == 0:
         notes.append("no history: planned without reservations")
     else:
+        from shardplan.forecasting.history import history_resources, missing_resources
+
+        missing = missing_resources(inputs.history)
+        if missing:
+            notes.append(f"the history has no {', '.join(missing)}: forecast {', '.join(history_resources(inputs.history))}"
+                         f" only (those are not forecast as zero); reservations hold vcpu and RAM (GPUs by the "
+                         f"group's vcpu per GPU)")
         tell("forecast", forecaster)
         forecast = forecast_demand(inputs.history, reservation_options.horizon_hours, forecaster,
                                    reservation_options.train_days)

@@ -102,6 +102,11 @@ def test_bitbrains_loader_maps_each_vm_to_its_own_user(tmp_path):
     assert history.get_column("cpu_util").to_list() == pytest.approx([0.25, 1.0])  # turbo above capacity clipped
     assert history.get_column("ram_gib").to_list() == pytest.approx([0.5, 1.0])
     assert history.get_column("ram_alloc_gib").to_list() == pytest.approx([1.0, 16.0])  # rented: vms.csv
+    assert "net_gbps" not in history.columns   # this file has no network columns
+    rows = [rows[0] + ",net_rx_kbps_mean,net_tx_kbps_mean", "7,1372629600,1,2000,500,524288,1000,24000"]
+    with gzip.open(tmp_path / "usage_hourly.csv.gz", "wt") as handle:
+        handle.write("\n".join(rows) + "\n")
+    assert load_bitbrains(tmp_path)["net_gbps"].to_list() == pytest.approx([25000 * 8 * 1024 / 1e9])
 
 
 # --- baselines ----------------------------------------------------------------------------------------
@@ -364,3 +369,22 @@ def test_global_model_learns_across_series_and_forecasts_a_newcomer():
         mine = forecast.filter(pl.col("user_id") == user)["point"].to_numpy()
         truth = np.array([level * (1 + 0.3 * np.sin(2 * np.pi * (hours + k) / 24)) for k in range(24)])
         assert float(np.mean(np.abs(mine - truth))) / level < 0.12, user
+
+
+def test_optional_resources_are_forecast_where_the_history_has_them_and_named_where_it_does_not():
+    from shardplan.forecasting.history import history_resources, missing_resources
+
+    history = history_from_demand(daily_cycle(10 * 24)).with_columns(
+        (0.5 + 0.1 * pl.int_range(pl.len()).mod(24) / 24).alias("net_gbps"), pl.lit(None, pl.Float64).alias("gpu"))
+    assert history_resources(history) == ("vcpu", "ram_gib", "net_gbps")
+    assert missing_resources(history) == ["storage_gib", "gpu"]
+    demand = hourly_demand(history)
+    assert "net_gbps" in demand.columns and "gpu" not in demand.columns
+    assert set(demand_long(demand)["resource"]) == {"vcpu", "ram_gib", "net_gbps"}
+    forecast = forecast_demand(history, 24, "same_hour_yesterday")
+    assert {"net_gbps", "net_gbps_lo", "net_gbps_hi"} <= set(forecast.columns)
+    assert not any(c.startswith(("gpu", "storage")) for c in forecast.columns)
+    expected = history.sort("ts").tail(24)["net_gbps"].to_numpy()   # same hour yesterday on a daily pattern
+    assert forecast.sort("ts")["net_gbps"].to_numpy() == pytest.approx(expected)
+    plain = forecast_demand(history_from_demand(daily_cycle(10 * 24)), 24, "same_hour_yesterday")
+    assert list(plain.columns) == list(FORECAST_SCHEMA)
