@@ -341,7 +341,8 @@ def test_statsforecast_peers_forecast_every_series_with_a_band(name):
     assert forecast.filter(pl.col("user_id") == "short")["point"].to_list() == pytest.approx([3.0] * 24)
 
 
-def test_global_model_learns_across_series_and_forecasts_a_newcomer():
+@pytest.mark.parametrize("max_train_rows", [1_000_000, 900])   # every row, and a sample of 900 of the 1,476
+def test_global_model_learns_across_series_and_forecasts_a_newcomer(max_train_rows):
     import numpy as np
 
     from shardplan.forecasting.forecasters import get_forecaster
@@ -360,7 +361,7 @@ def test_global_model_learns_across_series_and_forecasts_a_newcomer():
         rows.append({"user_id": "new", "app_type": "web", "ts": start + timedelta(hours=h),
                      "y": 30.0 * (1 + 0.3 * np.sin(2 * np.pi * h / 24))})
     series = pl.DataFrame(rows)
-    forecast = get_forecaster("global_gbm").fit_predict(series, 24)
+    forecast = get_forecaster("global_gbm", max_train_rows=max_train_rows).fit_predict(series, 24)
     assert forecast.columns == ["user_id", "app_type", "ts", "point", "lo", "hi"]
     assert forecast.group_by("user_id").len()["len"].to_list() == [24] * 5
     assert (forecast["lo"] <= forecast["point"]).all() and (forecast["point"] <= forecast["hi"]).all()
