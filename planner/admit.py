@@ -210,12 +210,7 @@ class _Room:
     def build(cls, ledger: Ledger) -> "_Room":
         fleet = build_fleet(ledger.hosts)
         host_index = {h: i for i, h in enumerate(fleet.host_ids)}
-        load = fleet.capacity - fleet.free
-        shard_load = ledger.shards.group_by("host_id").agg(pl.col(r).sum() for r in RESOURCES)
-        for row in shard_load.iter_rows(named=True):
-            h = host_index[row["host_id"]]
-            load[h] += np.array([row["vcpu"], row["ram_gib"], row["storage_gib"],
-                                 math.ceil(row["net_gbps"] * NET_UNITS_PER_GBPS - 1e-9), row["gpu"]], dtype=np.int64)
+        load = fleet.capacity - fleet.free + shard_load(ledger.shards, host_index)
         rows = ledger.reservations.with_row_index("_row")
         bounds = (rows.filter(pl.col("window_start").is_not_null() & pl.col("window_end").is_not_null())
                   .select("window_start", "window_end").unique().sort("window_start", "window_end"))
@@ -279,6 +274,17 @@ class _Room:
         return out
 
 
+def shard_load(shards: pl.DataFrame, host_index: dict[str, int]) -> np.ndarray:
+    """(H, 5) what shards rows take on each host, in solver units (network rounded up, as the engine does)."""
+    load = np.zeros((len(host_index), len(RESOURCES)), dtype=np.int64)
+    per_host = shards.group_by("host_id").agg(pl.col(r).sum() for r in RESOURCES)
+    for row in per_host.iter_rows(named=True):
+        load[host_index[row["host_id"]]] += np.array(
+            [row["vcpu"], row["ram_gib"], row["storage_gib"], math.ceil(row["net_gbps"] * NET_UNITS_PER_GBPS - 1e-9),
+             row["gpu"]], dtype=np.int64)
+    return load
+
+
 def _place(room: _Room, one: pl.DataFrame, free: np.ndarray, options: PlanOptions,
            first: np.ndarray | None = None) -> Assignment:
     """The engine's greedy best fit for one request on `free`; `first`: hosts tried before the others."""
@@ -299,13 +305,8 @@ def _with(one: pl.DataFrame, **values) -> pl.DataFrame:
 
 def _usage(room: _Room, one: pl.DataFrame, assignment: Assignment, options: PlanOptions) -> np.ndarray:
     """(H, 5) what the assignment's shards take on each host, in solver units."""
-    use = np.zeros_like(room.fleet.capacity)
     shards, _ = assemble(room.fleet, one, assignment, options, None)
-    for s in shards.iter_rows(named=True):
-        use[room.host_index[s["host_id"]]] += np.array(
-            [s["vcpu"], s["ram_gib"], s["storage_gib"], math.ceil(s["net_gbps"] * NET_UNITS_PER_GBPS - 1e-9),
-             s["gpu"]], dtype=np.int64)
-    return use
+    return shard_load(shards, room.host_index)
 
 
 def _from_blocks(room: _Room, one: pl.DataFrame, free: np.ndarray, in_blocks: np.ndarray,
@@ -378,10 +379,11 @@ def _take(room: _Room, parts: list, blocks: dict[str, tuple[int, np.ndarray]], w
                 taken[rid] = taken.get(rid, np.zeros(3, dtype=np.int64)) + amount
                 give[rid] -= amount
                 need -= amount
+    live = set(windows.tolist())
     for rid, amount in taken.items():
         rows = room.block_rows[rid]
         timeless = [i for i in rows if room.row_window[i] < 0]
-        targets = timeless or [i for i in rows if room.row_window[i] in set(windows.tolist())]
+        targets = timeless or [i for i in rows if int(room.row_window[i]) in live]
         left = amount.copy()
         for i in targets:
             if timeless:   # timeless rows: take from them in turn
@@ -446,10 +448,7 @@ def admit(ledger: Ledger, arrivals: pl.DataFrame, at: datetime, ends: list[datet
         if outcome == "unplaced":
             out = out.with_columns(pl.lit("capacity: no room in its reservations or in free capacity within "
                                           "max_shards, zone, replica-rack and performance limits").alias("reason"))
-        for s in shards.iter_rows(named=True):
-            h = room.host_index[s["host_id"]]
-            room.load[h] += np.array([s["vcpu"], s["ram_gib"], s["storage_gib"],
-                                      math.ceil(s["net_gbps"] * NET_UNITS_PER_GBPS - 1e-9), s["gpu"]], dtype=np.int64)
+        room.load += shard_load(shards, room.host_index)
         shard_rows.append(shards)
         out_rows.append(out)
         total = sum(taken.values(), np.zeros(3, dtype=np.int64))
@@ -462,11 +461,12 @@ def admit(ledger: Ledger, arrivals: pl.DataFrame, at: datetime, ends: list[datet
                            "vcpu": row["vcpu"], "ram_gib": row["ram_gib"], "gpu": row["gpu"],
                            "reserved_vcpu": int(total[0]), "reserved_ram_gib": int(total[1]),
                            "reserved_gpu": int(total[2]), "reason": out["reason"][0]})
+        live = set(windows.tolist())
         for rid, amount in taken.items():
             rows = room.block_rows[rid]
             for i in rows:
                 w = int(room.row_window[i])
-                if w >= 0 and w not in set(windows.tolist()):
+                if w >= 0 and w not in live:
                     continue
                 start, stop = (None, None) if w < 0 else room.windows[w]
                 claims.append({"request_id": row["request_id"], "reservation_id": rid,
