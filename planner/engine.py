@@ -118,11 +118,15 @@ class WarmStart:
     heuristic: str
     ffd: Assignment
     variants: int            # construction heuristics that ran
+    initial_total: int | None = None  # the objective of the plan handed in (`initial`), solver units
 
     def report(self, problem: PlacementProblem) -> dict[str, object]:
         terms = evaluate(problem, self.assignment.reordered(self.order))
-        return {"heuristic": self.heuristic, "objective": terms.total / COST_UNITS_PER_DOLLAR,
-                "placed": int(self.assignment.placed.sum()), "variants": self.variants}
+        out = {"heuristic": self.heuristic, "objective": terms.total / COST_UNITS_PER_DOLLAR,
+               "placed": int(self.assignment.placed.sum()), "variants": self.variants}
+        if self.initial_total is not None:
+            out["initial_objective"] = self.initial_total / COST_UNITS_PER_DOLLAR
+        return out
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ class WideSearch:
     stats: SearchStats | None  # None: nothing waited, or the search is disabled
     candidate_pairs: int = 0
     top_k: int = 0
+    narrow: bool = False    # the wide pass did not fit (wide_fits): ruin and recreate over the model's candidates
 
     @property
     def improved(self) -> bool:
@@ -158,7 +163,8 @@ class WideSearch:
     def to_dict(self) -> dict | None:
         if self.stats is None:
             return None
-        return {**self.stats.to_dict(), "candidate_pairs": self.candidate_pairs, "top_k": self.top_k}
+        return {**self.stats.to_dict(), "candidate_pairs": self.candidate_pairs, "top_k": self.top_k,
+                "candidates": "model" if self.narrow else "wide"}
 
 
 @dataclass
@@ -200,6 +206,7 @@ class PlanReport:
     reservations: dict | None = None
     nightly: dict | None = None                       # set by shardplan.planner.nightly
     migration: dict | None = None                     # re-planning against what runs (DESIGN.md)
+    partitioned: dict | None = None                   # set by shardplan.planner.partition
 
     def to_dict(self) -> dict[str, object]:
         search = self.search
@@ -224,7 +231,7 @@ class PlanReport:
             "budget": self.budget.to_dict(),
             "progress": self.progress(),
         }
-        for key in ("reserved", "reservation_blocks", "reservations", "nightly", "migration"):
+        for key in ("reserved", "reservation_blocks", "reservations", "nightly", "migration", "partitioned"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -377,10 +384,19 @@ MOVES_CHECK_S_PER_KPART = 0.12
 executors' action planner and the moves table (measured 0.7 s at 12,000 parts on 2 cores; twice that)."""
 
 
+def wide_fits(options: PlanOptions, n_hosts: int, n_requests: int) -> bool:
+    """Whether the wide candidate pass of ruin and recreate fits: the fixed phases' estimate with it within
+    60% of the limit (a rule on sizes and the limit, not the clock). At 10,000 hosts × 25,000 requests it
+    took 98 s of a 361 s run that was given 300."""
+    return 0.5 + options.fixed_s_per_mpair * n_hosts * n_requests / 1e6 <= 0.6 * options.time_limit_s
+
+
 def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_requests: int,
               running_parts: int = 0) -> None:
     """What the fixed phases and the bound are expected to take, from the problem's size."""
-    fixed = 0.5 + options.fixed_s_per_mpair * n_hosts * n_requests / 1e6
+    per_mpair = options.fixed_s_per_mpair - (0.0 if wide_fits(options, n_hosts, n_requests)
+                                             else options.wide_s_per_mpair)
+    fixed = 0.5 + per_mpair * n_hosts * n_requests / 1e6
     bound = min(options.lp_time_limit_s, max(1.0, options.bound_share * options.time_limit_s)) if options.lp_bound else 0.0
     budget.set_aside(0.8 * fixed, 0.2 * fixed + bound + MOVES_CHECK_S_PER_KPART * running_parts / 1000)
 
@@ -421,14 +437,18 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
 
 
 def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
-               budget: SearchBudget | None = None, running: Running | None = None) -> WarmStart:
+               budget: SearchBudget | None = None, running: Running | None = None,
+               initial: tuple[Assignment, str] | None = None) -> WarmStart:
     """Best of the construction heuristics (three size measures × first fit / best fit), by objective;
     interchangeable empty hosts are relabelled by first use so the symmetry rules accept it. The first
     variant's plain answer is the FFD baseline. A variant after the first runs only while the budget's
     wall clock has room for one more. With `running` (re-planning) every variant keeps what may stay
-    where it is and inserts the rest: the first is what a classic scheduler would do."""
+    where it is and inserts the rest: the first is what a classic scheduler would do. `initial`: a plan
+    made elsewhere (request index space, e.g. the cells' merged plans) and its name, one more candidate."""
     scorer = build_problem(fleet, requests, None, options, np.arange(requests.height), running)
     best = None
+    if initial is not None:
+        best = (evaluate(scorer, initial[0]).total, initial[0], None, initial[1])
     variants = [(m, b) for b in (False, True) for m in SIZE_MEASURES]
     # how many variants run is fixed by the problem's size, not by the clock, so plans stay reproducible
     affordable = max(1, int(options.warm_start_work // max(requests.height * fleet.n_hosts, 1)))
@@ -440,13 +460,15 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
             break
         assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit, running)
         ran += 1
-        if best is None:
-            first = assignment  # the classic baseline: first fit, decreasing by summed size
+        if ran == 1:
+            first, first_order = assignment, order  # the classic baseline: first fit, decreasing by summed size
         total = evaluate(scorer, assignment).total
         if best is None or total < best[0]:
             best = (total, assignment, order, f"{'best' if best_fit else 'first'}-fit decreasing by {measure}")
     _, assignment, order, label = best
-    return WarmStart(canonical(fleet, assignment, order), order, label, first, ran)
+    order = first_order if order is None else order
+    return WarmStart(canonical(fleet, assignment, order), order, label, first, ran,
+                     None if initial is None else evaluate(scorer, initial[0]).total)
 
 
 def canonical(fleet: Fleet, assignment: Assignment, order: np.ndarray) -> Assignment:
@@ -478,6 +500,8 @@ def wide_search(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, star
     if options.recreate_share <= 0 or start.assignment.placed.all():
         budget.skip("ruin_recreate")
         return WideSearch(start.assignment, None)
+    if not wide_fits(options, fleet.n_hosts, requests.height):
+        return WideSearch(start.assignment, None, narrow=True)  # over the model's candidates (narrow_search)
     wide_options = search_options(options, fleet, requests.height)
     with budget.fixed("search_candidates"):
         must = start.assignment.hosts_per_request()
@@ -530,6 +554,29 @@ def build_model_input(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions
     problem = build_problem(fleet, requests, candidates, options, start.order, running)
     return ModelInput(candidates, problem, canonical_groups(problem, searched.assignment.reordered(start.order)),
                       start.assignment.reordered(start.order), start.ffd.reordered(start.order))
+
+
+def narrow_search(stage: ModelInput, options: PlanOptions, start: WarmStart, budget: SearchBudget,
+                  searched: WideSearch) -> tuple[ModelInput, WideSearch]:
+    """Ruin and recreate over the model's candidates, when the wide pass did not fit (`wide_fits`): on a
+    partitioned plan this is the global pass over what the cells left, across their borders."""
+    if not searched.narrow:
+        return stage, searched
+    if not waits(stage.problem, stage.hint):
+        budget.skip("ruin_recreate")
+        return stage, WideSearch(searched.assignment, None)
+    grant = budget.grant("ruin_recreate", options.recreate_share)
+    moves = grant.moves(options.recreate_moves_per_s)
+    found, stats = ruin_and_recreate(stage.problem, stage.hint, moves, seed=options.seed, relabel=False,
+                                     wall_limit_s=grant.wall_cap_s)
+    budget.charge(grant, grant.seconds * min(stats.moves / moves, 1.0) if grant.deterministic else stats.wall_s,
+                  stats.wall_s, stats.stopped_by)
+    pairs = candidate_pairs(stage.problem.compute_candidates, stage.problem.storage_candidates)
+    if not stats.gained:
+        return stage, WideSearch(searched.assignment, stats, pairs, options.top_k, narrow=True)
+    hint = canonical_groups(stage.problem, found)
+    return (dataclasses.replace(stage, hint=hint),
+            WideSearch(hint.restored(start.order), stats, pairs, options.top_k, narrow=True))
 
 
 # --- stage: solve -----------------------------------------------------------------------------
@@ -745,10 +792,12 @@ def solver_label(search: SearchResult, outcome: Outcome, lp: SolveResult | None,
 
 def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
          progress: Progress | None = None, solver_log: Callable[[str], None] | None = None,
-         budget: SearchBudget | None = None, current: CurrentPlacement | None = None) -> Plan:
+         budget: SearchBudget | None = None, current: CurrentPlacement | None = None,
+         initial: tuple[Assignment, str] | None = None) -> Plan:
     """The stages in order under one search budget (the command's, when given); see the module docstring.
     With `current` (what runs now, validated by shardplan.planner.replan.load_current) the plan is an edit
-    of it: what may stay is kept unless moving it pays, within options.max_moves."""
+    of it: what may stay is kept unless moving it pays, within options.max_moves. `initial`: a plan made
+    elsewhere (request index space) and its name, a warm-start candidate (shardplan.planner.partition)."""
     note = progress or (lambda _stage: None)
     options.validate()
     budget = budget or new_budget(options)
@@ -761,12 +810,13 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
         fleet = build_fleet(hosts, None if running is None else running.held)
     note("baseline")
     with budget.fixed("warm_start"):
-        start = warm_start(fleet, requests, options, budget, running)
+        start = warm_start(fleet, requests, options, budget, running, initial)
     note("search")
     searched = wide_search(fleet, requests, options, start, budget, running)
     note("candidates")
     with budget.fixed("candidates"):
         stage = build_model_input(fleet, requests, options, start, searched, running)
+    stage, searched = narrow_search(stage, options, start, budget, searched)
     note("solve")
     search = solve(stage.problem, stage.hint, options, budget, solver_log, searched)
     note("bound")

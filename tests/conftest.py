@@ -118,3 +118,12 @@ def four_host_plan() -> ExamplePlan:
                    "solver": "hand", "placed": 3, "unplaced": 1, "inputs_hash": "test", "version": "0.1.0",
                    "options": {"min_local_ram_gib_per_vcpu": 0.5, "remote_memory_gbps_per_gib": 0.05}},
     )
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real distributed.LocalCluster of two single-threaded worker processes (not a mock), for the session."""
+    from shardplan.cluster import dask_client as start
+
+    with start("local", workers=2) as client:
+        yield client

@@ -56,7 +56,7 @@ FLAGS = {"mode": "--mode", "time_limit_s": "--time-limit", "workers": "--workers
          "top_k": "--top-k", "min_local_ram_gib_per_vcpu": "--min-local-ram-gib-per-vcpu",
          "lp_bound": "--lp-bound", "reservation_weight": "--reservation-weight", "max_moves": "--max-moves",
          "disruption_cost": "--disruption-cost", "move_cost_per_gib": "--move-cost-per-gib",
-         "remote_memory_pricing": "--remote-memory-pricing"}
+         "remote_memory_pricing": "--remote-memory-pricing", "partitions": "--partitions"}
 """The flag that sets each option, so an error names what the user typed."""
 
 

@@ -63,13 +63,24 @@ def forecast_command(
     out: Annotated[Path, typer.Option("--out", help="directory for forecast.parquet")] = Path("out"),
     forecaster: Annotated[str, typer.Option("--forecaster", help="registered forecaster name")] = DEFAULT_FORECASTER,
     train_days: Annotated[int, typer.Option("--train-days", min=1, help="days of history each fit sees")] = 14,
+    dask: Annotated[Optional[str], typer.Option("--dask", help="per-series fits (prophet, mstl, auto_ets, auto_theta, "
+                                                "sf_seasonal_naive) as tasks on this Dask scheduler, or `local` for a "
+                                                "LocalCluster of one worker per core; the global model trains here")
+                    ] = None,
 ) -> None:
     """Forecast hourly vcpu and ram_gib per (user_id, app_type) and write DIR/forecast.parquet."""
     name = _forecaster_names([forecaster], (DEFAULT_FORECASTER,))[0]
     table = _history(history)
-    forecast = forecast_demand(table, horizon, name, train_days)
+    if dask is None:
+        forecast = forecast_demand(table, horizon, name, train_days)
+    else:
+        from shardplan.cluster import dask_client
+        from shardplan.forecasting.on_dask import on_dask
+
+        with dask_client(dask) as client:
+            forecast = forecast_demand(table, horizon, on_dask(name, client), train_days)
     run = {"forecaster": name, "horizon_hours": horizon, "train_days": train_days,
-           "history": str(history or DEMO_HISTORY), "rows": forecast.height}
+           "history": str(history or DEMO_HISTORY), "rows": forecast.height, "dask": dask}
     path = write_forecast(forecast, out, run)
     console.print(f"wrote {path} ({forecast.height} rows, {forecast.select('user_id', 'app_type').unique().height} "
                   f"series, model {name})")

@@ -24,9 +24,12 @@ from shardplan.planner.validate.options import PlanOptions
 
 
 def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOptions, force: bool = False,
-             as_json: bool = False, current_path: Path | None = None) -> int:
+             as_json: bool = False, current_path: Path | None = None, dask_address: str | None = None,
+             dask_workers: int | None = None) -> int:
     """validate → plan (search, bound, assign, check) → export under one search budget that started with the
-    command; returns the exit code. `current_path`: what runs now (the plan edits it)."""
+    command; returns the exit code. `current_path`: what runs now (the plan edits it). Above one partition
+    (options.partitions, or chosen from the size) the cells run on Dask: `dask_address`, else a LocalCluster."""
+    from shardplan.planner.partition import partitions_for
     from shardplan.planner.replan import load_current
     from shardplan.planner.report.export import write_plan_dir
 
@@ -38,7 +41,14 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
             current = None if current_path is None else load_current(current_path, hosts, requests)
     except InputError as exc:
         fail_input(exc)
-    result = plan_with_progress(hosts, requests, options, budget, current)
+    k = partitions_for(options, hosts.height, requests.height)
+    if k > 1 and current is not None:
+        if options.partitions > 1:
+            errors.print("[bold red]bad option[/]: --partitions above 1 cannot re-plan against what runs "
+                         "(--previous / --current) yet; use --partitions 1")
+            raise typer.Exit(2)
+        k = 1  # chosen from the size: re-planning stays monolithic
+    result = plan_with_progress(hosts, requests, options, budget, current, k, dask_address, dask_workers)
     if result.plan_json.get("checker_fallback"):
         warn_fallback(result.plan_json["checker_fallback"])
     with budget.fixed("export"):
@@ -49,9 +59,11 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
     return 0
 
 
-def plan_with_progress(hosts, requests, options: PlanOptions, budget, current=None):
-    """The engine's plan() under a progress bar on stderr."""
+def plan_with_progress(hosts, requests, options: PlanOptions, budget, current=None, partitions: int = 1,
+                       dask_address: str | None = None, dask_workers: int | None = None):
+    """The engine's plan() (or, above one partition, the partitioned plan) under progress bars on stderr."""
     from shardplan.planner.engine import STAGES, plan
+    from shardplan.planner.partition import plan_partitioned
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=errors, transient=not errors.is_terminal) as bar:
@@ -61,7 +73,16 @@ def plan_with_progress(hosts, requests, options: PlanOptions, budget, current=No
             label = f"{name} (part of the ≤ {options.time_limit_s:g}s run)" if name in ("search", "solve") else name
             bar.update(task, description=label, completed=STAGES.index(name))
 
-        result = plan(hosts, requests, options, progress=stage, budget=budget, current=current)
+        if partitions > 1:
+            cells = bar.add_task(f"{partitions} cells on Dask", total=partitions)
+            bar.update(task, description="cells")
+
+            def cell_done(done: int, total: int) -> None:
+                bar.update(cells, completed=done)
+            result = plan_partitioned(hosts, requests, options, partitions, address=dask_address,
+                                      workers=dask_workers, progress=stage, on_cell=cell_done, budget=budget)
+        else:
+            result = plan(hosts, requests, options, progress=stage, budget=budget, current=current)
         bar.update(task, completed=len(STAGES), description="done")
     return result
 
@@ -78,6 +99,16 @@ MOVE_COST_PER_GIB = typer.Option(None, "--move-cost-per-gib", help="$ once per G
 REMOTE_PRICING = typer.Option(None, "--remote-memory-pricing", help="use (default): a request's untouched RAM may "
                               "sit remotely at near-zero traffic, touched remote RAM is capped by its latency class's "
                               "slowdown; flat: every remote GiB at one rate, none for class low")
+
+PARTITIONS = typer.Option(None, "--partitions", min=0, help="cells the fleet is split into, each planned as a Dask "
+                          "task, then one global pass (1: monolithic; default 0: chosen from the size, about 4 M "
+                          "request × host pairs per cell: 1 up to 2,000 × 2,000, 8 at 10,000 × 25,000)")
+DASK = typer.Option(None, "--dask", help="address of an existing Dask scheduler (tcp://host:8786) for the cells; "
+                    "default: a LocalCluster on this machine, started and closed by the command")
+DASK_WORKERS = typer.Option(None, "--dask-workers", min=1, help="Dask workers the cells are timed for (they run in "
+                            "waves of this many; default: the cluster's workers, or one per core at most "
+                            "--partitions for the LocalCluster); the plan is deterministic for a seed, "
+                            "--partitions and this")
 
 
 def current_table(previous: Path | None, current: Path | None) -> Path | None:
@@ -112,6 +143,9 @@ def register(app: typer.Typer) -> None:
         disruption_cost: Optional[float] = DISRUPTION_COST,
         move_cost_per_gib: Optional[float] = MOVE_COST_PER_GIB,
         remote_memory_pricing: Optional[str] = REMOTE_PRICING,
+        partitions: Optional[int] = PARTITIONS,
+        dask: Optional[str] = DASK,
+        dask_workers: Optional[int] = DASK_WORKERS,
         force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     ) -> None:
@@ -120,8 +154,9 @@ def register(app: typer.Typer) -> None:
         options = resolve_options(mode=mode, time_limit_s=time_limit, workers=workers, seed=seed, top_k=top_k,
                                   min_local_ram_gib_per_vcpu=min_local_ram, lp_bound=lp, max_moves=max_moves,
                                   disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib,
-                                  remote_memory_pricing=remote_memory_pricing)
-        raise typer.Exit(run_plan(hosts, requests, out, options, force, as_json, current_table(previous, current)))
+                                  remote_memory_pricing=remote_memory_pricing, partitions=partitions)
+        raise typer.Exit(run_plan(hosts, requests, out, options, force, as_json, current_table(previous, current),
+                                  dask, dask_workers))
 
     @app.command("nightly")
     def nightly_command(

@@ -40,6 +40,20 @@ class PlanOptions:
     start, candidates, assignment, check, export): measured ≈ 1.0 s at 2,000 hosts × 5,000 requests on an
     idle 2-core machine (10 M pairs; 4 s warm start, 5 s candidates, 1 s after the search). A deterministic
     estimate, so the searches' shares do not depend on the machine's speed."""
+    wide_s_per_mpair: float = 0.45
+    """Of fixed_s_per_mpair, what the wide candidate pass of ruin and recreate takes (measured 0.4 s per M
+    pairs at 10,000 hosts × 25,000 requests). That pass runs only when the fixed phases' estimate with it
+    fits in 60% of time_limit_s; otherwise ruin and recreate searches the model's candidates (a rule on
+    the problem's size and the limit, never on the clock, so plans stay reproducible)."""
+    partitions: int = 0
+    """Cells the fleet is split into (shardplan.planner.partition), each planned as a Dask task, then one
+    global pass from their merged plan; 1: one monolithic plan; 0: chosen from the size, about
+    cell_pairs (request, host) pairs per cell (1 up to 4 M pairs, 2 at 2,000 × 5,000, 8 at 10,000 × 25,000)."""
+    cell_pairs: float = 4e6
+    """Partitioned planning: (request, host) pairs per cell the automatic number of partitions aims at."""
+    cells_share: float = 0.5
+    """Partitioned planning: share of the search time the cells get (they run in waves of as many cells as
+    there are Dask workers); the global pass gets the rest."""
     bound_share: float = 0.05
     """Share of time_limit_s set aside for the LP bound after the search (at least 1 s, at most
     lp_time_limit_s)."""
@@ -260,6 +274,10 @@ class PlanOptions:
             ("lns_share", 0 <= self.lns_share <= 1, "in [0, 1]"),
             ("wall_safety_factor", self.wall_safety_factor >= 1, "≥ 1"),
             ("fixed_s_per_mpair", self.fixed_s_per_mpair >= 0, "≥ 0"),
+            ("wide_s_per_mpair", 0 <= self.wide_s_per_mpair <= self.fixed_s_per_mpair, "in [0, fixed_s_per_mpair]"),
+            ("partitions", self.partitions >= 0, "≥ 0 (0: chosen from the size)"),
+            ("cell_pairs", self.cell_pairs > 0, "> 0"),
+            ("cells_share", 0 < self.cells_share < 1, "in (0, 1)"),
             ("bound_share", 0 <= self.bound_share < 1, "in [0, 1)"),
             ("unplaced_weight", self.unplaced_weight > 0, "> 0 (placing demand is the objective's first aim)"),
             ("recreate_moves_per_s", self.recreate_moves_per_s >= 1, "≥ 1 (a share of 0 disables a search)"),

@@ -1,0 +1,228 @@
+"""Partitioned planning: the fleet cut into cells of whole racks, each cell's share of the requests planned
+by the engine as a Dask task, their plans merged into one warm start for a global pass over the whole fleet.
+
+    cells   = split(hosts, requests, k, seed)     racks of every zone dealt over k cells, requests dealt at random
+    results = run_cells(...)                      engine.plan() per cell: a Dask task (or in process, serially)
+    merged  = merge(cells, results, n_requests)   the cells' plans in global host and request indices
+    plan    = engine.plan(..., initial=merged)    the global pass: the merged plan is a warm-start candidate, then
+                                                  ruin and recreate places what no cell could hold, across
+                                                  cell borders, and consolidation / LNS improve the whole
+
+POP (Narayanan et al., SOSP 2021) splits granular allocation problems into random sub-problems the same way.
+A cell is a union of whole racks, so every invariant a cell's plan keeps (one zone per request, replica
+racks distinct, capacity) holds in the merged plan: cells share no host. The global pass is the ordinary
+pipeline, so its plan is checked like any other.
+
+Determinism: a cell's plan depends on its tables, its seed and its time limit (deterministic budget), and
+its time limit on the command's, k and the worker count (the cells run in waves of `workers`); Dask's
+scheduling order changes none of them. A task on a worker that dies is re-run by Dask on another.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import polars as pl
+
+from shardplan.cluster import dask_client
+from shardplan.models.problem import Assignment
+from shardplan.planner.engine import Plan, Progress, new_budget, plan, set_aside
+from shardplan.planner.search.budget import SearchBudget, Stop
+from shardplan.planner.validate.options import PlanOptions
+
+AUTO_MAX_PARTITIONS = 16
+"""The most cells the automatic choice makes."""
+
+
+def partitions_for(options: PlanOptions, n_hosts: int, n_requests: int) -> int:
+    """options.partitions, or (0) about options.cell_pairs (request, host) pairs per cell: a cell of a
+    k-way split holds 1/k² of the pairs, so k = ⌈√(pairs / cell_pairs)⌉, between 1 and 16."""
+    if options.partitions > 0:
+        return options.partitions
+    return int(min(AUTO_MAX_PARTITIONS, max(1, math.ceil(math.sqrt(n_hosts * n_requests / options.cell_pairs)))))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One sub-problem: row indices of its hosts and its requests in the full tables."""
+
+    index: int
+    hosts: np.ndarray
+    requests: np.ndarray
+
+
+def split(hosts: pl.DataFrame, requests: pl.DataFrame, k: int, seed: int) -> list[Cell]:
+    """k cells of whole racks. In every zone the racks are shuffled (seeded) and each goes to the cell
+    holding least of that zone so far — GPU racks first, balanced by GPUs, then the others by vCPUs — so
+    every cell has a slice of every zone and of every kind of host. Requests are dealt at random (seeded),
+    those asking for GPUs apart from the rest, so every cell gets its share of each."""
+    rng = np.random.default_rng(seed)
+    host_cell = np.full(hosts.height, -1, dtype=np.int64)
+    racks = hosts["rack"].to_numpy()
+    zones = hosts["zone"].to_numpy()
+    gpus = hosts["gpu"].to_numpy().astype(float)
+    vcpus = hosts["vcpu"].to_numpy().astype(float)
+    for zone in sorted(set(zones.tolist())):
+        in_zone = zones == zone
+        names = sorted(set(racks[in_zone].tolist()))
+        shuffled = [names[i] for i in rng.permutation(len(names))]
+        rows = {name: np.flatnonzero(in_zone & (racks == name)) for name in shuffled}
+        rack_gpus = {name: gpus[rows[name]].sum() for name in shuffled}
+        gpu_load, cpu_load = np.zeros(k), np.zeros(k)
+        for name in sorted(shuffled, key=lambda n: rack_gpus[n] == 0):  # stable: GPU racks first, shuffled
+            has_gpu = rack_gpus[name] > 0
+            load = gpu_load if has_gpu else cpu_load
+            cell = int(np.lexsort((np.arange(k), cpu_load, load))[0])
+            host_cell[rows[name]] = cell
+            gpu_load[cell] += rack_gpus[name]
+            cpu_load[cell] += vcpus[rows[name]].sum()
+    order = rng.permutation(requests.height)
+    wants_gpu = requests["gpu"].to_numpy()[order] > 0
+    dealt = np.concatenate([order[wants_gpu], order[~wants_gpu]])
+    request_cell = np.empty(requests.height, dtype=np.int64)
+    request_cell[dealt] = np.arange(requests.height) % k
+    return [Cell(c, np.flatnonzero(host_cell == c), np.flatnonzero(request_cell == c)) for c in range(k)]
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """What a cell's plan sends back: its assignment (cell indices) and figures; small, so cheap to move."""
+
+    index: int
+    placed: np.ndarray
+    parts: list
+    storage_hosts: list
+    objective: float | None
+    status: str
+    wall_s: float
+    pid: int
+
+
+def plan_cell(index: int, hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions) -> CellResult:
+    """One cell through the engine's pipeline (a Dask task): the plan is checked inside the cell too."""
+    began = time.perf_counter()
+    result = plan(hosts, requests, options)
+    a = result.assignment
+    return CellResult(index, a.placed, a.parts, a.storage_hosts, result.result.objective, result.result.status.value,
+                      time.perf_counter() - began, os.getpid())
+
+
+def cell_options(options: PlanOptions, cell: Cell, time_limit_s: float) -> PlanOptions:
+    """A cell's options: its share of the time, one CP-SAT worker (a Dask worker is one core), no bound
+    (the global pass proves the whole), never split again, its own seed."""
+    return options.replace(time_limit_s=max(time_limit_s, 0.5), workers=1, lp_bound=False, partitions=1,
+                           seed=options.seed + cell.index)
+
+
+def merge(cells: list[Cell], results: list[CellResult | None], n_requests: int) -> Assignment:
+    """The cells' plans in the full tables' request and host indices (a cell that did not finish adds nothing)."""
+    merged = Assignment.empty(n_requests)
+    for cell, res in zip(cells, results):
+        if res is None:
+            continue
+        for j in np.flatnonzero(res.placed):
+            r = int(cell.requests[j])
+            merged.placed[r] = True
+            merged.parts[r] = [(int(cell.hosts[h]), v, m, n, g) for h, v, m, n, g in res.parts[j]]
+            merged.storage_hosts[r] = [int(cell.hosts[h]) for h in res.storage_hosts[j]]
+    return merged
+
+
+def run_cells(hosts: pl.DataFrame, requests: pl.DataFrame, cells: list[Cell], options: list[PlanOptions],
+              client, wall_cap_s: float, on_done: Callable[[int], None],
+              failures: dict[int, str]) -> list[CellResult | None]:
+    """Every cell's plan: as Dask tasks on `client` (retried on another worker when one dies), or in this
+    process one by one when client is None. A cell unfinished at `wall_cap_s`, or failed (its error goes in
+    `failures`), adds nothing: its requests wait for the global pass."""
+    results: list[CellResult | None] = [None] * len(cells)
+    began = time.perf_counter()
+    if client is None:
+        for cell, opts in zip(cells, options):
+            if time.perf_counter() - began < wall_cap_s:
+                try:
+                    results[cell.index] = plan_cell(cell.index, hosts[cell.hosts], requests[cell.requests], opts)
+                except Exception as exc:  # as on Dask: the global pass plans its requests
+                    failures[cell.index] = f"{type(exc).__name__}: {exc}"
+            on_done(cell.index)
+        return results
+    from distributed import as_completed
+
+    futures = {client.submit(plan_cell, cell.index, hosts[cell.hosts], requests[cell.requests], opts,
+                             key=f"shardplan-cell-{cell.index}-{os.getpid()}-{time.time_ns()}", pure=False,
+                             retries=2, priority=-cell.index): cell.index
+               for cell, opts in zip(cells, options)}
+    try:
+        for future in as_completed(list(futures), timeout=max(wall_cap_s, 1.0)):
+            try:
+                results[futures[future]] = future.result()
+            except Exception as exc:  # a cell that fails (its retries too) adds nothing; the global pass plans it
+                failures[futures[future]] = f"{type(exc).__name__}: {exc}"
+            on_done(futures[future])
+    except TimeoutError:
+        pass
+    finally:
+        for future in futures:
+            future.cancel()
+    return results
+
+
+def plan_partitioned(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions, k: int,
+                     client=None, workers: int | None = None, address: str | None = None,
+                     progress: Progress | None = None, on_cell: Callable[[int, int], None] | None = None,
+                     budget: SearchBudget | None = None, serial: bool = False) -> Plan:
+    """k cells as Dask tasks, then the global pass, under one budget (the command's, when given). `client`:
+    a distributed.Client; else `address` (an existing scheduler); else a LocalCluster of `workers` processes
+    (default: one per core, at most k) is started and closed. serial=True runs the cells here, one by one
+    (the same plan: the reference run). `workers` fixes the cells' time limits, so give it with an address."""
+    options.validate()
+    budget = budget or new_budget(options)
+    set_aside(budget, options, hosts.height, requests.height)
+    cells = split(hosts, requests, k, options.seed)
+    where = "in process" if serial else ("given client" if client is not None else (address or "LocalCluster"))
+    with contextlib.ExitStack() as stack:
+        if client is None and not serial:
+            with budget.fixed("dask_cluster"):
+                client = stack.enter_context(dask_client(address, workers or max(1, min(k, os.cpu_count() or 1))))
+        if workers is None:
+            workers = 1 if client is None else max(len(client.scheduler_info().get("workers", {})), 1)
+        waves = math.ceil(k / workers)
+        grant = budget.grant("cells", options.cells_share)
+        per_cell = grant.seconds / waves
+        wall_cap = max(min(grant.wall_cap_s, budget.wall_left() - budget.before_s), 1.0)
+        began = time.perf_counter()
+        done: list[int] = []
+
+        def finished(index: int) -> None:
+            done.append(index)
+            if on_cell is not None:
+                on_cell(len(done), k)
+        failures: dict[int, str] = {}
+        results = run_cells(hosts, requests, cells, [cell_options(options, c, per_cell) for c in cells],
+                            client, wall_cap, finished, failures)
+        wall = time.perf_counter() - began
+    complete = all(r is not None for r in results)
+    budget.charge(grant, grant.seconds if grant.deterministic else wall, wall,
+                  Stop.BUDGET if complete else Stop.WALL_CAP)
+    merged = merge(cells, results, requests.height)
+    label = f"{k} cells merged"
+    out = plan(hosts, requests, options, progress=progress, budget=budget, initial=(merged, label))
+    if out.report is not None:
+        out.report.partitioned = {
+            "partitions": k, "workers": workers, "cluster": where,
+            "cell_time_limit_s": round(per_cell, 3), "cells_wall_s": round(wall, 3),
+            "merged_placed": int(merged.placed.sum()),
+            "merged_objective": out.report.warm_start.get("initial_objective"),
+            "merged_is_start": out.report.warm_start.get("heuristic") == label,
+            "cells": [{"cell": c.index, "hosts": int(len(c.hosts)), "requests": int(len(c.requests)),
+                       "placed": None if r is None else int(r.placed.sum()),
+                       "objective": None if r is None else r.objective,
+                       "status": ("failed" if c.index in failures else "unfinished") if r is None else r.status,
+                       "error": failures.get(c.index),
+                       "wall_s": None if r is None else round(r.wall_s, 3)} for c, r in zip(cells, results)],
+        }
+    return out

@@ -1,0 +1,155 @@
+"""Partitioned planning (shardplan.planner.partition) on a real distributed.LocalCluster of two worker
+processes: the cells respect every invariant, the plan equals its in-process sequential run, and a worker
+killed while it plans a cell loses nothing (Dask runs the cell again elsewhere)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from shardplan.data.generator import generate_fleet
+from shardplan.planner.cli import app
+from shardplan.planner.engine import plan_ffd
+from shardplan.planner.partition import merge, partitions_for, plan_cell, plan_partitioned, split
+from shardplan.planner.report.checker import check_plan
+from shardplan.planner.validate.options import PlanOptions
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")
+
+
+@pytest.fixture(scope="module")
+def fleet() -> tuple[pl.DataFrame, pl.DataFrame]:
+    return generate_fleet(160, 400, seed=5)
+
+
+OPTIONS = PlanOptions(time_limit_s=20.0, lp_bound=False)
+
+
+def test_cells_are_whole_racks_of_every_zone_and_share_the_requests(fleet) -> None:
+    hosts, requests = fleet
+    cells = split(hosts, requests, 3, seed=0)
+    seen_hosts = np.concatenate([c.hosts for c in cells])
+    seen_requests = np.concatenate([c.requests for c in cells])
+    assert sorted(seen_hosts.tolist()) == list(range(hosts.height))
+    assert sorted(seen_requests.tolist()) == list(range(requests.height))
+    cell_of = {}
+    for c in cells:
+        for rack in hosts[c.hosts]["rack"].to_list():
+            assert cell_of.setdefault(rack, c.index) == c.index, f"rack {rack} split across cells"
+        assert set(hosts[c.hosts]["zone"].to_list()) == set(hosts["zone"].to_list())
+    sizes = [len(c.requests) for c in cells]
+    assert max(sizes) - min(sizes) <= 1
+    gpu = [int((requests[c.requests]["gpu"] > 0).sum()) for c in cells]
+    assert max(gpu) - min(gpu) <= 1
+    again = split(hosts, requests, 3, seed=0)
+    assert all(np.array_equal(a.hosts, b.hosts) and np.array_equal(a.requests, b.requests) for a, b in zip(cells, again))
+    other = split(hosts, requests, 3, seed=1)
+    assert any(not np.array_equal(a.requests, b.requests) for a, b in zip(cells, other))
+
+
+def test_partitions_are_chosen_from_the_size() -> None:
+    options = PlanOptions()
+    assert partitions_for(options, 500, 1250) == 1
+    assert partitions_for(options, 2000, 5000) == 2
+    assert partitions_for(options, 10_000, 25_000) == 8
+    assert partitions_for(options.replace(partitions=3), 10, 10) == 3
+
+
+def test_merged_cells_are_a_valid_plan_in_global_indices(fleet) -> None:
+    hosts, requests = fleet
+    cells = split(hosts, requests, 2, seed=0)
+    results = [plan_cell(c.index, hosts[c.hosts], requests[c.requests], OPTIONS.replace(time_limit_s=4, workers=1))
+               for c in cells]
+    merged = merge(cells, results, requests.height)
+    assert int(merged.placed.sum()) == sum(int(r.placed.sum()) for r in results) > 0
+    for c in cells:  # every part of a cell's request lies on that cell's hosts
+        own = set(c.hosts.tolist())
+        for r in c.requests:
+            assert merged.hosts_of(int(r)) <= own
+    from shardplan.planner.engine import assemble
+    from shardplan.planner.search.candidates import build_fleet
+
+    shards, requests_out = assemble(build_fleet(hosts), requests, merged, OPTIONS, None)
+    assert check_plan(hosts, requests, shards, requests_out, OPTIONS) == []
+
+
+def test_partitioned_plan_is_valid_and_beats_ffd(fleet) -> None:
+    hosts, requests = fleet
+    result = plan_partitioned(hosts, requests, OPTIONS, 2, serial=True, workers=2)
+    assert check_plan(hosts, requests, result.shards, result.requests_out, OPTIONS) == []
+    report = result.plan_json
+    assert report["partitioned"]["partitions"] == 2 and len(report["partitioned"]["cells"]) == 2
+    assert report["checker_fallback"] is None
+    ffd = plan_ffd(hosts, requests, OPTIONS, sharded=True)
+    assert result.result.objective < ffd.result.objective
+    assert report["partitioned"]["merged_placed"] > 0
+    assert result.result.objective <= report["partitioned"]["merged_objective"]  # the global pass only improves
+
+
+def shards_of(result) -> pl.DataFrame:
+    return result.shards.sort(["request_id", "shard"])
+
+
+def test_dask_plan_equals_its_sequential_run(fleet, dask_client) -> None:
+    hosts, requests = fleet
+    on_dask = plan_partitioned(hosts, requests, OPTIONS, 3, client=dask_client, workers=2)
+    serial = plan_partitioned(hosts, requests, OPTIONS, 3, serial=True, workers=2)
+    assert on_dask.plan_json["partitioned"]["cluster"] == "given client"
+    assert len({c["wall_s"] is not None for c in on_dask.plan_json["partitioned"]["cells"]}) == 1
+    assert shards_of(on_dask).equals(shards_of(serial))
+    assert on_dask.result.objective == serial.result.objective
+
+
+def test_a_worker_killed_mid_plan_loses_nothing(fleet, dask_client) -> None:
+    hosts, requests = generate_fleet(300, 750, seed=6)
+    options = OPTIONS.replace(time_limit_s=40)
+    serial = plan_partitioned(hosts, requests, options, 2, serial=True, workers=2)
+    pids = dask_client.run(os.getpid)  # worker address → process id
+    killed: list[int] = []
+
+    def kill_one_busy_worker() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            busy = [w for w, keys in dask_client.processing().items() if any("shardplan-cell" in str(k) for k in keys)]
+            if busy:
+                time.sleep(0.5)  # well inside the cell's plan (each takes seconds)
+                killed.append(pids[busy[0]])
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                return
+            time.sleep(0.02)
+    killer = threading.Thread(target=kill_one_busy_worker)
+    killer.start()
+    on_dask = plan_partitioned(hosts, requests, options, 2, client=dask_client, workers=2)
+    killer.join()
+    assert killed, "no cell was seen running"
+    assert all(c["status"] != "unfinished" for c in on_dask.plan_json["partitioned"]["cells"])
+    assert shards_of(on_dask).equals(shards_of(serial))
+
+
+def test_cli_partitions_on_a_local_cluster_and_refuses_replanning(tmp_path, monkeypatch) -> None:
+    from shardplan.planner.cli import common
+
+    monkeypatch.setattr(common, "_invocations", 1)  # the clock starts with the command, not at this module's import
+    hosts, requests = generate_fleet(60, 150, seed=3)
+    hosts.write_parquet(tmp_path / "hosts.parquet")
+    requests.write_parquet(tmp_path / "requests.parquet")
+    runner = CliRunner()
+    args = ["plan", "--hosts", str(tmp_path / "hosts.parquet"), "--requests", str(tmp_path / "requests.parquet")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "p"), "--partitions", "2", "--time-limit", "20"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads((tmp_path / "p" / "plan.json").read_text())
+    assert report["partitioned"]["cluster"] == "LocalCluster" and report["options"]["partitions"] == 2
+    assert report["wall_s"] <= 20, report["budget"]["phases"]
+    assert runner.invoke(app, ["check", str(tmp_path / "p")]).exit_code == 0
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "q"), "--partitions", "2",
+                                  "--previous", str(tmp_path / "p")])
+    assert refused.exit_code == 2
+    assert "--partitions" in refused.output and not (tmp_path / "q" / "plan.json").exists()
