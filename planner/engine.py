@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
+from shardplan.models.lagrangian import lagrangian_bound
 from shardplan.models.lp_bound import aggregate_bound, lp_bound
 from shardplan.models.placement import PlacementModel
 from shardplan.models.problem import (
@@ -405,7 +406,8 @@ def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_reques
 
 
 def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool, measure: str = "sum",
-            best_fit: bool = False, running: Running | None = None) -> tuple[Assignment, np.ndarray]:
+            best_fit: bool = False, running: Running | None = None,
+            copy_apart: bool = False) -> tuple[Assignment, np.ndarray]:
     """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used. With
     `running`: what may stay stays where it is; the forced moves go first, into room nobody holds (their
     old room stays theirs until they have moved, so two forced moves never wait on each other, and what
@@ -418,7 +420,8 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
     def fit(view: Fleet, inserted: np.ndarray) -> Assignment:
         return first_fit(view, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
                          req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu,
-                         best_fit=best_fit, min_cpu=req["min_cpu"], min_iops=req["min_iops"], remote=memory)
+                         best_fit=best_fit, min_cpu=req["min_cpu"], min_iops=req["min_iops"], remote=memory,
+                         copy_apart=copy_apart)
 
     if running is None:
         return fit(fleet.room_view(), order), order
@@ -458,7 +461,9 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
         if ran and budget is not None and budget.wall_left() < (time.perf_counter() - began) / ran:
             budget.note_cap("warm_start_variants")
             break
-        assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit, running)
+        # the first variant is the classic baseline (copy 0 beside the compute); the others may keep it apart
+        assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit, running,
+                                    copy_apart=ran > 0)
         ran += 1
         if ran == 1:
             first, first_order = assignment, order  # the classic baseline: first fit, decreasing by summed size
@@ -648,31 +653,54 @@ def solve(problem: PlacementProblem, hint: Assignment, options: PlanOptions, bud
 # --- stage: bound -----------------------------------------------------------------------------
 
 
+def complete_candidates(candidates: Candidates, requests: pl.DataFrame, order: np.ndarray) -> np.ndarray:
+    """Per request (problem order): its candidates are every host its filters pass (no `ranked_out`)."""
+    ranked = candidates.reasons.filter(pl.col("filter") == "ranked_out")["request_id"].to_list()
+    return ~requests["request_id"].is_in(ranked).to_numpy()[order]
+
+
 def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
-          budget: SearchBudget) -> SolveResult | None:
+          budget: SearchBudget, complete: np.ndarray | None = None) -> SolveResult | None:
     """The LP relaxation (or, above lp_pair_limit pairs, the zone-aggregate LP) within what the budget
     leaves after the search; only an LP solved to optimality counts as a bound."""
     if not options.lp_bound:
         budget.skip("bound")
         return None
     grant = budget.tail_grant("bound", options.lp_time_limit_s)
+    started = budget.elapsed()
     full = search.pairs <= options.lp_pair_limit
     if full and grant.seconds < 1.5 * options.lp_build_s_per_kpair * search.pairs / 1000 + 0.5:
         full = False  # building the full LP alone would pass the deadline: the zone-aggregate LP is small
     if grant.seconds < 0.5:
         budget.note_cap("bound")
         return None
-    result = (lp_bound if full else aggregate_bound)(problem, grant.seconds)
-    stop = Stop.DONE if result.status == PlanStatus.OPTIMAL else (
+    if full:
+        result = lp_bound(problem, grant.seconds)
+    else:  # the Lagrangian bound (capacity rows priced) and the zone-aggregate LP; the better counts
+        upper = evaluate(problem, search.assignment).total
+        result = lagrangian_bound(problem, options.lagrangian_share * grant.seconds, upper=upper, complete=complete)
+        left = grant.seconds - result.wall_s
+        if left >= 0.5:
+            aggregate = aggregate_bound(problem, left)
+            if aggregate.status == PlanStatus.OPTIMAL and aggregate.objective > result.objective:
+                result = aggregate
+        result = dataclasses.replace(result, wall_s=min(grant.seconds, budget.elapsed() - started))
+    stop = Stop.DONE if result.status in (PlanStatus.OPTIMAL, PlanStatus.FEASIBLE) else (
         Stop.WALL_CAP if result.wall_s >= grant.wall_cap_s else Stop.BUDGET)
     budget.charge(grant, result.wall_s, result.wall_s, stop)
     return result
 
 
+def proves(lp: SolveResult | None) -> bool:
+    """A relaxation's value is a bound: an LP solved to optimality, or a Lagrangian dual point (any is one)."""
+    return lp is not None and lp.objective is not None and (
+        lp.status == PlanStatus.OPTIMAL or lp.solver.startswith("lagrangian"))
+
+
 def best_bound(search: SearchResult, lp: SolveResult | None) -> float | None:
-    """The tighter of CP-SAT's bound and the LP's (solver units)."""
+    """The tighter of CP-SAT's bound and the relaxation's (solver units)."""
     bound = search.bound
-    if lp is not None and lp.status == PlanStatus.OPTIMAL and (bound is None or lp.objective > bound):
+    if proves(lp) and (bound is None or lp.objective > bound):
         bound = lp.objective
     return bound
 
@@ -820,7 +848,8 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     note("solve")
     search = solve(stage.problem, stage.hint, options, budget, solver_log, searched)
     note("bound")
-    lp = relax(stage.problem, search, options, budget)
+    lp = relax(stage.problem, search, options, budget,
+               complete_candidates(stage.candidates, requests, start.order))
     note("assign")
     outcome = assign_and_check(hosts, requests, fleet, options, stage, start.order, search, budget, running=running)
     bound_units = best_bound(search, lp)

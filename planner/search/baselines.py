@@ -48,8 +48,10 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
               max_shards: np.ndarray, replicas: np.ndarray, low_latency: np.ndarray, order: np.ndarray,
               sharded: bool, min_local_ram_per_vcpu: float, remote_mbps_per_gib: int = 50,
               best_fit: bool = False, min_cpu: np.ndarray | None = None,
-              min_iops: np.ndarray | None = None, remote: RemoteMemory | None = None) -> Assignment:
-    """FFD over the requests in `order` (best_fit: the fitting host with least capacity left over);
+              min_iops: np.ndarray | None = None, remote: RemoteMemory | None = None,
+              copy_apart: bool = False) -> Assignment:
+    """FFD over the requests in `order` (best_fit: the fitting host with least capacity left over;
+    copy_apart: see `place`, off for the classic baseline);
     returns an assignment in request index space. `min_cpu` / `min_iops`: the requests' performance needs
     (invariant 10): parts only on hosts fast enough, copies only on storage fast enough. `remote`: how
     remote memory is priced (default flat: remote_mbps_per_gib, none for latency class low)."""
@@ -66,7 +68,8 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
         if min_iops is not None and min_iops[r] > 0:
             storage_hosts = storage_hosts[fleet.iops_ok(min_iops[r])[storage_hosts]]
         placed = place(fleet, free, compute_hosts, storage_hosts, d, gpu_fit, replicas[r],
-                       max_shards[r] if sharded else 1, min_local_ram_per_vcpu, memory.tiers(int(r)), best_fit)
+                       max_shards[r] if sharded else 1, min_local_ram_per_vcpu, memory.tiers(int(r)), best_fit,
+                       copy_apart)
         if placed is None:
             continue
         parts, copies = placed
@@ -78,13 +81,15 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
 
 def place(hosts: HostArrays, free: np.ndarray, compute: np.ndarray, storage: np.ndarray, d: np.ndarray,
           gpu_fit: np.ndarray, replicas: int, max_shards: int, ratio: float, tiers: list[tuple[int, int]],
-          best_fit: bool = False) -> tuple[list, list[int]] | None:
+          best_fit: bool = False, copy_apart: bool = True) -> tuple[list, list[int]] | None:
     """Place one request greedily on `free` (updated in place): whole on one of the `compute` hosts (in
     their order, or best fit), else split over up to `max_shards` of them; storage copies on `storage`
     hosts. `gpu_fit` is a mask over all hosts. `tiers`: (most remote GiB, Mbit/s per remote GiB) to try in
-    turn (RemoteMemory.tiers; empty: no remote memory). Returns (parts, storage copy hosts) or None."""
+    turn (RemoteMemory.tiers; empty: no remote memory). `copy_apart`: a request placed whole may keep its
+    primary storage copy off its compute host (the searches); False: copy 0 beside the compute, as a classic
+    scheduler's local disk (the FFD baseline). Returns (parts, storage copy hosts) or None."""
     placed = _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers,
-                          best_fit) if local_ram_holds(d, ratio) else None
+                          best_fit, copy_apart) if local_ram_holds(d, ratio) else None
     for limit, rate in (tiers or [(0, 0)]) if placed is None and max_shards > 1 else ():
         placed = _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio, rate, limit,
                                 tiers)
@@ -116,7 +121,10 @@ def _storage_copies(hosts: HostArrays, free: np.ndarray, storage: np.ndarray, d:
     return chosen if len(chosen) == replicas else None
 
 
-def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, best_fit=False):
+def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, best_fit=False, copy_apart=False):
+    """Whole on one compute host (the first that fits, or the best fit); its storage copies on distinct racks
+    of its zone, copy 0 on the compute host itself (the classic scheduler's local disk) or, with
+    copy_apart, elsewhere in the zone when no fitting host can hold it too."""
     need = d[[VCPU, RAM, NET, GPU]].copy()
     if d[VCPU] == 0 and d[RAM] > 0:  # memory without vcpu is remote memory: NIC traffic, and only if allowed
         rate = tier_rate(tiers, int(d[RAM]))
@@ -126,10 +134,13 @@ def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, bes
     fits = np.all(free[compute][:, [VCPU, RAM, NET, GPU]] >= need, axis=1)
     if d[GPU] > 0:
         fits &= gpu_fit[compute]
+    local = np.ones(len(compute), dtype=bool)
     if d[STORAGE] > 0:
         can_store = np.zeros(free.shape[0], dtype=bool)
         can_store[storage] = True
-        fits &= can_store[compute] & (free[compute, STORAGE] >= d[STORAGE])
+        local = can_store[compute] & (free[compute, STORAGE] >= d[STORAGE])
+        if not copy_apart:
+            fits &= local
     order = compute[fits]
     if best_fit and len(order) > 1:
         # least normalised capacity left over; already-active hosts before empty ones, and of the empty ones
@@ -137,9 +148,14 @@ def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, bes
         left = ((free[order] - d) / np.maximum(hosts.capacity[order], 1)).sum(axis=1)
         untouched = np.all(free[order] == hosts.capacity[order], axis=1) & ~hosts.active[order]
         order = order[np.lexsort((left, np.where(untouched, switch_on_price(hosts, order, d), 0.0), untouched))]
-    for h in order:
+    # hosts that hold the primary copy beside the compute first; with copy_apart, then the others
+    holds_copy = np.zeros(free.shape[0], dtype=bool)
+    holds_copy[compute[fits & local]] = True
+    beside = holds_copy[order]
+    order = np.concatenate([order[beside], order[~beside]])
+    for h, with_copy in zip(order, np.r_[beside[beside], beside[~beside]]):
         copies = _storage_copies(hosts, free, storage, d, replicas, int(hosts.zone[h]),
-                                 int(h) if d[STORAGE] > 0 else None)
+                                 int(h) if d[STORAGE] > 0 and with_copy else None)
         if copies is None:
             continue
         free[h, [VCPU, RAM, NET, GPU]] -= need

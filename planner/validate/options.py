@@ -54,6 +54,9 @@ class PlanOptions:
     cells_share: float = 0.5
     """Partitioned planning: share of the search time the cells get (they run in waves of as many cells as
     there are Dask workers); the global pass gets the rest."""
+    lagrangian_share: float = 0.7
+    """Above lp_pair_limit pairs: share of the bound's time the Lagrangian bound (models/lagrangian.py) gets;
+    the zone-aggregate LP gets what it leaves, and the better of the two is the bound."""
     bound_share: float = 0.05
     """Share of time_limit_s set aside for the LP bound after the search (at least 1 s, at most
     lp_time_limit_s)."""
@@ -279,6 +282,7 @@ class PlanOptions:
             ("cell_pairs", self.cell_pairs > 0, "> 0"),
             ("cells_share", 0 < self.cells_share < 1, "in (0, 1)"),
             ("bound_share", 0 <= self.bound_share < 1, "in [0, 1)"),
+            ("lagrangian_share", 0 < self.lagrangian_share <= 1, "in (0, 1]"),
             ("unplaced_weight", self.unplaced_weight > 0, "> 0 (placing demand is the objective's first aim)"),
             ("recreate_moves_per_s", self.recreate_moves_per_s >= 1, "≥ 1 (a share of 0 disables a search)"),
             ("consolidation_moves_per_s", self.consolidation_moves_per_s >= 1, "≥ 1 (a share of 0 disables a search)"),
