@@ -14,6 +14,7 @@ bench:
     python benchmarks/scale.py
     python -m benchmarks.vbp
     python benchmarks/forecast.py
+    python benchmarks/forecast_dask.py
     python benchmarks/preallocation.py
     python benchmarks/replication.py
     python benchmarks/replan.py

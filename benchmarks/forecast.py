@@ -183,10 +183,9 @@ GLOBAL_SPEED_LIMIT_S = 60.0
 """Issue 13, item 8: the global model forecasts 10,000 series in at most this long on 2 cores."""
 
 
-def global_speed(history: pl.DataFrame, n_series: int) -> dict[str, object]:
-    """Wall seconds of the global model (global_gbm) on `n_series` series of 14 days, 24 h ahead: Bitbrains'
-    (user, app type, resource) series tiled with renamed users and each copy scaled by a seeded factor in
-    [0.8, 1.2] (so no two series are equal), one origin."""
+def tiled_series(history: pl.DataFrame, n_series: int) -> pl.DataFrame:
+    """`n_series` series of 14 days: the trace's (user, app type, resource) series tiled with renamed users and
+    each copy scaled by a seeded factor in [0.8, 1.2] (so no two series are equal)."""
     import numpy as np
 
     base = demand_long(hourly_demand(history))
@@ -200,7 +199,13 @@ def global_speed(history: pl.DataFrame, n_series: int) -> dict[str, object]:
               for c in range(copies)]
     series = pl.concat(frames)
     keep = series.select("user_id", "app_type", "resource").unique().sort("user_id", "app_type", "resource")
-    series = series.join(keep.head(n_series), on=["user_id", "app_type", "resource"], how="semi")
+    return series.join(keep.head(n_series), on=["user_id", "app_type", "resource"], how="semi")
+
+
+def global_speed(history: pl.DataFrame, n_series: int) -> dict[str, object]:
+    """Wall seconds of the global model (global_gbm) on `n_series` tiled series (`tiled_series`) of 14 days,
+    24 h ahead, one origin."""
+    series = tiled_series(history, n_series)
     model = get_forecaster("global_gbm")
     started = time.perf_counter()
     forecast = model.fit_predict(series, HORIZON_HOURS)

@@ -37,14 +37,28 @@ from shardplan.planner.validate.options import PlanOptions
 
 AUTO_MAX_PARTITIONS = 16
 """The most cells the automatic choice makes."""
+MIN_PARTITIONED_PAIRS = 500_000
+"""Below this many request × host pairs (the demo's 240 hosts × 500 requests is 120,000) the automatic choice
+is one monolithic plan: starting a cluster would cost more than splitting gains."""
+CELL_SLACK = 0.9
+CELL_START_S = 3.0
+"""A cell's time limit is CELL_SLACK × its wave's share of the cells' grant less CELL_START_S: a fresh worker
+imports the planner and receives the cell's tables before its budget starts (measured 2–4 s on 2 cores);
+cut closer, the last cell of a wave missed the cells' deadline and its requests waited for the global pass."""
 
 
 def partitions_for(options: PlanOptions, n_hosts: int, n_requests: int) -> int:
-    """options.partitions, or (0) about options.cell_pairs (request, host) pairs per cell: a cell of a
-    k-way split holds 1/k² of the pairs, so k = ⌈√(pairs / cell_pairs)⌉, between 1 and 16."""
+    """options.partitions, or (0) 1 below MIN_PARTITIONED_PAIRS, else k = ⌈(pairs / cell_pairs)^¼⌉ between 1
+    and 16 for pairs = hosts × requests:
+    2 at 500 hosts × 1,250 requests, 4 at 2,000 × 5,000, 8 at 10,000 × 25,000 — the fourth root, because
+    benchmarks/scale.py measured the best K doubling while the pairs grow sixteenfold (K = 2 best of 1, 2, 4, 8
+    at 500 hosts; 4 and 8 within 1% at 2,000; all side by side in its table)."""
     if options.partitions > 0:
         return options.partitions
-    return int(min(AUTO_MAX_PARTITIONS, max(1, math.ceil(math.sqrt(n_hosts * n_requests / options.cell_pairs)))))
+    if n_hosts * n_requests < MIN_PARTITIONED_PAIRS:
+        return 1
+    k = math.ceil((n_hosts * n_requests / options.cell_pairs) ** 0.25 - 1e-9)
+    return int(min(AUTO_MAX_PARTITIONS, max(1, k)))
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,7 @@ class CellResult:
     status: str
     wall_s: float
     pid: int
+    cap_fired: bool = False   # the cell's wall-clock cap cut a phase short: a rerun may differ
 
 
 def plan_cell(index: int, hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions) -> CellResult:
@@ -109,7 +124,8 @@ def plan_cell(index: int, hosts: pl.DataFrame, requests: pl.DataFrame, options: 
     result = plan(hosts, requests, options)
     a = result.assignment
     return CellResult(index, a.placed, a.parts, a.storage_hosts, result.result.objective, result.result.status.value,
-                      time.perf_counter() - began, os.getpid())
+                      time.perf_counter() - began, os.getpid(),
+                      bool(result.report is not None and result.report.budget.cap_fired))
 
 
 def cell_options(options: PlanOptions, cell: Cell, time_limit_s: float) -> PlanOptions:
@@ -192,8 +208,9 @@ def plan_partitioned(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanO
             workers = 1 if client is None else max(len(client.scheduler_info().get("workers", {})), 1)
         waves = math.ceil(k / workers)
         grant = budget.grant("cells", options.cells_share)
-        per_cell = grant.seconds / waves
-        wall_cap = max(min(grant.wall_cap_s, budget.wall_left() - budget.before_s), 1.0)
+        # a cell's own limit leaves room, in its wave's share, for the task to reach a worker and start there
+        per_cell = max(CELL_SLACK * grant.seconds / waves - CELL_START_S, 0.5)
+        wall_cap = max(min(max(grant.wall_cap_s, grant.seconds), budget.wall_left() - budget.before_s), 1.0)
         began = time.perf_counter()
         done: list[int] = []
 
@@ -223,6 +240,7 @@ def plan_partitioned(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanO
                        "objective": None if r is None else r.objective,
                        "status": ("failed" if c.index in failures else "unfinished") if r is None else r.status,
                        "error": failures.get(c.index),
-                       "wall_s": None if r is None else round(r.wall_s, 3)} for c, r in zip(cells, results)],
+                       "wall_s": None if r is None else round(r.wall_s, 3),
+                       "wall_clock_cap_fired": None if r is None else r.cap_fired} for c, r in zip(cells, results)],
         }
     return out

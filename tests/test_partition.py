@@ -55,9 +55,11 @@ def test_cells_are_whole_racks_of_every_zone_and_share_the_requests(fleet) -> No
 
 def test_partitions_are_chosen_from_the_size() -> None:
     options = PlanOptions()
-    assert partitions_for(options, 500, 1250) == 1
-    assert partitions_for(options, 2000, 5000) == 2
+    assert partitions_for(options, 240, 500) == 1  # the demo: one monolithic plan
+    assert partitions_for(options, 500, 1250) == 2
+    assert partitions_for(options, 2000, 5000) == 4
     assert partitions_for(options, 10_000, 25_000) == 8
+    assert partitions_for(options, 100_000, 250_000) == 16
     assert partitions_for(options.replace(partitions=3), 10, 10) == 3
 
 
@@ -108,7 +110,7 @@ def test_dask_plan_equals_its_sequential_run(fleet, dask_client) -> None:
 
 def test_a_worker_killed_mid_plan_loses_nothing(fleet, dask_client) -> None:
     hosts, requests = generate_fleet(300, 750, seed=6)
-    options = OPTIONS.replace(time_limit_s=40)
+    options = OPTIONS.replace(time_limit_s=60)
     serial = plan_partitioned(hosts, requests, options, 2, serial=True, workers=2)
     pids = dask_client.run(os.getpid)  # worker address → process id
     killed: list[int] = []
@@ -128,8 +130,13 @@ def test_a_worker_killed_mid_plan_loses_nothing(fleet, dask_client) -> None:
     on_dask = plan_partitioned(hosts, requests, options, 2, client=dask_client, workers=2)
     killer.join()
     assert killed, "no cell was seen running"
-    assert all(c["status"] != "unfinished" for c in on_dask.plan_json["partitioned"]["cells"])
-    assert shards_of(on_dask).equals(shards_of(serial))
+    cells = on_dask.plan_json["partitioned"]["cells"]
+    assert all(c["status"] not in ("unfinished", "failed") for c in cells)  # the killed cell ran again elsewhere
+    assert check_plan(hosts, requests, on_dask.shards, on_dask.requests_out, options) == []
+    capped = any(c["wall_clock_cap_fired"] for c in cells + serial.plan_json["partitioned"]["cells"]) or any(
+        p.plan_json["budget"]["wall_clock_cap_fired"] for p in (on_dask, serial))
+    if not capped:  # a cap cut a phase short under this machine's load: the plans may then differ (plan.json says)
+        assert shards_of(on_dask).equals(shards_of(serial))
 
 
 def test_cli_partitions_on_a_local_cluster_and_refuses_replanning(tmp_path, monkeypatch) -> None:

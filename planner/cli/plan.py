@@ -101,8 +101,9 @@ REMOTE_PRICING = typer.Option(None, "--remote-memory-pricing", help="use (defaul
                               "slowdown; flat: every remote GiB at one rate, none for class low")
 
 PARTITIONS = typer.Option(None, "--partitions", min=0, help="cells the fleet is split into, each planned as a Dask "
-                          "task, then one global pass (1: monolithic; default 0: chosen from the size, about 4 M "
-                          "request × host pairs per cell: 1 up to 2,000 × 2,000, 8 at 10,000 × 25,000)")
+                          "task, then one global pass (1: monolithic; default 0: chosen from the size, "
+                          "1 below 500,000 request × host pairs, else ⌈(pairs / 100,000)^¼⌉: 2 at 500 × 1,250, "
+                          "4 at 2,000 × 5,000, 8 at 10,000 × 25,000)")
 DASK = typer.Option(None, "--dask", help="address of an existing Dask scheduler (tcp://host:8786) for the cells; "
                     "default: a LocalCluster on this machine, started and closed by the command")
 DASK_WORKERS = typer.Option(None, "--dask-workers", min=1, help="Dask workers the cells are timed for (they run in "

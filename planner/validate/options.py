@@ -47,10 +47,11 @@ class PlanOptions:
     the problem's size and the limit, never on the clock, so plans stay reproducible)."""
     partitions: int = 0
     """Cells the fleet is split into (shardplan.planner.partition), each planned as a Dask task, then one
-    global pass from their merged plan; 1: one monolithic plan; 0: chosen from the size, about
-    cell_pairs (request, host) pairs per cell (1 up to 4 M pairs, 2 at 2,000 × 5,000, 8 at 10,000 × 25,000)."""
-    cell_pairs: float = 4e6
-    """Partitioned planning: (request, host) pairs per cell the automatic number of partitions aims at."""
+    global pass from their merged plan; 1: one monolithic plan; 0: chosen from the size,
+    ⌈(hosts × requests / cell_pairs)^¼⌉ above 500,000 pairs (1 below: the demo; 2 at 500 × 1,250, 4 at 2,000 × 5,000,
+    8 at 10,000 × 25,000; at most 16)."""
+    cell_pairs: float = 1e5
+    """Partitioned planning: the scale of the automatic number of partitions (see partitions)."""
     cells_share: float = 0.5
     """Partitioned planning: share of the search time the cells get (they run in waves of as many cells as
     there are Dask workers); the global pass gets the rest."""
