@@ -155,6 +155,7 @@ def test_cli_partitions_on_a_local_cluster_and_refuses_replanning(tmp_path, monk
     report = json.loads((tmp_path / "p" / "plan.json").read_text())
     assert report["partitioned"]["cluster"] == "LocalCluster" and report["options"]["partitions"] == 2
     assert report["wall_s"] <= 20, report["budget"]["phases"]
+    assert "partitions" in result.output and "cells placed" in result.output  # the summary table says so
     assert runner.invoke(app, ["check", str(tmp_path / "p")]).exit_code == 0
     refused = runner.invoke(app, [*args, "--out", str(tmp_path / "q"), "--partitions", "2",
                                   "--previous", str(tmp_path / "p")])

@@ -110,7 +110,17 @@ def summary(plan_json: dict) -> dict[str, object]:
             "ffd_objective": ffd.get("objective"), "ffd_placed": ffd.get("placed"),
             "wall_clock_cap_fired": (plan_json.get("budget") or {}).get("wall_clock_cap_fired"),
             "checker_fallback": (plan_json.get("checker_fallback") or {}).get("plan"),
-            **migration_figures(plan_json.get("migration"))}
+            **migration_figures(plan_json.get("migration")), **partition_figures(plan_json.get("partitioned"))}
+
+
+def partition_figures(partitioned: dict | None) -> dict[str, object]:
+    """Partitioned planning's figures of plan.json's `partitioned` (none for a monolithic plan)."""
+    if not partitioned:
+        return {}
+    cells = partitioned.get("cells") or []
+    return {"partitions": partitioned.get("partitions"), "dask_workers": partitioned.get("workers"),
+            "cells_wall_s": partitioned.get("cells_wall_s"), "cells_placed": partitioned.get("merged_placed"),
+            "cells_unfinished": sum(1 for c in cells if c.get("status") in ("unfinished", "failed"))}
 
 
 def migration_figures(migration: dict | None) -> dict[str, object]:
