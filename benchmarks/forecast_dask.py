@@ -32,22 +32,16 @@ from benchmarks.common import print_table, require_shared_dir, results_path, wri
 from benchmarks.forecast import HORIZON_HOURS, load_trace, tiled_series  # noqa: E402
 from shardplan.cluster import dask_client  # noqa: E402
 from shardplan.forecasting.base import last_hour, series_keys  # noqa: E402
-from shardplan.forecasting.on_dask import SERIES_PER_TASK, OnDask, fit_chunk  # noqa: E402
-
-
-def chunks_of(series: pl.DataFrame, size: int) -> list[pl.DataFrame]:
-    keys = series_keys(series)
-    ids = series.select(keys).unique(maintain_order=True).sort(keys)
-    return [series.join(ids.slice(i, size), on=keys, how="semi") for i in range(0, ids.height, size)]
+from shardplan.forecasting.on_dask import SERIES_PER_TASK, OnDask, chunks, fit_chunk  # noqa: E402
 
 
 def on_pool(name: str, settings: dict, series: pl.DataFrame, workers: int) -> pl.DataFrame:
     """The chunks over a spawned process pool (the pool's start counts)."""
     origin = last_hour(series)
-    chunks = chunks_of(series, SERIES_PER_TASK)
+    parts = chunks(series)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(fit_chunk, [name] * len(chunks), [settings] * len(chunks), chunks,
-                              [HORIZON_HOURS] * len(chunks), [origin] * len(chunks)))
+        parts = list(pool.map(fit_chunk, [name] * len(parts), [settings] * len(parts), parts,
+                              [HORIZON_HOURS] * len(parts), [origin] * len(parts)))
     return pl.concat(parts).sort(*series_keys(series), "ts")
 
 

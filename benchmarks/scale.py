@@ -63,8 +63,7 @@ def placed_weight(plan_json: dict, requests) -> tuple[float, float]:
     from shardplan.planner.engine import unplaced_weights
     from shardplan.planner.validate.options import PlanOptions
 
-    known = set(PlanOptions.__dataclass_fields__)
-    options = PlanOptions(**{k: v for k, v in plan_json["options"].items() if k in known})
+    options = PlanOptions.recorded(plan_json["options"])
     scale = 1000.0  # COST_UNITS_PER_DOLLAR: plan.json's terms are in $
     terms, ffd = plan_json["objective_terms"], plan_json["baseline_ffd"]
     reachable = float(unplaced_weights(requests, options).sum()) - terms["ruled_out_penalty_not_in_total"] * scale
@@ -118,8 +117,7 @@ def run_one(n_hosts: int, time_limit: float, seed: int, deterministic: bool, wor
             "peak_rss_mib_process": round(peak["single"], 1), "peak_rss_mib_total": round(peak["total"], 1),
             "status": plan_json["status"], "solver": plan_json["solver"], "objective": plan_json["objective"],
             "best_bound": plan_json["best_bound"], "gap": plan_json["gap"],
-            "bound": lp.get("solver") if lp.get("status") == "optimal" or str(lp.get("solver", "")).startswith(
-                "lagrangian") else None, "placed": plan_json["placed"],
+            "bound": lp.get("solver") if lp.get("best_bound") is not None else None, "placed": plan_json["placed"],
             "placed_weight": placed_w, "ffd_placed_weight": ffd_w,
             "placed_weight_vs_ffd_pct": round((placed_w / ffd_w - 1) * 100, 2) if ffd_w > 0 else None,
             "ffd_placed": plan_json["baseline_ffd"]["placed"], "ffd_objective": plan_json["baseline_ffd"]["objective"],

@@ -49,6 +49,13 @@ def fit_chunk(name: str, settings: dict, chunk: pl.DataFrame, horizon_hours: int
     return forecast
 
 
+def chunks(series: pl.DataFrame, size: int = SERIES_PER_TASK) -> list[pl.DataFrame]:
+    """The frame cut into frames of `size` whole series each, in key order."""
+    keys = series_keys(series)
+    ids = series.select(keys).unique(maintain_order=True).sort(keys)
+    return [series.join(ids.slice(i, size), on=keys, how="semi") for i in range(0, ids.height, size)]
+
+
 class OnDask(Forecaster):
     """A registered per-series forecaster whose fits run as Dask tasks on `client` (chunks of series)."""
 
@@ -62,11 +69,9 @@ class OnDask(Forecaster):
     def fit_predict(self, series: pl.DataFrame, horizon_hours: int) -> pl.DataFrame:
         keys = series_keys(series)
         origin = last_hour(series)
-        ids = series.select(keys).unique(maintain_order=True).sort(keys)
-        chunks = [series.join(ids.slice(i, self.series_per_task), on=keys, how="semi")
-                  for i in range(0, ids.height, self.series_per_task)]
-        futures = self.client.map(fit_chunk, [self.name] * len(chunks), [self.settings] * len(chunks), chunks,
-                                  [horizon_hours] * len(chunks), [origin] * len(chunks), pure=False, retries=2)
+        parts = chunks(series, self.series_per_task)
+        futures = self.client.map(fit_chunk, [self.name] * len(parts), [self.settings] * len(parts), parts,
+                                  [horizon_hours] * len(parts), [origin] * len(parts), pure=False, retries=2)
         return pl.concat(self.client.gather(futures)).sort(*keys, "ts")
 
     def describe(self) -> dict[str, object]:

@@ -102,9 +102,7 @@ class Ledger:
 
     def options(self) -> PlanOptions:
         """The plan's options (plan.json `options`), defaults for what it does not record."""
-        recorded = self.plan.get("options") or {}
-        names = {f.name for f in dataclasses.fields(PlanOptions)}
-        return PlanOptions().replace(**{k: v for k, v in recorded.items() if k in names})
+        return PlanOptions.recorded(self.plan.get("options"))
 
 
 @dataclass(frozen=True)

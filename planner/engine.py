@@ -450,8 +450,9 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
     made elsewhere (request index space, e.g. the cells' merged plans) and its name, one more candidate."""
     scorer = build_problem(fleet, requests, None, options, np.arange(requests.height), running)
     best = None
+    initial_total = None if initial is None else evaluate(scorer, initial[0]).total
     if initial is not None:
-        best = (evaluate(scorer, initial[0]).total, initial[0], None, initial[1])
+        best = (initial_total, initial[0], None, initial[1])
     variants = [(m, b) for b in (False, True) for m in SIZE_MEASURES]
     # how many variants run is fixed by the problem's size, not by the clock, so plans stay reproducible
     affordable = max(1, int(options.warm_start_work // max(requests.height * fleet.n_hosts, 1)))
@@ -472,8 +473,7 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
             best = (total, assignment, order, f"{'best' if best_fit else 'first'}-fit decreasing by {measure}")
     _, assignment, order, label = best
     order = first_order if order is None else order
-    return WarmStart(canonical(fleet, assignment, order), order, label, first, ran,
-                     None if initial is None else evaluate(scorer, initial[0]).total)
+    return WarmStart(canonical(fleet, assignment, order), order, label, first, ran, initial_total)
 
 
 def canonical(fleet: Fleet, assignment: Assignment, order: np.ndarray) -> Assignment:
@@ -494,6 +494,19 @@ def search_options(options: PlanOptions, fleet: Fleet, n_requests: int) -> PlanO
     per_zone = min(options.search_pair_budget // max(2 * n_requests * zones, 1), fleet.n_hosts)  # compute, storage
     return options.replace(top_k=max(options.top_k, int(per_zone)),
                            pair_budget=max(options.pair_budget, options.search_pair_budget))
+
+
+def recreate(problem: PlacementProblem, hint: Assignment, options: PlanOptions,
+             budget: SearchBudget) -> tuple[Assignment, SearchStats]:
+    """Ruin and recreate from `hint` (problem order) for recreate_share of the search budget, charged."""
+    grant = budget.grant("ruin_recreate", options.recreate_share)
+    moves = grant.moves(options.recreate_moves_per_s)
+    found, stats = ruin_and_recreate(problem, hint, moves, seed=options.seed, relabel=False,
+                                     wall_limit_s=grant.wall_cap_s)
+    # deterministic time: the moves made, in their share (stopping early because nothing waits hands the rest on)
+    budget.charge(grant, grant.seconds * min(stats.moves / moves, 1.0) if grant.deterministic else stats.wall_s,
+                  stats.wall_s, stats.stopped_by)
+    return found, stats
 
 
 def wide_search(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, start: WarmStart,
@@ -518,13 +531,7 @@ def wide_search(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, star
     if not waits(problem, hint):
         budget.skip("ruin_recreate")
         return WideSearch(start.assignment, None)
-    grant = budget.grant("ruin_recreate", options.recreate_share)
-    moves = grant.moves(options.recreate_moves_per_s)
-    found, stats = ruin_and_recreate(problem, hint, moves, seed=options.seed, relabel=False,
-                                     wall_limit_s=grant.wall_cap_s)
-    # deterministic time: the moves made, in their share (stopping early because nothing waits hands the rest on)
-    budget.charge(grant, grant.seconds * min(stats.moves / moves, 1.0) if grant.deterministic else stats.wall_s,
-                  stats.wall_s, stats.stopped_by)
+    found, stats = recreate(problem, hint, options, budget)
     return WideSearch(found.restored(start.order) if stats.gained else start.assignment, stats,
                       candidate_pairs(wide.compute, wide.storage), wide_options.top_k)
 
@@ -570,12 +577,7 @@ def narrow_search(stage: ModelInput, options: PlanOptions, start: WarmStart, bud
     if not waits(stage.problem, stage.hint):
         budget.skip("ruin_recreate")
         return stage, WideSearch(searched.assignment, None)
-    grant = budget.grant("ruin_recreate", options.recreate_share)
-    moves = grant.moves(options.recreate_moves_per_s)
-    found, stats = ruin_and_recreate(stage.problem, stage.hint, moves, seed=options.seed, relabel=False,
-                                     wall_limit_s=grant.wall_cap_s)
-    budget.charge(grant, grant.seconds * min(stats.moves / moves, 1.0) if grant.deterministic else stats.wall_s,
-                  stats.wall_s, stats.stopped_by)
+    found, stats = recreate(stage.problem, stage.hint, options, budget)
     pairs = candidate_pairs(stage.problem.compute_candidates, stage.problem.storage_candidates)
     if not stats.gained:
         return stage, WideSearch(searched.assignment, stats, pairs, options.top_k, narrow=True)
@@ -682,26 +684,21 @@ def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
         left = grant.seconds - result.wall_s
         if left >= 0.5:
             aggregate = aggregate_bound(problem, left)
-            if aggregate.status == PlanStatus.OPTIMAL and aggregate.objective > result.objective:
+            if aggregate.best_bound is not None and aggregate.best_bound > result.best_bound:
                 result = aggregate
-        result = dataclasses.replace(result, wall_s=min(grant.seconds, budget.elapsed() - started))
-    stop = Stop.DONE if result.status in (PlanStatus.OPTIMAL, PlanStatus.FEASIBLE) else (
+        result = dataclasses.replace(result, wall_s=budget.elapsed() - started)
+    stop = Stop.DONE if result.best_bound is not None else (
         Stop.WALL_CAP if result.wall_s >= grant.wall_cap_s else Stop.BUDGET)
     budget.charge(grant, result.wall_s, result.wall_s, stop)
     return result
 
 
-def proves(lp: SolveResult | None) -> bool:
-    """A relaxation's value is a bound: an LP solved to optimality, or a Lagrangian dual point (any is one)."""
-    return lp is not None and lp.objective is not None and (
-        lp.status == PlanStatus.OPTIMAL or lp.solver.startswith("lagrangian"))
-
-
 def best_bound(search: SearchResult, lp: SolveResult | None) -> float | None:
-    """The tighter of CP-SAT's bound and the relaxation's (solver units)."""
+    """The tighter of CP-SAT's bound and the relaxation's (solver units). A relaxation proves a bound when it
+    sets best_bound: an LP only when solved to optimality (models.lp_bound), a Lagrangian dual point always."""
     bound = search.bound
-    if proves(lp) and (bound is None or lp.objective > bound):
-        bound = lp.objective
+    if lp is not None and lp.best_bound is not None and (bound is None or lp.best_bound > bound):
+        bound = lp.best_bound
     return bound
 
 
@@ -810,7 +807,7 @@ def solver_label(search: SearchResult, outcome: Outcome, lp: SolveResult | None,
         return (f"checker fallback: {outcome.fallback['plan']} ({search.label} broke "
                 f"{outcome.fallback['violation_count']} invariant checks)")
     if outcome.improved or status == PlanStatus.OPTIMAL:
-        proved_by_lp = lp is not None and bound is not None and bound == lp.objective
+        proved_by_lp = lp is not None and bound is not None and bound == lp.best_bound
         return "+".join([search.label] + ([lp.solver] if proved_by_lp else []))
     return f"warm-start fallback: {heuristic} ({search.label}: no better plan in time)"
 

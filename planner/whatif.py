@@ -352,8 +352,7 @@ def scenario_current(base: PlanDir, scenario: Scenario):
 
 def base_options(base: PlanDir) -> PlanOptions:
     """The options the base was planned with (known fields; defaults for the rest)."""
-    known = set(OPTION_FIELDS)
-    return PlanOptions(**{k: v for k, v in (base.plan.get("options") or {}).items() if k in known})
+    return PlanOptions.recorded(base.plan.get("options"))
 
 
 def read_base(path: str | Path) -> PlanDir:

@@ -46,8 +46,7 @@ class Explanation:
 
 
 def _options(plan: dict) -> PlanOptions:
-    known = {f.name for f in dataclasses.fields(PlanOptions)}
-    return PlanOptions(**{k: v for k, v in plan.get("options", {}).items() if k in known})
+    return PlanOptions.recorded(plan.get("options"))
 
 
 def explain_request(plan_dir: str | Path, request_id: str) -> Explanation:

@@ -151,11 +151,10 @@ def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, bes
     # hosts that hold the primary copy beside the compute first; with copy_apart, then the others
     holds_copy = np.zeros(free.shape[0], dtype=bool)
     holds_copy[compute[fits & local]] = True
-    beside = holds_copy[order]
-    order = np.concatenate([order[beside], order[~beside]])
-    for h, with_copy in zip(order, np.r_[beside[beside], beside[~beside]]):
+    order = np.concatenate([order[holds_copy[order]], order[~holds_copy[order]]])
+    for h in order:
         copies = _storage_copies(hosts, free, storage, d, replicas, int(hosts.zone[h]),
-                                 int(h) if d[STORAGE] > 0 and with_copy else None)
+                                 int(h) if d[STORAGE] > 0 and holds_copy[h] else None)
         if copies is None:
             continue
         free[h, [VCPU, RAM, NET, GPU]] -= need

@@ -224,6 +224,13 @@ class PlanOptions:
         return dataclasses.asdict(self)
 
     @classmethod
+    def recorded(cls, options: dict | None) -> "PlanOptions":
+        """The options a plan.json recorded (its `options`): the fields this version knows, defaults for the
+        rest (a plan written by another version may hold more or fewer)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (options or {}).items() if k in known})
+
+    @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, validate: bool = True) -> "PlanOptions":
         """Defaults overridden by SHARDPLAN_<FIELD> environment variables (`validate`: checked, a bad value
         named by its variable; else the caller checks once its own overrides are in)."""
