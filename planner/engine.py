@@ -67,7 +67,7 @@ from shardplan.planner.search.candidates import (
 )
 from shardplan.planner.search.consolidate import consolidate
 from shardplan.planner.search.lns import improve
-from shardplan.planner.search.recreate import ruin_and_recreate
+from shardplan.planner.search.recreate import keep_where_they_run, ruin_and_recreate
 from shardplan.planner.search.running import Running, build_running
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import REQUESTS_OUT_OPTIONAL, REQUESTS_OUT_SCHEMA, SHARDS_SCHEMA
@@ -729,11 +729,11 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
     stuck: set[str] = set()
 
     def check(shards: pl.DataFrame, requests_out: pl.DataFrame) -> list:
+        stuck.clear()
         found = checker(hosts, requests, shards, requests_out, options, current=current)
         if found or current is None:
             return found
         messages, blocked = unorderable_moves(hosts, requests, current, shards)
-        stuck.clear()
         stuck.update(blocked)
         return messages
     problem = stage.problem
@@ -746,16 +746,20 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
         shards, requests_out = assemble(fleet, requests, chosen.restored(order), options, stage.candidates, running)
     with budget.fixed("check"):
         violations = check(shards, requests_out)
-        for _ in range(3 if running is not None else 0):  # moves no executor can order: keep those requests
+        for _ in range(4 if running is not None else 0):  # moves no executor can order: keep those requests
             if not violations or not stuck:
                 break
-            repaired = keep_in_place(chosen, running, requests, stuck, order)
+            repaired = keep_in_place(problem, chosen, requests, stuck, order)
             if repaired is None:
                 break
             shards, requests_out = assemble(fleet, requests, repaired.restored(order), options, stage.candidates,
                                             running)
             chosen, violations = repaired, check(shards, requests_out)
             terms = evaluate(problem, chosen)
+        if not violations and improved and terms.total > start_terms.total:  # the repair cost more than it won
+            start = assemble(fleet, requests, stage.start_hint.restored(order), options, stage.candidates, running)
+            if not check(*start):
+                chosen, terms, (shards, requests_out) = stage.start_hint, start_terms, start
     if not violations:
         return Outcome(chosen, terms, shards, requests_out, terms.total < start_terms.total, None)
     fallback: dict = {"violations": [str(v) for v in violations[:20]], "violation_count": len(violations),
@@ -773,19 +777,12 @@ def assign_and_check(hosts: pl.DataFrame, requests: pl.DataFrame, fleet: Fleet, 
     raise AssertionError("no fallback passed the checker")  # unreachable: what runs, kept, breaks no invariant
 
 
-def keep_in_place(chosen: Assignment, running: Running, requests: pl.DataFrame, stuck: set[str],
+def keep_in_place(problem: PlacementProblem, chosen: Assignment, requests: pl.DataFrame, stuck: set[str],
                   order: np.ndarray) -> Assignment | None:
-    """The plan with the running requests whose moves could not be ordered put back where they run (those
-    free to stay); None when none of them is."""
+    """The plan (problem order) with the running requests whose moves could not be ordered put back where
+    they run, and what took their room placed again (`keep_where_they_run`); None when none is stuck."""
     ids = requests["request_id"].to_list()
-    out = chosen.restored(order)
-    kept = running.kept()
-    changed = False
-    for r, request_id in enumerate(ids):
-        if request_id in stuck and running.keepable[r]:
-            out.placed[r], out.parts[r], out.storage_hosts[r] = True, kept.parts[r], kept.storage_hosts[r]
-            changed = True
-    return out.reordered(order) if changed else None
+    return keep_where_they_run(problem, chosen, [p for p, r in enumerate(order.tolist()) if ids[r] in stuck])
 
 
 def unorderable_moves(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame,

@@ -324,8 +324,8 @@ def test_cli_refuses_a_bad_current_placement_and_writes_nothing(tmp_path):
 
 def test_a_swap_no_executor_can_order_is_found_and_undone():
     """Two full hosts whose requests trade places: neither create can run before the other's delete."""
+    from shardplan.models.problem import Assignment
     from shardplan.planner.engine import keep_in_place, unorderable_moves
-    from shardplan.planner.search.running import build_running
 
     hosts = hosts_table(*[{"host_id": h, "rack": f"r{i}", "vcpu": 8, "ram_gib": 16} for i, h in enumerate(("h1", "h2"))])
     requests = requests_table({"request_id": "a", "vcpu": 8, "ram_gib": 16}, {"request_id": "b", "vcpu": 8, "ram_gib": 16})
@@ -334,10 +334,45 @@ def test_a_swap_no_executor_can_order_is_found_and_undone():
     messages, stuck = unorderable_moves(hosts, requests, current, swapped)
     assert stuck == {"a", "b"} and messages
     assert unorderable_moves(hosts, requests, current, current) == ([], set())
+    problem, order = replan_problem(hosts, requests, current)
+    plan_swapped = Assignment(np.ones(2, dtype=bool), [[(1, 8, 16, 0, 0)], [(0, 8, 16, 0, 0)]], [[], []])
+    repaired = keep_in_place(problem, plan_swapped.reordered(order), requests, stuck, order).restored(order)
+    assert repaired.parts == [[(0, 8, 16, 0, 0)], [(1, 8, 16, 0, 0)]]
+
+
+def replan_problem(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame):
+    """The placement problem of re-planning `requests` on `hosts` against `current`, and its order."""
+    from shardplan.planner.engine import build_problem, run_ffd
+    from shardplan.planner.search.candidates import build_fleet, find_candidates
+    from shardplan.planner.search.running import build_running
+
     running = build_running(hosts, requests, check_current(current, hosts, requests, "c"), FAST,
                             (hosts["status"] == "up").to_numpy())
-    from shardplan.models.problem import Assignment
-    order = np.arange(2)
-    plan_swapped = Assignment(np.ones(2, dtype=bool), [[(1, 8, 16, 0, 0)], [(0, 8, 16, 0, 0)]], [[], []])
-    repaired = keep_in_place(plan_swapped, running, requests, stuck, order)
-    assert repaired.parts == [[(0, 8, 16, 0, 0)], [(1, 8, 16, 0, 0)]]
+    fleet = build_fleet(hosts, running.held)
+    _, order = run_ffd(fleet, requests, FAST, sharded=True, running=running)
+    candidates = find_candidates(fleet, requests, FAST, must_include=running.hosts())
+    return build_problem(fleet, requests, candidates, FAST, order, running), order
+
+
+def test_a_stuck_request_put_back_where_it_runs_evicts_what_took_its_room_and_places_it_elsewhere():
+    """a ran on h1 and moved to h2 in the plan, and new request n took a's room on h1; a's move cannot be
+    ordered (h2 is full of b until b leaves, and b waits on h1). Putting a back on h1 must not overfill
+    h1 (the old repair did: the plan then failed the checker and fell back to the warm start): n goes
+    to the free host h3 instead, and the plan keeps every request placed within capacity."""
+    from shardplan.models.problem import Assignment, host_usage
+    from shardplan.planner.engine import keep_in_place
+
+    hosts = hosts_table(*[{"host_id": h, "rack": f"r{i}", "vcpu": 8, "ram_gib": 16}
+                          for i, h in enumerate(("h1", "h2", "h3"))])
+    requests = requests_table({"request_id": "a", "vcpu": 8, "ram_gib": 16}, {"request_id": "b", "vcpu": 8, "ram_gib": 16},
+                              {"request_id": "n", "vcpu": 8, "ram_gib": 16})
+    current = shards(("a", 0, "h1", 0, 8, 16, 0, 0.0, 0, "compute"), ("b", 0, "h2", 0, 8, 16, 0, 0.0, 0, "compute"))
+    problem, order = replan_problem(hosts, requests, current)
+    chosen = Assignment(np.ones(3, dtype=bool), [[(1, 8, 16, 0, 0)], [(2, 8, 16, 0, 0)], [(0, 8, 16, 0, 0)]],
+                        [[], [], []])
+    repaired = keep_in_place(problem, chosen.reordered(order), requests, {"a"}, order)
+    assert (host_usage(problem, repaired) <= problem.free).all()
+    out = repaired.restored(order)
+    assert out.placed.all()
+    assert out.parts[0] == [(0, 8, 16, 0, 0)]            # a back on h1, where it runs
+    assert {out.parts[1][0][0], out.parts[2][0][0]} == {1, 2}  # b and n share h2 and h3

@@ -349,3 +349,58 @@ def _ruined_hosts(problem: PlacementProblem, r: int, rng: np.random.Generator) -
     in_zone = compute[problem.zone[compute] == zone]
     take = min(len(in_zone), int(problem.max_shards[r]) + 1)
     return np.sort(rng.choice(in_zone, size=take, replace=False))
+
+
+def keep_where_they_run(problem: PlacementProblem, assignment: Assignment, stuck: list[int]) -> Assignment | None:
+    """Re-planning repair of a plan whose moves no executor can order (`stuck`, problem indices): each stuck
+    request that may stay goes back exactly where it runs; what took its room there (requests not where they
+    run, the lightest first, non-evictable running ones last) is taken out and placed again by the greedy
+    placement (a running request first tries where it runs); a non-evictable running request that then finds
+    no room goes back where it runs the same way. Only when no stuck request may stay are the others (new
+    ones, forced moves) placed again, away from the hosts they were stuck on: putting the running ones back
+    often lets the others' moves be ordered. Every part lies in free room, so capacity
+    holds by construction, and each request is put back where it runs at most once. None when there is
+    nothing to repair."""
+    current = problem.current
+    if current is None or not stuck:
+        return None
+    may_stay = [r for r in stuck if current.parts[r] is not None and not current.mandatory[r]]
+    # one step at a time: with the running requests back, the others' moves may well be orderable
+    elsewhere = [] if may_stay else list(stuck)
+    state = _State(problem, assignment)
+    inserter = _Inserter(problem)
+    weight = problem.unplaced_weight
+    was: dict[int, set[int]] = {}
+    for r in may_stay + elsewhere:
+        if state.placed[r]:
+            parts, copies = state.remove(r)
+            was[r] = {p[0] for p in parts} | set(copies)
+    restored: set[int] = set()
+    heaviest = lambda rs: sorted(rs, key=lambda x: (-int(weight[x]), x))  # noqa: E731
+    while may_stay:
+        displaced: list[int] = []
+        for r in may_stay:
+            restored.add(r)
+            parts, copies = list(current.parts[r]), list(current.copies[r])
+            hosts = {p[0] for p in parts} | set(copies)
+            while not _room_for(state, r, parts, copies):
+                blockers = [q for h in hosts for q in state.holders[h]
+                            if not current.kept(q, True, state.parts[q], state.copies[q])]
+                if not blockers:
+                    break
+                q = min(blockers, key=lambda x: (bool(current.must_place[x]), int(weight[x]), x))
+                state.remove(q)
+                displaced.append(q)
+            if _room_for(state, r, parts, copies):
+                state.put(r, parts, copies)
+            else:
+                displaced.append(r)
+        may_stay = [r for r in heaviest(displaced) if not inserter.insert(state, r) and current.must_place[r]
+                    and r not in restored]
+    for r in heaviest(elsewhere):
+        barred = sorted(was.get(r, ()))
+        saved = state.free[barred].copy()
+        state.free[barred] = 0
+        inserter.insert(state, r)
+        state.free[barred] = saved
+    return state.assignment()
