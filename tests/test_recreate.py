@@ -155,3 +155,21 @@ def test_explain_lists_the_hosts_a_request_sits_on_among_its_candidates_even_whe
     for request_id in on_h0:
         why = explain_request(tmp_path / "p", request_id)
         assert "h0" in why.candidate_hosts["host_id"].to_list()
+
+
+def test_ruins_drawn_by_fit_find_the_few_hosts_a_big_request_can_use():
+    """A 16-GPU request split in two can only use the 2 GPU hosts among 40: uniform draws of 3 hosts find
+    both in about 0.4% of the ruins; draws by fit in most of the half of the ruins that use them."""
+    from shardplan.planner.search import recreate
+
+    rows = [{"host_id": f"h{i:02d}", "rack": f"r{i % 4}", "vcpu": 64, "ram_gib": 256} for i in range(38)]
+    rows += [{"host_id": f"g{i}", "rack": f"r{i}", "vcpu": 64, "ram_gib": 256, "gpu": 8, "gpu_model": "A100"}
+             for i in range(2)]
+    hosts = hosts_table(*rows)
+    requests = requests_table({"request_id": "big", "vcpu": 64, "ram_gib": 128, "gpu": 16, "max_shards": 2})
+    problem, _ = problem_and_ffd(hosts, requests, PlanOptions(time_limit_s=5, top_k=64))
+    gpu_hosts = {h for h in problem.compute_candidates[0].tolist() if problem.free[h, GPU] > 0}
+    assert len(gpu_hosts) == 2 and len(problem.compute_candidates[0]) > 10
+    rng = np.random.default_rng(0)
+    hits = sum(gpu_hosts <= set(recreate._ruined_hosts(problem, 0, rng).tolist()) for _ in range(400))
+    assert hits > 100  # uniform draws: about 2

@@ -62,6 +62,11 @@ MAX_REMOVED = 40
 """A ruin removes at most this many requests (a random subset when more touch its hosts)."""
 EXTRA_WAITING = 8
 """Other waiting requests that may use a ruined host, offered a place in the recreate."""
+FIT_SHARE = 0.5
+"""Share of the ruins whose hosts are drawn by how much of the request they could hold once emptied
+(`_ruined_hosts`), the rest uniformly."""
+FIT_FLOOR = 0.01
+"""... the weight of a host that could hold none of it, beside 1 for one that could hold a whole part."""
 CLOSE_SHARE = 0.25
 """Share of the moves that, while the plan has switched a paid-for host on, try to switch one off instead:
 the host (drawn in proportion to its cost × its idle share) is emptied and barred, and what it held is
@@ -342,13 +347,24 @@ def _host_to_close(problem: PlacementProblem, state: _State, rng: np.random.Gene
 
 
 def _ruined_hosts(problem: PlacementProblem, r: int, rng: np.random.Generator) -> np.ndarray:
-    """max_shards + 1 of `r`'s compute candidates in one of their zones, at random."""
+    """max_shards + 1 of `r`'s compute candidates in one of their zones: at random, or (half the moves) in
+    proportion to how much of one part's share of `r` the host could hold once emptied of the plan's parts
+    (its vcpu, RAM and GPUs, the least of them): a 96-vcpu request split in two needs hosts with 48 vcpu
+    to give, and a GPU request hosts with GPUs, which uniform draws among hundreds of candidates seldom
+    find."""
     compute = problem.compute_candidates[r]
     zones = np.unique(problem.zone[compute])
     zone = zones[int(rng.integers(len(zones)))]
     in_zone = compute[problem.zone[compute] == zone]
     take = min(len(in_zone), int(problem.max_shards[r]) + 1)
-    return np.sort(rng.choice(in_zone, size=take, replace=False))
+    p = None
+    share = problem.demand[r, [VCPU, RAM, GPU]] / max(int(problem.max_shards[r]), 1)
+    need = share > 0
+    if rng.random() < FIT_SHARE and need.any():
+        fit = np.clip(problem.free[in_zone][:, [VCPU, RAM, GPU]][:, need] / share[need], 0.0, 1.0).min(axis=1)
+        w = FIT_FLOOR + fit ** 2
+        p = w / w.sum()
+    return np.sort(rng.choice(in_zone, size=take, replace=False, p=p))
 
 
 def keep_where_they_run(problem: PlacementProblem, assignment: Assignment, stuck: list[int]) -> Assignment | None:
