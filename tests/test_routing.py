@@ -66,6 +66,36 @@ def test_bad_tasks_name_row_and_column(edit, column, row, words):
     assert caught.value.row == row and caught.value.column == column and words in str(caught.value)
 
 
+@pytest.mark.parametrize("header, column, words", [
+    ("task_id,work_core_s,Cores", "Cores", "did you mean 'cores'"),
+    ("task_id,work_core_s,gpus", "gpus", "did you mean 'gpu'"),
+    ("task_id,work_core_s,parent", "parent", "did you mean 'parents'"),
+    ("task_id,work_core_s,cores,cores ", "cores ", "appears twice"),
+])
+def test_misspelt_headers_are_refused_not_defaulted(tmp_path, header, column, words):
+    """A misspelt column used to be kept as an extra one while the real column silently took its default
+    (every task 1 core, no GPU, no parents)."""
+    from shardplan.executors.routing.tasks import load_tasks
+
+    path = tmp_path / "t.csv"
+    path.write_text(header + "\n" + "\n".join(",".join(["a", "1.5", "2", "2"][:len(header.split(","))]) for _ in range(1)) + "\n")
+    with pytest.raises(TaskError) as caught:
+        load_tasks(path)
+    assert caught.value.column == column and words in str(caught.value)
+
+
+def test_padded_headers_are_read_and_ids_with_spaces_refused(tmp_path):
+    from shardplan.executors.routing.tasks import load_tasks
+
+    path = tmp_path / "t.csv"
+    path.write_text("task_id, work_core_s , cores,parents\na,1.5,2,\nb,1.0,1,a\n")
+    tasks = load_tasks(path)
+    assert tasks.cores.tolist() == [2, 1] and tasks.parents == [[], [0]]
+    path.write_text("task_id,work_core_s,parents\na,1.5,\nmy task,1.0,a\n")
+    with pytest.raises(TaskError, match=r"row 2, column 'task_id': task id 'my task' holds a space"):
+        load_tasks(path)
+
+
 def test_text_cells_that_are_not_numbers_are_named(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("task_id,work_core_s,cores\na,1.5,1\nb,lots,1\n")

@@ -23,6 +23,7 @@ Trace loaders (`../shared/datasets/task-traces/`, each with its SOURCE.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +94,27 @@ def read_tasks_frame(path: str | Path) -> pl.DataFrame:
             from exc
 
 
+def _headers(frame: pl.DataFrame, file: str) -> pl.DataFrame:
+    """Column names with surrounding spaces dropped; a name that is one of DESIGN.md's columns misspelt
+    (another case, a letter off: `Cores`, `gpus`, `parent`) is refused rather than kept as an extra column
+    while the real one silently takes its default."""
+    stripped = [c.strip() for c in frame.columns]
+    for i, name in enumerate(stripped):
+        if name in stripped[:i]:
+            raise TaskError(file, f"column {name!r} appears twice", column=frame.columns[i])
+        if name in TASK_COLUMNS:
+            continue
+        near = get_close_matches(name.lower(), list(TASK_COLUMNS), n=1, cutoff=0.8)
+        if near and near[0] not in stripped:
+            raise TaskError(file, f"unknown column {frame.columns[i]!r}: did you mean {near[0]!r}?",
+                            column=frame.columns[i])
+    return frame.rename(dict(zip(frame.columns, stripped)))
+
+
 def _typed(frame: pl.DataFrame, file: str) -> pl.DataFrame:
     if frame.height == 0:
         raise TaskError(file, "the table has no rows")
+    frame = _headers(frame, file)
     for name, (_dtype, default) in TASK_COLUMNS.items():
         if name not in frame.columns and default is None:
             raise TaskError(file, f"required column missing (expected {name})", column=name)
@@ -136,6 +155,8 @@ def validate_tasks(frame: pl.DataFrame, file: str = "tasks", max_cores: int | No
                             column=column)
 
     fail(frame["task_id"].is_null() | (frame["task_id"] == ""), "task_id", "empty task id")
+    fail(frame["task_id"].str.contains(r"\s"), "task_id",
+         "task id {value!r} holds a space or tab: parents are space-separated, so no task could name it")
     fail(frame["task_id"].is_duplicated(), "task_id", "task id {value!r} appears twice")
     fail(frame["arrival_s"] < 0, "arrival_s", "{value} is negative")
     fail(frame["work_core_s"] <= 0, "work_core_s", "{value} must be > 0")
