@@ -104,9 +104,11 @@ def load_inputs(folder: Path | None) -> NightlyInputs:
 
 def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_options: ReservationOptions,
                 forecaster: str = NIGHTLY_FORECASTER, note: Note | None = None,
-                budget: SearchBudget | None = None) -> NightlyRun:
+                budget: SearchBudget | None = None,
+                cells: tuple[int, str | None, int | None] = (1, None, None)) -> NightlyRun:
     """forecast → sizing → plan → check on loaded inputs; `note(stage, detail)` hears each stage start.
-    Forecast and sizing run inside the budget's time limit (the command's, when given)."""
+    Forecast and sizing run inside the budget's time limit (the command's, when given). `cells`: partitions,
+    Dask scheduler address (None: a LocalCluster) and workers of a partitioned plan (1 partition: monolithic)."""
     from shardplan.forecasting.export import forecast_demand
 
     tell = note or (lambda _stage, _detail: None)
@@ -154,7 +156,7 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
     tell("plan", None)
     planned = plan_with_reservations(inputs.hosts, requests, blocks, plan_options, sizing,
                                      progress=lambda stage: tell("plan", stage), budget=budget,
-                                     current=inputs.current)
+                                     current=inputs.current, cells=cells)
     seconds["plan"] = time.perf_counter() - started
     started = time.perf_counter()
     tell("check", None)

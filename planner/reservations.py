@@ -482,11 +482,20 @@ def with_blocks(requests: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
 def plan_with_reservations(hosts: pl.DataFrame, requests: pl.DataFrame, blocks: pl.DataFrame,
                            options: PlanOptions, sizing: ReservationSizing | None = None,
                            progress: Callable[[str], None] | None = None,
-                           budget: SearchBudget | None = None, current=None) -> ReservedPlan:
+                           budget: SearchBudget | None = None, current=None,
+                           cells: tuple[int, str | None, int | None] = (1, None, None)) -> ReservedPlan:
     """Plan the real requests and the blocks together, then split the blocks out (:func:`split_reservations`);
-    `current`: what runs now (re-planning)."""
+    `current`: what runs now (re-planning); `cells`: partitions, Dask address and workers (above one
+    partition the blocks are dealt to the cells like the requests: shardplan.planner.partition)."""
     combined = with_blocks(requests, blocks)
-    result = plan(hosts, combined, options, progress=progress, budget=budget, current=current)
+    k, address, workers = cells
+    if k > 1 and current is None:
+        from shardplan.planner.partition import plan_partitioned
+
+        result = plan_partitioned(hosts, combined, options, k, address=address, workers=workers, progress=progress,
+                                  budget=budget)
+    else:
+        result = plan(hosts, combined, options, progress=progress, budget=budget, current=current)
     return split_reservations(result, combined, sizing, block_windows(sizing, blocks, options))
 
 

@@ -161,3 +161,29 @@ def test_cli_partitions_on_a_local_cluster_and_refuses_replanning(tmp_path, monk
                                   "--previous", str(tmp_path / "p")])
     assert refused.exit_code == 2
     assert "--partitions" in refused.output and not (tmp_path / "q" / "plan.json").exists()
+
+
+def test_nightly_partitions_on_a_given_scheduler_with_its_reservations(tmp_path, monkeypatch, dask_client) -> None:
+    """The nightly job (history → forecast → reservation blocks → plan) with --partitions 2 on an existing
+    scheduler (--dask): the blocks are dealt to the cells like requests, the plan passes the checker from
+    its directory, and re-planning with more than one partition is refused before anything is written."""
+    import json
+
+    from shardplan.planner.cli import common
+    from shardplan.plandir import read_plan_dir
+
+    monkeypatch.setattr(common, "_invocations", 1)
+    runner = CliRunner()
+    address = dask_client.scheduler.address
+    result = runner.invoke(app, ["nightly", "--out", str(tmp_path / "n"), "--partitions", "2", "--dask", address,
+                                 "--dask-workers", "2", "--time-limit", "40", "--no-report"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "n" / "plan.json").read_text())
+    assert len(report["partitioned"]["cells"]) == 2 and report["partitioned"]["cluster"] == address
+    assert report["wall_s"] <= 40
+    assert read_plan_dir(tmp_path / "n").reservations.height > 0
+    assert runner.invoke(app, ["check", str(tmp_path / "n")]).exit_code == 0
+    refused = runner.invoke(app, ["nightly", "--out", str(tmp_path / "m"), "--partitions", "2",
+                                  "--previous", str(tmp_path / "n")])
+    assert refused.exit_code == 2 and "--partitions" in refused.output
+    assert not (tmp_path / "m" / "plan.json").exists()

@@ -23,10 +23,13 @@ from shardplan.planner.validate.options import PlanOptions
 
 def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reservation_options: ReservationOptions,
                 forecaster: str, console: Console, errors: Console, force: bool = False, as_json: bool = False,
-                current_path: Path | None = None, report: bool = True) -> int:
+                current_path: Path | None = None, report: bool = True, dask_address: str | None = None,
+                dask_workers: int | None = None) -> int:
     """The `shardplan nightly` command body: progress bar per stage, summary tables; returns the exit code.
-    `--time-limit` bounds the whole command: its budget starts with the command."""
+    `--time-limit` bounds the whole command: its budget starts with the command. Above one partition
+    (--partitions, or chosen from the size as for `shardplan plan`) the plan's cells run on Dask."""
     from shardplan.planner.cli.common import print_summary, print_violations, start_command, warn_fallback
+    from shardplan.planner.cli.plan import cells_for
     from shardplan.planner.replan import load_current
     from shardplan.planner.report.page import report_seconds
     from shardplan.planner.validate.inputs import InputError
@@ -57,7 +60,9 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
         if report:  # the page is drawn after the export, inside --time-limit (twice its estimate set aside: the
             # bound's LP may overrun its grant by a second or two, and the page comes last)
             budget.extra_after_s = 2 * report_seconds(inputs.hosts.height)
-        run = run_nightly(inputs, plan_options, reservation_options, forecaster, note=stage, budget=budget)
+        k = cells_for(plan_options, inputs.hosts.height, inputs.requests.height, inputs.current is not None)
+        run = run_nightly(inputs, plan_options, reservation_options, forecaster, note=stage, budget=budget,
+                          cells=(k, dask_address, dask_workers))
         if run.violations:
             bar.stop()
             print_violations(run.violations)

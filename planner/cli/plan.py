@@ -29,7 +29,6 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
     """validate → plan (search, bound, assign, check) → export under one search budget that started with the
     command; returns the exit code. `current_path`: what runs now (the plan edits it). Above one partition
     (options.partitions, or chosen from the size) the cells run on Dask: `dask_address`, else a LocalCluster."""
-    from shardplan.planner.partition import partitions_for
     from shardplan.planner.replan import load_current
     from shardplan.planner.report.export import write_plan_dir
 
@@ -41,13 +40,7 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
             current = None if current_path is None else load_current(current_path, hosts, requests)
     except InputError as exc:
         fail_input(exc)
-    k = partitions_for(options, hosts.height, requests.height)
-    if k > 1 and current is not None:
-        if options.partitions > 1:
-            errors.print("[bold red]bad option[/]: --partitions above 1 cannot re-plan against what runs "
-                         "(--previous / --current) yet; use --partitions 1")
-            raise typer.Exit(2)
-        k = 1  # chosen from the size: re-planning stays monolithic
+    k = cells_for(options, hosts.height, requests.height, current is not None)
     result = plan_with_progress(hosts, requests, options, budget, current, k, dask_address, dask_workers)
     if result.plan_json.get("checker_fallback"):
         warn_fallback(result.plan_json["checker_fallback"])
@@ -57,6 +50,21 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
                        moves=result.moves)
     print_summary(result.plan_json, out, as_json)
     return 0
+
+
+def cells_for(options: PlanOptions, n_hosts: int, n_requests: int, replanning: bool) -> int:
+    """Partitions for the command (`partitions_for`); re-planning stays monolithic: 1 when chosen from the
+    size, exit 2 when --partitions asked for more."""
+    from shardplan.planner.partition import partitions_for
+
+    k = partitions_for(options, n_hosts, n_requests)
+    if k > 1 and replanning:
+        if options.partitions > 1:
+            errors.print("[bold red]bad option[/]: --partitions above 1 cannot re-plan against what runs "
+                         "(--previous / --current) yet; use --partitions 1")
+            raise typer.Exit(2)
+        k = 1
+    return k
 
 
 def plan_with_progress(hosts, requests, options: PlanOptions, budget, current=None, partitions: int = 1,
@@ -187,6 +195,9 @@ def register(app: typer.Typer) -> None:
         disruption_cost: Optional[float] = DISRUPTION_COST,
         move_cost_per_gib: Optional[float] = MOVE_COST_PER_GIB,
         remote_memory_pricing: Optional[str] = REMOTE_PRICING,
+        partitions: Optional[int] = PARTITIONS,
+        dask: Optional[str] = DASK,
+        dask_workers: Optional[int] = DASK_WORKERS,
         workers: Optional[int] = typer.Option(None, help="CP-SAT workers"),
         seed: Optional[int] = typer.Option(None, help="CP-SAT seed"),
         force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
@@ -203,7 +214,7 @@ def register(app: typer.Typer) -> None:
         options = resolve_options(time_limit_s=time_limit, workers=workers, seed=seed,
                                   reservation_weight=reservation_weight, max_moves=max_moves,
                                   disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib,
-                                  remote_memory_pricing=remote_memory_pricing)
+                                  remote_memory_pricing=remote_memory_pricing, partitions=partitions)
         current_path = current_table(previous, current)
         name = forecaster or NIGHTLY_FORECASTER
         if name not in FORECASTERS:
@@ -218,7 +229,7 @@ def register(app: typer.Typer) -> None:
             errors.print(f"[bold red]bad option[/]: {exc}")
             raise typer.Exit(2) from exc
         raise typer.Exit(nightly_cli(data, out, options, reservation_options, name, console, errors, force, as_json,
-                                     current_path, report))
+                                     current_path, report, dask, dask_workers))
 
     @app.command("check")
     def check_command(plan_dir: Path = typer.Argument(..., help="plan directory")) -> None:
