@@ -28,8 +28,7 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
     """The `shardplan nightly` command body: progress bar per stage, summary tables; returns the exit code.
     `--time-limit` bounds the whole command: its budget starts with the command. Above one partition
     (--partitions, or chosen from the size as for `shardplan plan`) the plan's cells run on Dask."""
-    from shardplan.planner.cli.common import print_summary, print_violations, start_command, warn_fallback
-    from shardplan.planner.cli.plan import cells_for
+    from shardplan.planner.cli.common import cells_for, print_summary, print_violations, start_command, warn_fallback
     from shardplan.planner.replan import load_current
     from shardplan.planner.report.page import report_seconds
     from shardplan.planner.validate.inputs import InputError

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from shardplan.plandir import PlanDirError
 from shardplan.planner.cli.common import (
+    cells_for,
     console,
     errors,
     fail_input,
@@ -50,21 +51,6 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
                        moves=result.moves)
     print_summary(result.plan_json, out, as_json)
     return 0
-
-
-def cells_for(options: PlanOptions, n_hosts: int, n_requests: int, replanning: bool) -> int:
-    """Partitions for the command (`partitions_for`); re-planning stays monolithic: 1 when chosen from the
-    size, exit 2 when --partitions asked for more."""
-    from shardplan.planner.partition import partitions_for
-
-    k = partitions_for(options, n_hosts, n_requests)
-    if k > 1 and replanning:
-        if options.partitions > 1:
-            errors.print("[bold red]bad option[/]: --partitions above 1 cannot re-plan against what runs "
-                         "(--previous / --current) yet; use --partitions 1")
-            raise typer.Exit(2)
-        k = 1
-    return k
 
 
 def plan_with_progress(hosts, requests, options: PlanOptions, budget, current=None, partitions: int = 1,
