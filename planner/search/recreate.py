@@ -358,12 +358,13 @@ def _ruined_hosts(problem: PlacementProblem, r: int, rng: np.random.Generator) -
     in_zone = compute[problem.zone[compute] == zone]
     take = min(len(in_zone), int(problem.max_shards[r]) + 1)
     p = None
-    share = problem.demand[r, [VCPU, RAM, GPU]] / max(int(problem.max_shards[r]), 1)
-    need = share > 0
-    if rng.random() < FIT_SHARE and need.any():
-        fit = np.clip(problem.free[in_zone][:, [VCPU, RAM, GPU]][:, need] / share[need], 0.0, 1.0).min(axis=1)
-        w = FIT_FLOOR + fit ** 2
-        p = w / w.sum()
+    if rng.random() < FIT_SHARE:  # the part's share is worked out only for the ruins that use it (a hot path)
+        share = problem.demand[r, [VCPU, RAM, GPU]] / max(int(problem.max_shards[r]), 1)
+        need = share > 0
+        if need.any():
+            fit = np.clip(problem.free[in_zone][:, [VCPU, RAM, GPU]][:, need] / share[need], 0.0, 1.0).min(axis=1)
+            w = FIT_FLOOR + fit ** 2
+            p = w / w.sum()
     return np.sort(rng.choice(in_zone, size=take, replace=False, p=p))
 
 
