@@ -286,23 +286,13 @@ def test_consolidation_frees_hosts_only_when_it_pays_for_the_moves(disruption_co
     """Three 2 $/h hosts with a small request each: moving two frees two hosts (4 $/h) when a disruption
     costs 5 $ (0.2 $/h over 24 h), not when it costs 200 $ (8.3 $/h)."""
     from shardplan.models.problem import evaluate
-    from shardplan.planner.engine import build_problem, run_ffd
-    from shardplan.planner.search.candidates import build_fleet, find_candidates
     from shardplan.planner.search.consolidate import consolidate
-    from shardplan.planner.search.running import build_running
 
     hosts = hosts_table(*[{"host_id": f"h{i}", "rack": f"r{i}", "vcpu": 16, "ram_gib": 64, "cost_per_hour": 2.0}
                           for i in range(3)])
     requests = requests_table(*[{"request_id": f"r{i}", "vcpu": 4, "ram_gib": 8} for i in range(3)])
     current = shards(*[(f"r{i}", 0, f"h{i}", 0, 4, 8, 0, 0.0, 0, "compute") for i in range(3)])
-    options = FAST.replace(disruption_cost=disruption_cost)
-    running = build_running(hosts, requests, check_current(current, hosts, requests, "c"), options,
-                            (hosts["status"] == "up").to_numpy())
-    fleet = build_fleet(hosts, running.held)
-    start, order = run_ffd(fleet, requests, options, sharded=True, running=running)
-    candidates = find_candidates(fleet, requests, options, must_include=running.hosts())
-    problem = build_problem(fleet, requests, candidates, options, order, running)
-    hint = start.reordered(order)
+    problem, _, hint = replan_problem(hosts, requests, current, FAST.replace(disruption_cost=disruption_cost))
     found, _ = consolidate(problem, hint, 2000, seed=0)
     assert 3 - len({p[0] for parts in found.parts for p in parts}) == freed
     assert evaluate(problem, found).total <= evaluate(problem, hint).total
@@ -334,24 +324,25 @@ def test_a_swap_no_executor_can_order_is_found_and_undone():
     messages, stuck = unorderable_moves(hosts, requests, current, swapped)
     assert stuck == {"a", "b"} and messages
     assert unorderable_moves(hosts, requests, current, current) == ([], set())
-    problem, order = replan_problem(hosts, requests, current)
+    problem, order, _ = replan_problem(hosts, requests, current)
     plan_swapped = Assignment(np.ones(2, dtype=bool), [[(1, 8, 16, 0, 0)], [(0, 8, 16, 0, 0)]], [[], []])
     repaired = keep_in_place(problem, plan_swapped.reordered(order), requests, stuck, order).restored(order)
     assert repaired.parts == [[(0, 8, 16, 0, 0)], [(1, 8, 16, 0, 0)]]
 
 
-def replan_problem(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame):
-    """The placement problem of re-planning `requests` on `hosts` against `current`, and its order."""
+def replan_problem(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame, options: PlanOptions = FAST):
+    """The placement problem of re-planning `requests` on `hosts` against `current`, its order, and the
+    re-planning warm start (what may stay kept, the rest placed by FFD) in problem order."""
     from shardplan.planner.engine import build_problem, run_ffd
     from shardplan.planner.search.candidates import build_fleet, find_candidates
     from shardplan.planner.search.running import build_running
 
-    running = build_running(hosts, requests, check_current(current, hosts, requests, "c"), FAST,
+    running = build_running(hosts, requests, check_current(current, hosts, requests, "c"), options,
                             (hosts["status"] == "up").to_numpy())
     fleet = build_fleet(hosts, running.held)
-    _, order = run_ffd(fleet, requests, FAST, sharded=True, running=running)
-    candidates = find_candidates(fleet, requests, FAST, must_include=running.hosts())
-    return build_problem(fleet, requests, candidates, FAST, order, running), order
+    start, order = run_ffd(fleet, requests, options, sharded=True, running=running)
+    candidates = find_candidates(fleet, requests, options, must_include=running.hosts())
+    return build_problem(fleet, requests, candidates, options, order, running), order, start.reordered(order)
 
 
 def test_a_stuck_request_put_back_where_it_runs_evicts_what_took_its_room_and_places_it_elsewhere():
@@ -367,7 +358,7 @@ def test_a_stuck_request_put_back_where_it_runs_evicts_what_took_its_room_and_pl
     requests = requests_table({"request_id": "a", "vcpu": 8, "ram_gib": 16}, {"request_id": "b", "vcpu": 8, "ram_gib": 16},
                               {"request_id": "n", "vcpu": 8, "ram_gib": 16})
     current = shards(("a", 0, "h1", 0, 8, 16, 0, 0.0, 0, "compute"), ("b", 0, "h2", 0, 8, 16, 0, 0.0, 0, "compute"))
-    problem, order = replan_problem(hosts, requests, current)
+    problem, order, _ = replan_problem(hosts, requests, current)
     chosen = Assignment(np.ones(3, dtype=bool), [[(1, 8, 16, 0, 0)], [(2, 8, 16, 0, 0)], [(0, 8, 16, 0, 0)]],
                         [[], [], []])
     repaired = keep_in_place(problem, chosen.reordered(order), requests, {"a"}, order)
