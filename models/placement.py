@@ -30,6 +30,7 @@ from shardplan.models.problem import (
     host_usage,
     hot_spots,
     members_a_request_may_span,
+    rack_units,
     relative_gap,
     remote_gib,
     symmetry_views,
@@ -51,8 +52,8 @@ class PlacementVars:
     copy: list[list[cp_model.IntVar]] = field(default_factory=list)
     active: dict[int, cp_model.IntVar] = field(default_factory=dict)
     zone_choice: dict[int, dict[int, cp_model.IntVar]] = field(default_factory=dict)  # request → zone → chosen
-    spread_aux: list[tuple[int, object, dict[int, object], object]] = field(default_factory=list)
-    # per spread-charged request: (r, extra_hosts, {rack: rack_used}, extra_racks)
+    spread_aux: list[tuple[int, object, dict[int, object], object, dict[int, object]]] = field(default_factory=list)
+    # per spread-charged request: (r, extra_hosts, {rack: rack_used}, extra_racks or the rack star, {rack: centre})
     moves: list[tuple[int, object, list[tuple[tuple, object]], list[tuple[int, object]]]] = field(default_factory=list)
     # per running request: (r, kept or None when mandatory, [(current part, same or None)], [(copy host, copy or None)])
     move_cost: object = 0
@@ -472,10 +473,25 @@ def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: Place
             for u in uses:
                 model.AddImplication(u, y)
             rack_terms[rack] = y
-        extra_racks = model.NewIntVar(0, len(rack_terms), f"extra_racks[{r}]")
-        model.Add(extra_racks >= sum(rack_terms.values()) - 1)
-        v.spread_aux.append((r, extra_hosts, rack_terms, extra_racks))
-        spread.append(weight * (extra_hosts + extra_racks))
+        if problem.rack_distance is None or len(rack_terms) <= 1:
+            extra_racks = model.NewIntVar(0, len(rack_terms), f"extra_racks[{r}]")
+            model.Add(extra_racks >= sum(rack_terms.values()) - 1)
+            v.spread_aux.append((r, extra_hosts, rack_terms, extra_racks, {}))
+            spread.append(weight * (extra_hosts + extra_racks))
+            continue
+        # by distance: the star around a centre rack the request uses (rack_star in models.problem)
+        units = {k: {l: rack_units(weight, problem.rack_distance[k, l]) for l in rack_terms} for k in rack_terms}
+        most = max(sum(row.values()) for row in units.values())
+        star = model.NewIntVar(0, most, f"rack_star[{r}]")
+        centres = {}
+        for k, row in units.items():
+            centre = model.NewBoolVar(f"rack_centre[{r},{k}]")
+            model.AddImplication(centre, rack_terms[k])
+            model.Add(star >= sum(c * rack_terms[l] for l, c in row.items() if c)).OnlyEnforceIf(centre)
+            centres[k] = centre
+        model.AddExactlyOne(centres.values())
+        v.spread_aux.append((r, extra_hosts, rack_terms, star, centres))
+        spread.append(weight * extra_hosts + star)
     remote = sum(int(problem.memory.touched_price[r]) * t for r, t in v.touched.items())
     hot = int(problem.hot_price) * sum(v.hot.values()) if v.hot else 0
     speed = []
@@ -523,13 +539,21 @@ def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVar
         hosts = hint.hosts_of(r)
         for zone, chosen in v.zone_choice.get(r, {}).items():
             model.AddHint(chosen, any(int(problem.zone[h]) == zone for h in hosts))
-    for r, extra_hosts, rack_used, extra_racks in v.spread_aux:
+    for r, extra_hosts, rack_used, extra_racks, centres in v.spread_aux:
         compute_hosts = {p[0] for p in hint.parts[r]} if hint.placed[r] else set()
         racks = {int(problem.rack[h]) for h in compute_hosts}
         model.AddHint(extra_hosts, max(len(compute_hosts) - 1, 0))
         for rack, y in rack_used.items():
-            model.AddHint(y, rack in racks)
-        model.AddHint(extra_racks, max(len(racks) - 1, 0))
+            model.AddHint(y, rack in racks or (not racks and rack == next(iter(centres), None)))
+        if not centres:
+            model.AddHint(extra_racks, max(len(racks) - 1, 0))
+            continue
+        weight = int(problem.spread_weight[r])
+        cost = {k: sum(rack_units(weight, problem.rack_distance[k, l]) for l in racks) for k in (racks or {next(iter(centres))})}
+        best = min(cost, key=lambda k: (cost[k], k))
+        for k, centre in centres.items():
+            model.AddHint(centre, k == best)
+        model.AddHint(extra_racks, cost[best])
     used = np.zeros(problem.n_hosts, dtype=bool)
     for r in np.flatnonzero(hint.placed):
         used[list(hint.hosts_of(r))] = True

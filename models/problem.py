@@ -179,6 +179,8 @@ class PlacementProblem:
     hot_price: int = 0                  # solver units per host and resource the plan makes hot
     speed_price: np.ndarray | None = None   # (R,) solver units per vcpu per unit of cpu_score below the best
     speed_deficit: np.ndarray | None = None  # (H,) the best up host's cpu_score less this host's
+    rack_distance: np.ndarray | None = None  # (K, K) rack-pair distance (topology; 1 = the default pair);
+    # None: every extra rack counts 1
 
     @cached_property
     def memory(self) -> RemoteMemory:
@@ -375,18 +377,38 @@ def members_a_request_may_span(problem: PlacementProblem, r: int, uses_storage: 
     return min(group_size, int(problem.max_shards[r]) + extra)
 
 
-def span_count(parts: list[tuple[int, int, int, int, int]], rack: np.ndarray) -> int:
-    """Extra hosts + extra racks that compute, memory and GPU parts span (storage copies do not count):
-    what the spread penalty charges per unit of a request's weight."""
+def span_count(parts: list[tuple[int, int, int, int, int]], rack: np.ndarray,
+               distance: np.ndarray | None = None) -> float:
+    """Extra hosts + what the racks cost that compute, memory and GPU parts span (storage copies do not
+    count): what the spread penalty charges per unit of a request's weight. The racks cost their number less
+    one, or with a topology (`distance`) the star around the best of them (`rack_star`)."""
     hosts = {p[0] for p in parts}
     if not hosts:
         return 0
-    return (len(hosts) - 1) + (len({int(rack[h]) for h in hosts}) - 1)
+    racks = {int(rack[h]) for h in hosts}
+    if distance is None:
+        return (len(hosts) - 1) + (len(racks) - 1)
+    return (len(hosts) - 1) + min(float(distance[k, list(racks)].sum()) for k in racks)
+
+
+def rack_units(weight: int, distance: float) -> int:
+    """Solver units a request of spread `weight` pays for a rack at `distance` from its star's centre."""
+    return int(round(weight * float(distance)))
 
 
 def request_spread(problem: PlacementProblem, r: int, parts: list[tuple[int, int, int, int, int]]) -> int:
-    """Spread charge of request `r` on `parts` (solver units): its weight × `span_count`."""
-    return int(problem.spread_weight[r]) * span_count(parts, problem.rack)
+    """Spread charge of request `r` on `parts` (solver units): its weight × `span_count`, the rack terms
+    rounded pair by pair as the CP-SAT model has them."""
+    weight = int(problem.spread_weight[r])
+    if problem.rack_distance is None or not weight:
+        return weight * int(span_count(parts, problem.rack))
+    hosts = {p[0] for p in parts}
+    if not hosts:
+        return 0
+    racks = sorted({int(problem.rack[h]) for h in hosts})
+    distance = problem.rack_distance
+    star = min(sum(rack_units(weight, distance[k, l]) for l in racks) for k in racks)
+    return weight * (len(hosts) - 1) + star
 
 
 def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerms:

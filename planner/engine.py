@@ -60,6 +60,7 @@ from shardplan.planner.search.candidates import (
     find_candidates,
     hot_room,
     modelled_slowdown,
+    rack_distances,
     remote_memory,
     request_arrays,
     speed_deficit,
@@ -357,7 +358,9 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates |
         deterministic=options.deterministic, deterministic_units_per_s=options.deterministic_units_per_s,
         current=None if running is None else running.in_order(order), remote=memory.take(order),
         hot_room=hot_room(fleet, options), hot_price=int(round(options.hot_spot_price * COST_UNITS_PER_DOLLAR)),
-        speed_price=speed_prices(requests, options)[order], speed_deficit=speed_deficit(fleet))
+        speed_price=speed_prices(requests, options)[order], speed_deficit=speed_deficit(fleet),
+        rack_distance=rack_distances(fleet, options.topology, options.other_rack_latency_us,
+                                     options.other_rack_bandwidth_gbps))
 
 
 def candidate_pairs(compute: list[np.ndarray], storage: list[np.ndarray]) -> int:
@@ -920,6 +923,7 @@ def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, optio
     demand = request_arrays(requests)["demand"]
     latency = requests["latency_class"].to_list()
     memory = remote_memory(requests, options)
+    distance = rack_distances(fleet, options.topology, options.other_rack_latency_us, options.other_rack_bandwidth_gbps)
     filtered = unplaced_reasons(candidates) if not assignment.placed.all() else {}
     for r, request_id in enumerate(ids):
         if not assignment.placed[r]:
@@ -951,7 +955,7 @@ def assemble(fleet: Fleet, requests: pl.DataFrame, assignment: Assignment, optio
             hosts_used.add(h)
             cost += fleet.cost[h] * _dominant_share(fleet, h, (0, 0, int(demand[r, STORAGE]), 0, 0))
         out.append((request_id, "placed", len(hosts_used), round(cost, 6),
-                    options.spread_weight(latency[r]) * span_count(assignment.parts[r], fleet.rack), None,
+                    options.spread_weight(latency[r]) * span_count(assignment.parts[r], fleet.rack, distance), None,
                     remote, round(modelled_slowdown(memory, r, remote, int(demand[r, RAM]), options), 6)))
     shards = pl.DataFrame(rows, schema=SHARDS_SCHEMA, orient="row")
     requests_out = pl.DataFrame(out, schema={**REQUESTS_OUT_SCHEMA, **REQUESTS_OUT_OPTIONAL}, orient="row")

@@ -25,7 +25,7 @@ from shardplan.planner.reservations import (
     size_reservations,
 )
 from shardplan.planner.search.budget import SearchBudget
-from shardplan.planner.validate.inputs import load_history, load_hosts, load_requests
+from shardplan.planner.validate.inputs import load_history, load_hosts, load_requests, load_topology
 from shardplan.planner.validate.options import PlanOptions
 
 NIGHTLY_STAGES: tuple[str, ...] = ("history", "forecast", "sizing", "plan", "check", "export")
@@ -51,6 +51,7 @@ class NightlyInputs:
     source: str
     history_source: str | None
     current: CurrentPlacement | None = None   # what runs now (--previous / --current): the plan edits it
+    topology: tuple = ()   # distances between racks (the folder's topology table), PlanOptions.topology's rows
 
 
 @dataclass
@@ -98,8 +99,11 @@ def load_inputs(folder: Path | None) -> NightlyInputs:
         from shardplan.forecasting.demo_history import demo_history
 
         history, history_source = demo_history(), "demo history (generated in memory: data/demo/history.parquet absent)"
-    return NightlyInputs(load_hosts(hosts_file), load_requests(requests_file), history,
-                         "embedded demo" if folder is None else str(root), history_source)
+    hosts = load_hosts(hosts_file)
+    topology_file = find_table(root, "topology")
+    topology = () if topology_file is None else load_topology(topology_file, hosts)
+    return NightlyInputs(hosts, load_requests(requests_file), history,
+                         "embedded demo" if folder is None else str(root), history_source, topology=topology)
 
 
 def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_options: ReservationOptions,
@@ -112,6 +116,8 @@ def run_nightly(inputs: NightlyInputs, plan_options: PlanOptions, reservation_op
     from shardplan.forecasting.export import forecast_demand
 
     tell = note or (lambda _stage, _detail: None)
+    if inputs.topology and not plan_options.topology:
+        plan_options = plan_options.replace(topology=inputs.topology)
     if budget is not None:  # the sizing model's limit within the command's: a fifth of what is left at most
         reservation_options = reservation_options.replace(
             time_limit_s=max(min(reservation_options.time_limit_s, 0.2 * budget.wall_left()), 1.0))

@@ -20,13 +20,13 @@ from shardplan.planner.cli.common import (
     start_command,
     warn_fallback,
 )
-from shardplan.planner.validate.inputs import InputError, load_hosts, load_requests
+from shardplan.planner.validate.inputs import InputError, load_hosts, load_requests, load_topology
 from shardplan.planner.validate.options import PlanOptions
 
 
 def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOptions, force: bool = False,
              as_json: bool = False, current_path: Path | None = None, dask_address: str | None = None,
-             dask_workers: int | None = None) -> int:
+             dask_workers: int | None = None, topology_path: Path | None = None) -> int:
     """validate → plan (search, bound, assign, check) → export under one search budget that started with the
     command; returns the exit code. `current_path`: what runs now (the plan edits it). Above one partition
     (options.partitions, or chosen from the size) the cells run on Dask: `dask_address`, else a LocalCluster."""
@@ -39,6 +39,8 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
             hosts = load_hosts(hosts_file)
             requests = load_requests(requests_file)
             current = None if current_path is None else load_current(current_path, hosts, requests)
+            if topology_path is not None:
+                options = options.replace(topology=load_topology(topology_path, hosts))
     except InputError as exc:
         fail_input(exc)
     k = cells_for(options, hosts.height, requests.height, current is not None)
@@ -141,6 +143,9 @@ def register(app: typer.Typer) -> None:
         partitions: Optional[int] = PARTITIONS,
         dask: Optional[str] = DASK,
         dask_workers: Optional[int] = DASK_WORKERS,
+        topology: Optional[Path] = typer.Option(None, "--topology", help="distances between racks (.csv or .parquet: "
+                                                "from, to, latency_us, bandwidth_gbps; two racks of a zone, or a "
+                                                "zone twice for its default): spreading costs by distance"),
         force: bool = typer.Option(False, "--force", help="replace the plan already in --out"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     ) -> None:
@@ -151,12 +156,12 @@ def register(app: typer.Typer) -> None:
                                   disruption_cost=disruption_cost, move_cost_per_gib=move_cost_per_gib,
                                   remote_memory_pricing=remote_memory_pricing, partitions=partitions)
         raise typer.Exit(run_plan(hosts, requests, out, options, force, as_json, current_table(previous, current),
-                                  dask, dask_workers))
+                                  dask, dask_workers, topology))
 
     @app.command("nightly")
     def nightly_command(
         out: Path = typer.Option(..., "--out", help="plan directory to write"),
-        data: Optional[Path] = typer.Option(None, "--data", help="folder with hosts, requests and history tables "
+        data: Optional[Path] = typer.Option(None, "--data", help="folder with hosts, requests, history and (optional) topology tables "
                                             "(default: embedded demo); without a history no reservations are made"),
         forecaster: Optional[str] = typer.Option(None, "--forecaster", help="registered forecaster for the next window "
                                                  "(default mean_7_same_hours; prophet is slower)"),

@@ -129,6 +129,34 @@ def build_fleet(hosts: pl.DataFrame, held: np.ndarray | None = None) -> Fleet:
                  host_class, rack_names, zone_names, held, cpu_score, storage_iops)
 
 
+def rack_distances(fleet: Fleet, topology: tuple, latency_us: float, bandwidth_gbps: float) -> np.ndarray | None:
+    """(K, K) distance between the fleet's racks, relative to a pair at the defaults (PlanOptions.topology):
+    mean(latency / `latency_us`, `bandwidth_gbps` / bandwidth), 0 on the diagonal; None without a topology
+    (every other rack 1, the spread penalty's count). Zone rows first, then rack pairs over them; names this
+    fleet lacks (a partition's hosts) are skipped."""
+    if not topology:
+        return None
+    k = len(fleet.rack_names)
+    zone_of = np.zeros(k, dtype=np.int64)
+    zone_of[fleet.rack] = fleet.zone
+    rack_index = {name: i for i, name in enumerate(fleet.rack_names)}
+    zone_index = {name: i for i, name in enumerate(fleet.zone_names)}
+    latency = np.full((k, k), float(latency_us))
+    bandwidth = np.full((k, k), float(bandwidth_gbps))
+    for a, b, lat, bw in sorted(topology, key=lambda row: row[0] in rack_index):
+        if a in rack_index and b in rack_index:
+            i, j = rack_index[a], rack_index[b]
+            latency[i, j] = latency[j, i] = lat
+            bandwidth[i, j] = bandwidth[j, i] = bw
+        elif a == b and a in zone_index:
+            inside = np.flatnonzero(zone_of == zone_index[a])
+            latency[np.ix_(inside, inside)] = lat
+            bandwidth[np.ix_(inside, inside)] = bw
+    distance = 0.5 * (latency / float(latency_us) + float(bandwidth_gbps) / bandwidth)
+    np.fill_diagonal(distance, 0.0)
+    return distance
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Per request: compute and storage candidate host indices, GPU fit, and drop counts per reason."""

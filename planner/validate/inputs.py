@@ -213,3 +213,51 @@ def load_history(path: str | Path) -> pl.DataFrame:
         row = int(bad.arg_true()[0])
         raise InputError(path, f"expected a timestamp, got {table['ts'][row]!r}", row + 1, "ts")
     return table.with_columns(parsed.alias("ts"))
+
+
+TOPOLOGY_COLUMNS: tuple[Column, ...] = (
+    Column("from", str), Column("to", str),
+    Column("latency_us", float, minimum=1e-9), Column("bandwidth_gbps", float, minimum=1e-9),
+)
+"""The `topology` table: one row per rack pair (two racks of one zone, in either order) or per zone (the zone
+named twice: the default for the pairs of its racks that no row names)."""
+
+
+def load_topology(path: str | Path, hosts: pl.DataFrame) -> tuple[tuple[str, str, float, float], ...]:
+    """The distances between racks, validated against the hosts' racks and zones: rows (from, to, latency_us,
+    bandwidth_gbps), as PlanOptions.topology holds them."""
+    return check_topology(validate_table(read_table(path), TOPOLOGY_COLUMNS, path, key=None), hosts, path)
+
+
+def check_topology(table: pl.DataFrame, hosts: pl.DataFrame, path: str | Path) -> tuple[tuple[str, str, float, float], ...]:
+    """Cross-table rules of the topology: every name a rack or a zone of the hosts, a rack pair inside one
+    zone (a request's parts lie in one zone, invariant 7), a zone only paired with itself, a rack not with
+    itself (same-rack spreading is priced per extra host), no pair twice."""
+    zone_of = dict(zip(hosts["rack"].to_list(), hosts["zone"].to_list()))
+    zones = set(hosts["zone"].to_list())
+    seen: dict[tuple[str, str], int] = {}
+    rows = []
+    for i, row in enumerate(table.select("from", "to", "latency_us", "bandwidth_gbps").iter_rows()):
+        a, b, latency, bandwidth = row
+        for column, name in (("from", a), ("to", b)):
+            if name not in zone_of and name not in zones:
+                raise InputError(path, f"{name!r} is neither a rack nor a zone of the hosts", i + 1, column)
+        if a in zone_of and b in zone_of:
+            if a == b:
+                raise InputError(path, f"rack {a!r} paired with itself (spreading inside a rack is priced per "
+                                       f"extra host, not by the topology)", i + 1, "to")
+            if zone_of[a] != zone_of[b]:
+                raise InputError(path, f"racks {a!r} ({zone_of[a]}) and {b!r} ({zone_of[b]}) lie in different zones; "
+                                       f"a request's parts lie in one zone, so the pair would price nothing",
+                                 i + 1, "to")
+        elif a in zone_of or b in zone_of:
+            raise InputError(path, f"{a!r} and {b!r}: a row pairs two racks or names one zone twice", i + 1, "to")
+        elif a != b:
+            raise InputError(path, f"zones {a!r} and {b!r}: a request's parts lie in one zone, so a zone is only "
+                                   f"paired with itself (the default for its racks)", i + 1, "to")
+        key = (min(a, b), max(a, b))
+        if key in seen:
+            raise InputError(path, f"the pair {a!r}–{b!r} is given twice (first at row {seen[key]})", i + 1, "from")
+        seen[key] = i + 1
+        rows.append((a, b, float(latency), float(bandwidth)))
+    return tuple(rows)

@@ -162,6 +162,18 @@ class PlanOptions:
     """... for latency class medium."""
     spread_weight_tolerant: float = 0.1
     """... for latency class tolerant."""
+    topology: tuple = ()
+    """Distances between racks (the `--topology` table, rows (from, to, latency_us, bandwidth_gbps) with `from`,
+    `to` two racks of one zone or one zone twice, the default for its rack pairs): with it, the extra racks a
+    request spans cost by distance, not by count. A request's racks cost its spread weight × the least, over
+    its racks k, of Σ over its other racks l of distance(k, l): the star around its best-placed rack, where
+    distance = mean(latency_us / other_rack_latency_us, other_rack_bandwidth_gbps / bandwidth_gbps), 1.0 for
+    a pair at the defaults (so with no table, or the defaults in it, a request pays per extra rack as before).
+    Empty: no table."""
+    other_rack_latency_us: float = 20.0
+    """Latency between two racks of a zone that the topology does not name (µs; the router's default too)."""
+    other_rack_bandwidth_gbps: float = 10.0
+    """Bandwidth between two racks of a zone that the topology does not name (Gbps)."""
     lp_bound: bool = True
     """Solve the LP relaxation with PuLP/HiGHS to report a bound when tighter than CP-SAT's."""
     model_build_s_per_kpair: float = 0.05
@@ -228,7 +240,10 @@ class PlanOptions:
         """The options a plan.json recorded (its `options`): the fields this version knows, defaults for the
         rest (a plan written by another version may hold more or fewer)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (options or {}).items() if k in known})
+        values = {k: v for k, v in (options or {}).items() if k in known}
+        if "topology" in values:  # JSON gives lists
+            values["topology"] = tuple(tuple(row) for row in values["topology"] or ())
+        return cls(**values)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, validate: bool = True) -> "PlanOptions":
@@ -241,6 +256,9 @@ class PlanOptions:
             if raw is None:
                 continue
             kind = type(f.default)
+            if kind is tuple:  # a table (topology): given by its flag, not by the environment
+                raise ValueError(f"environment variable SHARDPLAN_{f.name.upper()}: {f.name} is a table, "
+                                 f"given by its file flag")
             if kind is bool:
                 changes[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
             else:
@@ -302,6 +320,10 @@ class PlanOptions:
             ("move_cost_per_gib", self.move_cost_per_gib >= 0, "≥ 0"),
             ("move_horizon_h", self.move_horizon_h > 0, "> 0"),
             ("max_moves", self.max_moves >= -1, "≥ 0 (or −1: no budget)"),
+            ("other_rack_latency_us", self.other_rack_latency_us > 0, "> 0"),
+            ("other_rack_bandwidth_gbps", self.other_rack_bandwidth_gbps > 0, "> 0"),
+            ("topology", all(len(row) == 4 and row[2] > 0 and row[3] > 0 for row in self.topology),
+             "rows (from, to, latency_us > 0, bandwidth_gbps > 0)"),
         ):
             if not ok:
                 raise OptionError(name, getattr(self, name), rule)
