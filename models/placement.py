@@ -30,6 +30,7 @@ from shardplan.models.problem import (
     host_usage,
     hot_spots,
     members_a_request_may_span,
+    rack_star,
     rack_units,
     relative_gap,
     remote_gib,
@@ -479,7 +480,7 @@ def objective_terms(model: cp_model.CpModel, problem: PlacementProblem, v: Place
             v.spread_aux.append((r, extra_hosts, rack_terms, extra_racks, {}))
             spread.append(weight * (extra_hosts + extra_racks))
             continue
-        # by distance: the star around a centre rack the request uses (rack_star in models.problem)
+        # by distance: the star around a centre rack the request uses (models.problem.rack_star)
         units = {k: {l: rack_units(weight, problem.rack_distance[k, l]) for l in rack_terms} for k in rack_terms}
         most = max(sum(row.values()) for row in units.values())
         star = model.NewIntVar(0, most, f"rack_star[{r}]")
@@ -543,17 +544,17 @@ def add_hint(model: cp_model.CpModel, problem: PlacementProblem, v: PlacementVar
         compute_hosts = {p[0] for p in hint.parts[r]} if hint.placed[r] else set()
         racks = {int(problem.rack[h]) for h in compute_hosts}
         model.AddHint(extra_hosts, max(len(compute_hosts) - 1, 0))
+        if centres and not racks:  # unplaced: exactly one centre still holds, on a rack marked used at no cost
+            racks = {next(iter(centres))}
         for rack, y in rack_used.items():
-            model.AddHint(y, rack in racks or (not racks and rack == next(iter(centres), None)))
+            model.AddHint(y, rack in racks)
         if not centres:
             model.AddHint(extra_racks, max(len(racks) - 1, 0))
             continue
-        weight = int(problem.spread_weight[r])
-        cost = {k: sum(rack_units(weight, problem.rack_distance[k, l]) for l in racks) for k in (racks or {next(iter(centres))})}
-        best = min(cost, key=lambda k: (cost[k], k))
+        cost, best = rack_star(int(problem.spread_weight[r]), racks, problem.rack_distance)
         for k, centre in centres.items():
             model.AddHint(centre, k == best)
-        model.AddHint(extra_racks, cost[best])
+        model.AddHint(extra_racks, cost)
     used = np.zeros(problem.n_hosts, dtype=bool)
     for r in np.flatnonzero(hint.placed):
         used[list(hint.hosts_of(r))] = True

@@ -381,7 +381,7 @@ def span_count(parts: list[tuple[int, int, int, int, int]], rack: np.ndarray,
                distance: np.ndarray | None = None) -> float:
     """Extra hosts + what the racks cost that compute, memory and GPU parts span (storage copies do not
     count): what the spread penalty charges per unit of a request's weight. The racks cost their number less
-    one, or with a topology (`distance`) the star around the best of them (`rack_star`)."""
+    one, or with a topology (`distance`) the star around the best of them (`rack_star`, unrounded)."""
     hosts = {p[0] for p in parts}
     if not hosts:
         return 0
@@ -396,6 +396,14 @@ def rack_units(weight: int, distance: float) -> int:
     return int(round(weight * float(distance)))
 
 
+def rack_star(weight: int, racks, distance: np.ndarray) -> tuple[int, int]:
+    """(solver units, centre) of the star a request of spread `weight` pays for `racks` under a topology: the
+    least over its racks k of Σ over its racks l of `rack_units`(weight, distance[k, l]), and the k that gives
+    it (the lowest on ties); the CP-SAT model's `rack_star` and `rack_centre`."""
+    racks = sorted(racks)
+    return min((sum(rack_units(weight, distance[k, l]) for l in racks), k) for k in racks)
+
+
 def request_spread(problem: PlacementProblem, r: int, parts: list[tuple[int, int, int, int, int]]) -> int:
     """Spread charge of request `r` on `parts` (solver units): its weight × `span_count`, the rack terms
     rounded pair by pair as the CP-SAT model has them."""
@@ -405,10 +413,8 @@ def request_spread(problem: PlacementProblem, r: int, parts: list[tuple[int, int
     hosts = {p[0] for p in parts}
     if not hosts:
         return 0
-    racks = sorted({int(problem.rack[h]) for h in hosts})
-    distance = problem.rack_distance
-    star = min(sum(rack_units(weight, distance[k, l]) for l in racks) for k in racks)
-    return weight * (len(hosts) - 1) + star
+    racks = {int(problem.rack[h]) for h in hosts}
+    return weight * (len(hosts) - 1) + rack_star(weight, racks, problem.rack_distance)[0]
 
 
 def evaluate(problem: PlacementProblem, assignment: Assignment) -> ObjectiveTerms:
