@@ -165,7 +165,8 @@ def run_fleet(name: str, nights: int, time_limit: float, hazard, weekday, seed: 
                 pl.col("request_id").is_in(requests["request_id"].implode()))
             violations = check_plan(hosts, requests, result.shards, result.requests_out, options,
                                     current=was if policy != "from_scratch" else None)
-            forced = must_move(hosts, requests, was, min_local_ram_gib_per_vcpu=options.min_local_ram_gib_per_vcpu)
+            forced = must_move(hosts, requests, was, min_local_ram_gib_per_vcpu=options.min_local_ram_gib_per_vcpu,
+                               max_ram_skew=options.max_ram_skew)
             moved = moved_requests(was, result.shards)
             running_ids = set(was["request_id"].to_list())
             evictable = dict(requests.select("request_id", "evictable").iter_rows())

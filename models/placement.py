@@ -150,6 +150,11 @@ def add_part_links(model: cp_model.CpModel, problem: PlacementProblem, v: Placem
                     model.Add(den * rm >= num * vc)  # invariant 4: local RAM per vcpu
                 elif num > 0:
                     model.Add(vc == 0)
+                if problem.ram_skew is not None and not isinstance(rm, int):
+                    # invariant 4: at most skew × its vcpu share of the RAM, rounded up (part_ram_cap)
+                    s_num, s_den = problem.ram_skew
+                    big = s_den * int(d[VCPU])
+                    model.Add(big * rm <= s_num * int(d[RAM]) * vc + big - 1).OnlyEnforceIf(has)
             if not isinstance(rm, int):
                 if problem.allow_remote[r] and not isinstance(has, int):
                     model.Add(rm <= int(d[RAM]) * u)

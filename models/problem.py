@@ -139,6 +139,25 @@ class RemoteMemory:
                             self.touched_price[index])
 
 
+SKEW_DEN = 1000
+"""max_ram_skew is rounded to 1/SKEW_DEN, the same in the planner and the checker."""
+
+
+def skew_ratio(skew: float | None) -> tuple[int, int] | None:
+    """max_ram_skew as the integer ratio every rule below uses (None: no cap)."""
+    return None if skew is None else (int(round(float(skew) * SKEW_DEN)), SKEW_DEN)
+
+
+def part_ram_cap(ram: int, vcpu: int, part_vcpu: int, skew: tuple[int, int] | None) -> int | None:
+    """Most GiB a part with `part_vcpu` of a request's `vcpu` and `ram` may hold (invariant 4): skew × its
+    vcpu share of the RAM, rounded up; None where no cap applies (no skew, or a part without vcpu)."""
+    if skew is None or part_vcpu <= 0 or vcpu <= 0:
+        return None
+    num, den = skew
+    d = den * int(vcpu)
+    return (num * int(ram) * int(part_vcpu) + d - 1) // d
+
+
 def remote_gib(parts) -> int:
     """GiB of a request's parts held where it runs no vcpu."""
     return sum(int(p[2]) for p in parts if p[1] == 0)
@@ -166,6 +185,7 @@ class PlacementProblem:
     whole: bool = False         # one host per VM; the primary storage copy sits with the compute
     remote_mbps_per_gib: int = 50
     local_ram_per_vcpu: tuple[int, int] = (1, 2)  # ram*den >= num*vcpu on every part
+    ram_skew: tuple[int, int] | None = None  # a part with vcpu holds ≤ part_ram_cap GiB (invariant 4); None: no cap
     time_limit_s: float = 30.0  # nominal seconds (deterministic mode: × deterministic_units_per_s of CP-SAT time)
     wall_limit_s: float | None = None  # hard wall-clock cap (the search budget's); None: time_limit_s in wall mode, none else
     workers: int = 2

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 import numpy as np
 import polars as pl
 
-from shardplan.models.problem import GPU, NET_UNITS_PER_GBPS, RAM, VCPU, Assignment
+from shardplan.models.problem import GPU, NET_UNITS_PER_GBPS, RAM, VCPU, Assignment, skew_ratio
 from shardplan.planner.engine import KIND_COLUMN, assemble
 from shardplan.planner.report.export import empty_reservations
 from shardplan.planner.search.baselines import first_fit
@@ -294,7 +294,7 @@ def _place(room: _Room, one: pl.DataFrame, free: np.ndarray, options: PlanOption
     return first_fit(fleet, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
                      req["low_latency"], np.array([0]), options.mode == "sharded", options.min_local_ram_gib_per_vcpu,
                      best_fit=True, min_cpu=req["min_cpu"], min_iops=req["min_iops"],
-                     remote=remote_memory(one, options))
+                     remote=remote_memory(one, options), skew=skew_ratio(options.max_ram_skew))
 
 
 def _with(one: pl.DataFrame, **values) -> pl.DataFrame:

@@ -46,6 +46,7 @@ from shardplan.models.problem import (
     relabel_by_first_use,
     relative_gap,
     remote_gib,
+    skew_ratio,
     span_count,
 )
 from shardplan.planner.replan import CurrentPlacement, compare, move_reasons, moved_requests
@@ -353,7 +354,7 @@ def build_problem(fleet: Fleet, requests: pl.DataFrame, candidates: Candidates |
         symmetry_groups=candidates.symmetry_groups if candidates and options.symmetry_breaking else [],
         whole=options.mode == "whole",
         remote_mbps_per_gib=int(round(options.remote_memory_gbps_per_gib * NET_UNITS_PER_GBPS)),
-        local_ram_per_vcpu=(int(round(ratio * 1000)), 1000),
+        local_ram_per_vcpu=(int(round(ratio * 1000)), 1000), ram_skew=skew_ratio(options.max_ram_skew),
         time_limit_s=options.time_limit_s, workers=options.workers, seed=options.seed,
         deterministic=options.deterministic, deterministic_units_per_s=options.deterministic_units_per_s,
         current=None if running is None else running.in_order(order), remote=memory.take(order),
@@ -424,7 +425,7 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
         return first_fit(view, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
                          req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu,
                          best_fit=best_fit, min_cpu=req["min_cpu"], min_iops=req["min_iops"], remote=memory,
-                         copy_apart=copy_apart)
+                         copy_apart=copy_apart, skew=skew_ratio(options.max_ram_skew))
 
     if running is None:
         return fit(fleet.room_view(), order), order

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from shardplan.models.problem import part_ram_cap, skew_ratio
 from shardplan.planner.validate.inputs import InputError, read_table, validate_table
 from shardplan.schema import CURRENT_SCHEMA, MOVES_SCHEMA, SHARD_ROLES, Column, free_expr, tier_rank
 
@@ -173,7 +174,8 @@ def _check_amounts(running: pl.DataFrame, requests: pl.DataFrame, path: str | Pa
 
 
 def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame,
-              whole: bool = False, min_local_ram_gib_per_vcpu: float = 0.5) -> dict[str, str]:
+              whole: bool = False, min_local_ram_gib_per_vcpu: float = 0.5,
+              max_ram_skew: float | None = None) -> dict[str, str]:
     """Running requests that cannot stay where they are, with the reason (a person can act on it):
     a part on a host that is no longer `up`; a host that can no longer hold the parts it held (its
     existing load grew: the lowest-priority, then largest, running requests there must move until the
@@ -181,8 +183,9 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     a compute part on a host slower than its min_cpu_score, a copy on storage below its min_storage_iops;
     in whole-VM mode, a request split over several hosts or without a copy beside its VM; and any part
     that would break an invariant where it is (copies sharing a rack, parts in two zones, less local
-    RAM per vcpu than the option asks, remote memory for latency class low, GPUs without a vcpu beside
-    them): keeping such a request is no valid plan. The checker applies the same rule."""
+    RAM per vcpu than the option asks or more than max_ram_skew × its vcpu share, remote memory for latency
+    class low, GPUs without a vcpu beside them): keeping such a request is no valid plan. The checker applies
+    the same rule."""
     if current.height == 0:
         return {}
     reasons: dict[str, str] = {}
@@ -191,6 +194,7 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     needs = [c for c in ("min_cpu_score", "min_storage_iops") if c in requests.columns]
     parts = current.join(info, on="host_id", how="left").join(
         requests.select("request_id", "priority", "max_shards", "latency_class", *needs,
+                        pl.col("vcpu").alias("request_vcpu"), pl.col("ram_gib").alias("request_ram"),
                         pl.col("storage_type").alias("wants_tier"), pl.col("gpu_model").alias("wants_gpu")),
         on="request_id", how="left")
     for row in parts.filter(pl.col("status") != "up").sort("request_id", "shard").iter_rows(named=True):
@@ -216,7 +220,7 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     for row in compute.filter(pl.col("hosts") > (1 if whole else pl.col("max_shards"))).iter_rows(named=True):
         reasons.setdefault(row["request_id"], f"spans {row['hosts']} hosts, more than "
                                               f"{'whole-VM mode allows' if whole else 'its max_shards'}")
-    _breaks_invariants(parts, whole, min_local_ram_gib_per_vcpu, reasons)
+    _breaks_invariants(parts, whole, min_local_ram_gib_per_vcpu, reasons, max_ram_skew)
     _over_capacity(hosts, parts, reasons)
     return dict(sorted(reasons.items()))
 
@@ -230,7 +234,8 @@ def below_needs(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             needs.filter((pl.col("storage_gib") > 0) & (pl.col("storage_iops") < pl.col("min_storage_iops") - 1e-9)))
 
 
-def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: dict[str, str]) -> None:
+def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: dict[str, str],
+                       skew: float | None = None) -> None:
     """Running requests whose parts, left where they are, would break invariants 4–7 tonight."""
     copies = parts.filter(pl.col("storage_gib") > 0)
     for row in copies.group_by("request_id", "rack").len().filter(pl.col("len") > 1).sort("request_id").iter_rows(
@@ -240,10 +245,16 @@ def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: 
             pl.col("zones") > 1).sort("request_id").iter_rows(named=True):
         reasons.setdefault(row["request_id"], f"parts in {row['zones']} zones")
     per_host = parts.filter(pl.col("storage_gib") == 0).group_by("request_id", "host_id").agg(
-        pl.col("vcpu").sum(), pl.col("ram_gib").sum(), pl.col("gpu").sum(), pl.col("latency_class").first())
+        pl.col("vcpu").sum(), pl.col("ram_gib").sum(), pl.col("gpu").sum(), pl.col("latency_class").first(),
+        pl.col("request_vcpu").first(), pl.col("request_ram").first())
     for row in per_host.sort("request_id", "host_id").iter_rows(named=True):
+        cap = (None if row["request_vcpu"] is None or row["request_ram"] is None
+               else part_ram_cap(row["request_ram"], row["request_vcpu"], row["vcpu"], skew_ratio(skew)))
         if row["vcpu"] > 0 and row["ram_gib"] < ratio * row["vcpu"] - 1e-9:
             why = f"{row['ram_gib']} GiB beside {row['vcpu']} vcpu on {row['host_id']}, below {ratio:g} GiB per vcpu"
+        elif cap is not None and row["ram_gib"] > cap:
+            why = (f"{row['ram_gib']} GiB beside {row['vcpu']} of its {row['request_vcpu']} vcpu on {row['host_id']}, "
+                   f"more than max_ram_skew {skew:g} × its share ({cap} GiB)")
         elif row["vcpu"] == 0 and row["ram_gib"] > 0 and row["latency_class"] == "low":
             why = f"remote memory on {row['host_id']}, which latency class low does not allow"
         elif row["vcpu"] == 0 and row["gpu"] > 0:

@@ -106,10 +106,10 @@ def test_untouched_ram_above_the_request_ram_is_refused_naming_row_and_column(tm
 
 
 def test_cp_sat_the_searches_and_the_usage_rule_agree_under_use_pricing():
-    """On a generated fleet (untouched shares from Bitbrains): CP-SAT's remote-memory term equals `evaluate`'s
-    of its plan and its objective is no lower (a feasible solution's spread counters may sit above their
-    floor), every host's usage by the one usage rule fits its free room, and no request holds more remote
-    GiB than its cap."""
+    """On a generated fleet (untouched shares from Bitbrains): CP-SAT's remote-memory term and its objective
+    are no lower than `evaluate`'s of its plan (in a feasible, unproven solution the touched-GiB and spread
+    counters may sit above their floor), every host's usage by the one usage rule fits its free room, and no
+    request holds more remote GiB than its cap."""
     from shardplan.data.generator import generate_fleet
 
     hosts, requests = generate_fleet(10, 30, seed=14, powered_down=0.0)  # tight enough that remote memory is held
@@ -120,7 +120,9 @@ def test_cp_sat_the_searches_and_the_usage_rule_agree_under_use_pricing():
     assert solution.result.status.has_solution
     assignment = solution.assignment
     terms = evaluate(problem, assignment)
-    assert terms.remote == solution.terms.remote and terms.unplaced == solution.terms.unplaced
+    assert terms.remote <= solution.terms.remote and terms.unplaced == solution.terms.unplaced
+    if solution.result.status.value == "optimal":
+        assert terms.remote == solution.terms.remote
     assert terms.total <= solution.terms.total == round(solution.result.objective)
     assert (host_usage(problem, assignment) <= problem.free).all()
     held = np.array([remote_gib(parts) for parts in assignment.parts])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from shardplan.models.problem import SKEW_DEN
 from shardplan.planner.replan import below_needs, moved_requests, must_move
 from shardplan.planner.report.export import (
     INPUT_CURRENT_FILE,
@@ -89,6 +90,7 @@ class _PlanTables:
     min_local_ram_gib_per_vcpu: float
     remote_memory_gbps_per_gib: float
     remote_memory_pricing: str = "flat"
+    max_ram_skew: float | None = None     # None: a plan.json from before the cap
     current: pl.DataFrame | None = None   # what ran (re-planning)
     max_moves: int = -1
     whole: bool = False
@@ -122,6 +124,14 @@ def _option(options: Mapping | PlanOptions | None, name: str) -> float:
         return float(getattr(options, name))
     value = (options or {}).get(name)
     return float(getattr(PlanOptions(), name) if value is None else value)
+
+
+def _skew(options: Mapping | PlanOptions | None) -> float | None:
+    """The plan's max_ram_skew; a plan.json from before the option existed had no cap."""
+    if isinstance(options, PlanOptions):
+        return options.max_ram_skew
+    value = (options or {}).get("max_ram_skew")
+    return None if value is None else float(value)
 
 
 def _pricing(options: Mapping | PlanOptions | None) -> str:
@@ -191,6 +201,7 @@ def _prepare(hosts, requests, shards, requests_out, options, reservations, curre
         min_local_ram_gib_per_vcpu=_option(options, "min_local_ram_gib_per_vcpu"),
         remote_memory_gbps_per_gib=remote_rate,
         remote_memory_pricing=pricing,
+        max_ram_skew=_skew(options),
         current=None if current is None else cast_to_schema(current, CURRENT_SCHEMA, INPUT_CURRENT_FILE),
         max_moves=int(_option(options, "max_moves")),
         whole=(options.mode if isinstance(options, PlanOptions) else (options or {}).get("mode")) == "whole",
@@ -306,6 +317,27 @@ def check_span(plan: _PlanTables) -> list[Violation]:
             for row in spans.iter_rows(named=True)]
 
 
+def _skewed_parts(plan: _PlanTables) -> list[Violation]:
+    """Invariant 4's cap: a part with vcpu holds at most max_ram_skew × its vcpu share of the request's RAM,
+    rounded up (models.problem.part_ram_cap, in the same integers)."""
+    if plan.max_ram_skew is None or plan.load.height == 0:
+        return []
+    num, den = int(round(plan.max_ram_skew * SKEW_DEN)), SKEW_DEN  # the planner's rounding of the option
+    parts = (plan.load.filter(pl.col("vcpu") > 0)
+             .join(plan.requests.select("request_id", pl.col("vcpu").alias("request_vcpu"),
+                                        pl.col("ram_gib").alias("request_ram")), on="request_id", how="inner")
+             .filter(pl.col("request_vcpu") > 0)
+             .with_columns(cap=(num * pl.col("request_ram").cast(pl.Int64) * pl.col("vcpu").cast(pl.Int64)
+                                + den * pl.col("request_vcpu").cast(pl.Int64) - 1)
+                           // (den * pl.col("request_vcpu").cast(pl.Int64)))
+             .filter(pl.col("ram_gib") > pl.col("cap")))
+    return [Violation(4, row["request_id"], row["host_id"],
+                      f"ram_gib {row['ram_gib']} beside vcpu {row['vcpu']} > ⌈{plan.max_ram_skew:g} × "
+                      f"{row['request_ram']} GiB × {row['vcpu']} / {row['request_vcpu']} vcpu⌉ = {row['cap']}: RAM "
+                      f"past max_ram_skew × its vcpu's share of the request's RAM must be a memory part")
+            for row in parts.iter_rows(named=True)]
+
+
 def check_local_memory(plan: _PlanTables) -> list[Violation]:
     """Invariant 4: local RAM per vcpu; remote memory within what the request's rule allows (flat: none for
     latency class low; use: its untouched GiB and the touched share of its class); remote traffic carried."""
@@ -316,6 +348,7 @@ def check_local_memory(plan: _PlanTables) -> list[Violation]:
                        f"ram_gib {row['ram_gib']} < {_amount(ratio)} × vcpu {row['vcpu']} = "
                        f"{_amount(ratio * row['vcpu'])} local RAM")
              for row in short.iter_rows(named=True)]
+    found += _skewed_parts(plan)
     remote = load.filter(pl.col("remote_ram_gib") > 0)
     if plan.remote_memory_pricing == "flat":
         low = remote.filter(pl.col("latency_class") == "low")
@@ -467,7 +500,7 @@ def check_running(plan: _PlanTables) -> list[Violation]:
     tonight = plan.requests.select("request_id", "evictable")
     current = plan.current.join(tonight.select("request_id"), on="request_id", how="semi")
     forced = must_move(plan.hosts, plan.requests, current, whole=plan.whole,
-                       min_local_ram_gib_per_vcpu=plan.min_local_ram_gib_per_vcpu)
+                       min_local_ram_gib_per_vcpu=plan.min_local_ram_gib_per_vcpu, max_ram_skew=plan.max_ram_skew)
     placed = set(plan.requests_out.filter(pl.col("status") == "placed")["request_id"].to_list())
     evictable = dict(tonight.iter_rows())
     moved = moved_requests(current, plan.shards)

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from shardplan.models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment, RemoteMemory
+from shardplan.models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment, RemoteMemory, part_ram_cap
 from shardplan.planner.search.candidates import Fleet
 
 
@@ -49,12 +49,13 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
               sharded: bool, min_local_ram_per_vcpu: float, remote_mbps_per_gib: int = 50,
               best_fit: bool = False, min_cpu: np.ndarray | None = None,
               min_iops: np.ndarray | None = None, remote: RemoteMemory | None = None,
-              copy_apart: bool = False) -> Assignment:
+              copy_apart: bool = False, skew: tuple[int, int] | None = None) -> Assignment:
     """FFD over the requests in `order` (best_fit: the fitting host with least capacity left over;
     copy_apart: see `place`, off for the classic baseline);
     returns an assignment in request index space. `min_cpu` / `min_iops`: the requests' performance needs
     (invariant 10): parts only on hosts fast enough, copies only on storage fast enough. `remote`: how
-    remote memory is priced (default flat: remote_mbps_per_gib, none for latency class low)."""
+    remote memory is priced (default flat: remote_mbps_per_gib, none for latency class low). `skew`: the most
+    RAM a part may hold for its vcpu (models.problem.part_ram_cap; None: no cap)."""
     memory = remote or RemoteMemory.flat(remote_mbps_per_gib, ~low_latency, demand[:, RAM])
     free = fleet.free.copy()
     hosts = host_order(fleet)
@@ -69,7 +70,7 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
             storage_hosts = storage_hosts[fleet.iops_ok(min_iops[r])[storage_hosts]]
         placed = place(fleet, free, compute_hosts, storage_hosts, d, gpu_fit, replicas[r],
                        max_shards[r] if sharded else 1, min_local_ram_per_vcpu, memory.tiers(int(r)), best_fit,
-                       copy_apart)
+                       copy_apart, skew)
         if placed is None:
             continue
         parts, copies = placed
@@ -81,7 +82,8 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
 
 def place(hosts: HostArrays, free: np.ndarray, compute: np.ndarray, storage: np.ndarray, d: np.ndarray,
           gpu_fit: np.ndarray, replicas: int, max_shards: int, ratio: float, tiers: list[tuple[int, int]],
-          best_fit: bool = False, copy_apart: bool = True) -> tuple[list, list[int]] | None:
+          best_fit: bool = False, copy_apart: bool = True,
+          skew: tuple[int, int] | None = None) -> tuple[list, list[int]] | None:
     """Place one request greedily on `free` (updated in place): whole on one of the `compute` hosts (in
     their order, or best fit), else split over up to `max_shards` of them; storage copies on `storage`
     hosts. `gpu_fit` is a mask over all hosts. `tiers`: (most remote GiB, Mbit/s per remote GiB) to try in
@@ -92,7 +94,7 @@ def place(hosts: HostArrays, free: np.ndarray, compute: np.ndarray, storage: np.
                           best_fit, copy_apart) if local_ram_holds(d, ratio) else None
     for limit, rate in (tiers or [(0, 0)]) if placed is None and max_shards > 1 else ():
         placed = _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio, rate, limit,
-                                tiers)
+                                tiers, skew)
         if placed is not None:
             break
     return placed
@@ -180,10 +182,10 @@ def switch_on_price(hosts: HostArrays, candidates: np.ndarray, d: np.ndarray) ->
 
 
 def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio, remote_mbps_per_gib,
-                   remote_limit, tiers):
-    """Greedy split: vcpu parts in host order (each with its local RAM and GPUs), then up to `remote_limit`
-    GiB of the RAM left over as remote-memory parts on hosts with free RAM and NIC, fitted at
-    remote_mbps_per_gib (limit 0: every GiB local). The room taken is the traffic `tiers` price the remote
+                   remote_limit, tiers, skew=None):
+    """Greedy split: vcpu parts in host order (each with its local RAM, at most `skew` × its vcpu share, and
+    its GPUs), then up to `remote_limit` GiB of the RAM left over as remote-memory parts on hosts with free
+    RAM and NIC, fitted at remote_mbps_per_gib (limit 0: every GiB local). The room taken is the traffic `tiers` price the remote
     GiB at in the end (the first tier that holds them: RemoteMemory.rate), never more than was fitted."""
     allow_remote = remote_limit > 0
     for zone in np.unique(hosts.zone[compute]):
@@ -214,7 +216,10 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
             need_local = int(np.ceil(ratio * v - 1e-9))
             keep_for_rest = int(np.ceil(ratio * (rem_v - v) - 1e-9))  # the later parts' local RAM
             m = max(need_local, min(fm, rem_m - keep_for_rest))
-            if m > fm or m > rem_m:
+            cap = part_ram_cap(int(d[RAM]), int(d[VCPU]), v, skew)
+            if cap is not None:
+                m = max(need_local, min(m, cap))
+            if m > fm or m > rem_m or (cap is not None and m > cap):
                 continue
             n = rem_n if v == rem_v else int(round(rem_n * v / rem_v))
             n = min(n, fn)

@@ -239,7 +239,7 @@ class _Inserter:
         compute = compute[np.argsort(-state.free[compute, VCPU], kind="stable")]  # roomiest first for splits
         found = place(self.hosts, state.free, compute, problem.storage_candidates[r], problem.demand[r],
                       self.gpu_fit(r), int(problem.replicas[r]), int(problem.max_shards[r]), self.ratio,
-                      problem.memory.tiers(r), best_fit=True)
+                      problem.memory.tiers(r), best_fit=True, skew=problem.ram_skew)
         if found is None:
             return False
         state.put(r, found[0], found[1], take_room=False)

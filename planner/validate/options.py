@@ -150,6 +150,12 @@ class PlanOptions:
     """... for latency class medium (tolerant requests: none)."""
     min_local_ram_gib_per_vcpu: float = 0.5
     """RAM a part must hold locally per vcpu it runs (invariant 4)."""
+    max_ram_skew: float = 2.0
+    """Most RAM a part with vcpu may hold, as a multiple of its vcpu share of the request's RAM (GiB, rounded
+    up; invariant 4): a part with 1 of a request's 40 vcpu and 64 GiB holds at most ⌈2 × 64 / 40⌉ = 4 GiB.
+    RAM a part holds beyond its vcpu's share is reached by the request's other vcpu across the network, so
+    it is remote memory in all but name; past this skew it must be a memory part (no vcpu), priced and capped
+    as remote memory. Up to it, the in-VM router gives the memory-rich part the memory-hungry tasks."""
     unplaced_weight: float = 1000.0
     """$/h-equivalent charged per unplaced priority-weighted demand unit (dominates cost)."""
     demand_ram_gib_per_unit: float = 4.0
@@ -284,6 +290,7 @@ class PlanOptions:
             ("top_k", self.top_k >= 1, "≥ 1"),
             ("search_pair_budget", self.search_pair_budget >= 1, "≥ 1"),
             ("min_local_ram_gib_per_vcpu", self.min_local_ram_gib_per_vcpu >= 0, "≥ 0"),
+            ("max_ram_skew", self.max_ram_skew >= 1, "≥ 1"),
             ("remote_memory_gbps_per_gib", self.remote_memory_gbps_per_gib >= 0, "≥ 0"),
             ("remote_memory_pricing", self.remote_memory_pricing in ("use", "flat"), "'use' or 'flat'"),
             ("untouched_remote_gbps_per_gib", 0 <= self.untouched_remote_gbps_per_gib
