@@ -332,3 +332,46 @@ def test_a_schedule_with_missing_or_nan_times_is_invalid():
     bad = good.with_columns(pl.when(pl.col("task_id") == "t0").then(float("nan")).otherwise(pl.col("end_s"))
                             .alias("end_s"))
     assert any("finite" in p for p in check_schedule(vm, tasks, bad))
+
+
+def test_the_topology_sets_the_distance_between_two_parts_and_to_remote_memory():
+    from shardplan.executors.routing.vm import Distances, MemoryPart
+
+    racks = {"r1": "z1", "r2": "z1", "r3": "z1"}
+    rows = [("z1", "z1", 10.0, 25.0), ("r1", "r3", 200.0, 1.0)]
+    far = Distances.from_options({"topology": rows, "other_rack_latency_us": 20.0,
+                                  "other_rack_bandwidth_gbps": 10.0}, racks)
+    plain = Distances()
+    a, b, c = (Part(i, i, f"h{i}", rack, "z1", 8, 8.0, 0, 1.0, 50.0) for i, rack in enumerate(("r1", "r2", "r3")))
+    assert plain.level(a, b) == plain.level(a, c) == 2          # no table: one other-rack class
+    near, slow = far.level(a, b), far.level(a, c)
+    assert far.latency_s(near) == pytest.approx(10e-6) and far.gbps(near) == 25.0   # the zone's row
+    assert far.latency_s(slow) == pytest.approx(200e-6) and far.gbps(slow) == 1.0   # the pair's row
+    assert far.transfer_s(1.0, slow) > 5 * plain.transfer_s(1.0, 2) > 10 * far.transfer_s(1.0, near)
+    # slowdown by distance from the other-rack defaults: (10/20 + 10/25)/2 = 0.45 and (200/20 + 10/1)/2 = 10
+    assert far.slowdown(near) == pytest.approx(0.45) and far.slowdown(slow) == pytest.approx(10.0)
+    # remote memory: the part reaches the memory whose slowdown is least, not the lowest level number
+    vm = VirtualMachine("vm", (a,), (MemoryPart("m3", "r3", 4.0), MemoryPart("m2", "r2", 4.0)), (), far)
+    assert vm.remote_level(a) == near
+
+
+def test_a_vm_read_from_a_plan_carries_its_topology(tmp_path):
+    from shardplan.planner.engine import plan
+    from shardplan.planner.validate.options import PlanOptions
+
+    hosts = hosts_table(*[{"host_id": f"h{i}", "rack": f"r{i}", "zone": "z1", "vcpu": 16, "ram_gib": 64}
+                          for i in range(3)])
+    requests = requests_table({"request_id": "big", "vcpu": 40, "ram_gib": 96, "max_shards": 3})
+    topology = (("r0", "r1", 100.0, 2.0), ("r1", "r2", 100.0, 2.0), ("r0", "r2", 100.0, 2.0))
+    result = plan(hosts, requests, PlanOptions(time_limit_s=3, lp_bound=False, topology=topology))
+    out = tmp_path / "plan"
+    write_plan_dir(out, hosts=hosts, requests=requests, shards=result.shards, requests_out=result.requests_out,
+                   plan_json=result.plan_json)
+    vm = vm_from_plan(out, "big")
+    assert len(vm.parts) == 3
+    levels = vm.levels()
+    assert all(vm.distances.gbps(levels[i][j]) == 2.0 for i in range(3) for j in range(3) if i != j)
+    tasks = validate_tasks(tasks_frame(60, chain=True), "t", 16, 0)
+    slow = route(vm, tasks, "shardplan").makespan_s
+    plain = route(VirtualMachine(vm.request_id, vm.parts, vm.memory, vm.storage_hosts), tasks, "shardplan").makespan_s
+    assert slow >= plain

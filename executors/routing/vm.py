@@ -5,16 +5,19 @@ Tasks run on the request's *compute parts* (a part with vcpu > 0: its host's `cp
 core-second goes, its local RAM is what a task may use without going remote). RAM the request holds on hosts
 where it has no vcpu is *remote memory*; when the tasks running on a part need more memory than the part holds
 locally, the rest lives there. Reaching another part costs latency and bandwidth by distance (same host, same
-rack, other rack): :class:`Distances`, whose defaults are documented with their units.
+rack, other rack, or the plan's topology table for a pair of racks it names): :class:`Distances`, whose defaults
+are documented with their units.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from shardplan.plandir import PlanDir, read_plan_dir
+from shardplan.topology import distance, rack_pairs
 
 
 class VmError(ValueError):
@@ -28,7 +31,13 @@ class Distances:
     a 25 GbE NIC), other rack 20 µs / 10 Gbps (through the spine, oversubscribed); remote memory slows a task by
     `remote_slowdown` per latency class of the memory's distance, in proportion to the share of its memory that
     is remote (a task with 40 % of its memory one rack away runs 0.4 × 1.0 = 40 % longer at the default): the
-    far-memory studies GiantVM and FragVisor report 1.2–3× slowdowns for memory-bound work spread over hosts."""
+    far-memory studies GiantVM and FragVisor report 1.2–3× slowdowns for memory-bound work spread over hosts.
+
+    `pairs` (from the plan's topology table, :func:`from_options`) sets latency and bandwidth for the rack pairs it
+    names; such a pair's remote-memory slowdown is `remote_slowdown_other_rack` × its distance relative to the
+    other-rack defaults (mean of latency / `other_rack_us` and `other_rack_gbps` / bandwidth: 1.0 at the
+    defaults, as the planner's spread penalty counts it). Levels 0, 1, 2 are same host, same rack, other rack at
+    the defaults; a named pair is level 3 + its index in `pairs`."""
 
     same_host_us: float = 0.1
     same_rack_us: float = 5.0
@@ -38,17 +47,44 @@ class Distances:
     other_rack_gbps: float = 10.0
     remote_slowdown_same_rack: float = 0.5
     remote_slowdown_other_rack: float = 1.0
+    pairs: tuple = ()
+    """((rack a, rack b), (latency µs, bandwidth Gbps)) for the rack pairs the topology names, both orders."""
 
-    def level(self, a: "Part", b: "Part") -> int:
-        """0 same host, 1 same rack, 2 other rack."""
+    def _pair_index(self) -> Mapping[tuple[str, str], int]:
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = {pair: i for i, (pair, _) in enumerate(self.pairs)}
+            object.__setattr__(self, "_index", index)
+        return index
+
+    @classmethod
+    def from_options(cls, options: Mapping, racks: Mapping[str, str]) -> "Distances":
+        """The distances a plan was made under: its options' other_rack_latency_us / other_rack_bandwidth_gbps
+        (the defaults where absent) and its topology rows resolved over `racks` (rack → zone)."""
+        base = cls()
+        us = float(options.get("other_rack_latency_us") or base.other_rack_us)
+        gbps = float(options.get("other_rack_bandwidth_gbps") or base.other_rack_gbps)
+        rows = [tuple(row) for row in options.get("topology") or ()]
+        pairs = tuple(sorted(rack_pairs(rows, racks).items()))
+        return cls(other_rack_us=us, other_rack_gbps=gbps, pairs=pairs)
+
+    def level(self, a: "Part | MemoryPart", b: "Part | MemoryPart") -> int:
+        """0 same host, 1 same rack, 2 other rack at the defaults, 3 + i the topology's i-th named pair."""
         if a.host_id == b.host_id:
             return 0
-        return 1 if a.rack == b.rack else 2
+        if a.rack == b.rack:
+            return 1
+        i = self._pair_index().get((a.rack, b.rack)) if self.pairs else None
+        return 2 if i is None else 3 + i
 
     def gbps(self, level: int) -> float:
+        if level >= 3:
+            return self.pairs[level - 3][1][1]
         return (self.same_host_gbps, self.same_rack_gbps, self.other_rack_gbps)[level]
 
     def latency_s(self, level: int) -> float:
+        if level >= 3:
+            return self.pairs[level - 3][1][0] * 1e-6
         return (self.same_host_us, self.same_rack_us, self.other_rack_us)[level] * 1e-6
 
     def transfer_s(self, gib: float, level: int) -> float:
@@ -58,6 +94,9 @@ class Distances:
         return self.latency_s(level) + gib * 8 * 1.073741824 / self.gbps(level)
 
     def slowdown(self, level: int) -> float:
+        if level >= 3:
+            lat, bw = self.pairs[level - 3][1]
+            return self.remote_slowdown_other_rack * distance(lat, bw, self.other_rack_us, self.other_rack_gbps)
         return (0.0, self.remote_slowdown_same_rack, self.remote_slowdown_other_rack)[level]
 
 
@@ -113,11 +152,12 @@ class VirtualMachine:
         return max(p.cpu_score for p in self.parts)
 
     def remote_level(self, part: Part) -> int:
-        """Distance from a part to the nearest remote memory (2 when the VM has none: memory then comes from the
+        """Distance level from a part to its nearest remote memory, by slowdown (2 when the VM has none: memory then comes from the
         other compute parts, which are on other hosts)."""
-        levels = [1 if m.rack == part.rack else 2 for m in self.memory if m.host_id != part.host_id]
-        others = [self.distances.level(part, p) for p in self.parts if p.host_id != part.host_id]
-        return min(levels or others or [2])
+        d = self.distances
+        levels = [d.level(part, m) for m in self.memory if m.host_id != part.host_id]
+        others = [d.level(part, p) for p in self.parts if p.host_id != part.host_id]
+        return min(levels or others or [2], key=lambda level: (d.slowdown(level), level))
 
     def levels(self) -> list[list[int]]:
         """Distance level between every two compute parts."""
@@ -156,4 +196,7 @@ def vm_from_plan(plan: str | Path | PlanDir, request_id: str, distances: Distanc
     memory = tuple(MemoryPart(row["host_id"], row["rack"], float(row["ram_gib"]))
                    for row in shards.filter((pl.col("vcpu") == 0) & (pl.col("ram_gib") > 0)).iter_rows(named=True))
     storage = tuple(shards.filter(pl.col("storage_gib") > 0)["host_id"].to_list())
-    return VirtualMachine(request_id, parts, memory, storage, distances or Distances())
+    if distances is None:
+        racks = dict(plan.hosts.select("rack", "zone").unique().iter_rows())
+        distances = Distances.from_options(plan.plan.get("options") or {}, racks)
+    return VirtualMachine(request_id, parts, memory, storage, distances)

@@ -37,6 +37,7 @@ from shardplan.models.problem import (
 )
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import capacity_expr, tier_rank
+from shardplan.topology import rack_pairs
 
 PERFORMANCE_EPSILON = 1e-9
 """A host meets a performance need at most this far below it (floating-point slack only)."""
@@ -140,18 +141,12 @@ def rack_distances(fleet: Fleet, topology: tuple, latency_us: float, bandwidth_g
     zone_of = np.zeros(k, dtype=np.int64)
     zone_of[fleet.rack] = fleet.zone
     rack_index = {name: i for i, name in enumerate(fleet.rack_names)}
-    zone_index = {name: i for i, name in enumerate(fleet.zone_names)}
     latency = np.full((k, k), float(latency_us))
     bandwidth = np.full((k, k), float(bandwidth_gbps))
-    for a, b, lat, bw in sorted(topology, key=lambda row: row[0] in rack_index):
-        if a in rack_index and b in rack_index:
-            i, j = rack_index[a], rack_index[b]
-            latency[i, j] = latency[j, i] = lat
-            bandwidth[i, j] = bandwidth[j, i] = bw
-        elif a == b and a in zone_index:
-            inside = np.flatnonzero(zone_of == zone_index[a])
-            latency[np.ix_(inside, inside)] = lat
-            bandwidth[np.ix_(inside, inside)] = bw
+    pairs = rack_pairs(topology, {name: fleet.zone_names[zone_of[i]] for name, i in rack_index.items()})
+    for (a, b), (lat, bw) in pairs.items():
+        latency[rack_index[a], rack_index[b]] = lat
+        bandwidth[rack_index[a], rack_index[b]] = bw
     distance = 0.5 * (latency / float(latency_us) + float(bandwidth_gbps) / bandwidth)
     np.fill_diagonal(distance, 0.0)
     return distance
