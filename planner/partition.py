@@ -8,6 +8,13 @@ by the engine as a Dask task, their plans merged into one warm start for a globa
                                                   ruin and recreate places what no cell could hold, across
                                                   cell borders, and consolidation / LNS improve the whole
 
+Re-planning (`current`, what runs now): a running request whose parts all sit in one cell goes to that cell
+with its current rows, so the cell's plan is an edit of what runs there (moves priced, its non-evictable
+requests kept, its share of max_moves); a request running across cells is planned by the global pass only:
+the cells see its parts as load on their hosts, and the merged plan keeps it where it runs (when it may
+stay). The global pass re-plans the whole against the full current placement, so invariant 11, the move
+budget and the moves table are those of a monolithic re-plan.
+
 POP (Narayanan et al., SOSP 2021) splits granular allocation problems into random sub-problems the same way.
 A cell is a union of whole racks, so every invariant a cell's plan keeps (one zone per request, replica
 racks distinct, capacity) holds in the merged plan: cells share no host. The global pass is the ordinary
@@ -32,7 +39,9 @@ import polars as pl
 from shardplan.cluster import dask_client
 from shardplan.models.problem import Assignment
 from shardplan.planner.engine import Plan, Progress, new_budget, plan, set_aside
+from shardplan.planner.replan import CurrentPlacement
 from shardplan.planner.search.budget import SearchBudget, Stop
+from shardplan.planner.search.running import build_running
 from shardplan.planner.validate.options import PlanOptions
 
 AUTO_MAX_PARTITIONS = 16
@@ -70,11 +79,14 @@ class Cell:
     requests: np.ndarray
 
 
-def split(hosts: pl.DataFrame, requests: pl.DataFrame, k: int, seed: int) -> list[Cell]:
+def split(hosts: pl.DataFrame, requests: pl.DataFrame, k: int, seed: int,
+          current: pl.DataFrame | None = None) -> list[Cell]:
     """k cells of whole racks. In every zone the racks are shuffled (seeded) and each goes to the cell
     holding least of that zone so far — GPU racks first, balanced by GPUs, then the others by vCPUs — so
     every cell has a slice of every zone and of every kind of host. Requests are dealt at random (seeded),
-    those asking for GPUs apart from the rest, so every cell gets its share of each."""
+    those asking for GPUs apart from the rest, so every cell gets its share of each. With `current` (the
+    running parts, shards columns) a running request goes to the cell that holds all its parts, or to no
+    cell when they sit in several (:func:`spanning`)."""
     rng = np.random.default_rng(seed)
     host_cell = np.full(hosts.height, -1, dtype=np.int64)
     racks = hosts["rack"].to_numpy()
@@ -100,7 +112,44 @@ def split(hosts: pl.DataFrame, requests: pl.DataFrame, k: int, seed: int) -> lis
     dealt = np.concatenate([order[wants_gpu], order[~wants_gpu]])
     request_cell = np.empty(requests.height, dtype=np.int64)
     request_cell[dealt] = np.arange(requests.height) % k
+    if current is not None and current.height:
+        cell_of_host = dict(zip(hosts["host_id"].to_list(), host_cell.tolist()))
+        row_of = {rid: i for i, rid in enumerate(requests["request_id"].to_list())}
+        for rid, where in current.group_by("request_id").agg(pl.col("host_id").unique()).iter_rows():
+            cells = {cell_of_host[h] for h in where}
+            request_cell[row_of[rid]] = cells.pop() if len(cells) == 1 else -1
     return [Cell(c, np.flatnonzero(host_cell == c), np.flatnonzero(request_cell == c)) for c in range(k)]
+
+
+def spanning(cells: list[Cell], n_requests: int) -> np.ndarray:
+    """(R,) bool: requests in no cell (running across cells), which only the global pass plans."""
+    out = np.ones(n_requests, dtype=bool)
+    for cell in cells:
+        out[cell.requests] = False
+    return out
+
+
+LOAD_COLUMNS = (("vcpu", "used_vcpu"), ("ram_gib", "used_ram_gib"), ("storage_gib", "used_storage_gib"),
+                ("net_gbps", "used_net_gbps"), ("gpu", "used_gpu"))
+
+
+def cell_tables(hosts: pl.DataFrame, requests: pl.DataFrame, cell: Cell,
+                current: CurrentPlacement | None, across: pl.DataFrame | None
+                ) -> tuple[pl.DataFrame, pl.DataFrame, CurrentPlacement | None]:
+    """A cell's hosts, requests and current placement. `across`: the running parts of requests in no cell;
+    those on the cell's hosts are load there (used_* columns), as other tenants' load is."""
+    cell_hosts, cell_requests = hosts[cell.hosts], requests[cell.requests]
+    if current is None:
+        return cell_hosts, cell_requests, None
+    if across is not None and across.height:
+        load = (across.group_by("host_id").agg(pl.col(c).sum().alias(f"_{c}") for c, _ in LOAD_COLUMNS))
+        cell_hosts = (cell_hosts.join(load, on="host_id", how="left")
+                      .with_columns((pl.col(used) + pl.col(f"_{c}").fill_null(0)).cast(cell_hosts.schema[used])
+                                    .alias(used) for c, used in LOAD_COLUMNS)
+                      .drop(f"_{c}" for c, _ in LOAD_COLUMNS))
+    ids = cell_requests["request_id"].implode()
+    mine = CurrentPlacement(current.shards.filter(pl.col("request_id").is_in(ids)), current.source, ())
+    return cell_hosts, cell_requests, mine
 
 
 @dataclass(frozen=True)
@@ -118,21 +167,37 @@ class CellResult:
     cap_fired: bool = False   # the cell's wall-clock cap cut a phase short: a rerun may differ
 
 
-def plan_cell(index: int, hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions) -> CellResult:
+def plan_cell(index: int, hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
+              current: CurrentPlacement | None = None) -> CellResult:
     """One cell through the engine's pipeline (a Dask task): the plan is checked inside the cell too."""
     began = time.perf_counter()
-    result = plan(hosts, requests, options)
+    result = plan(hosts, requests, options, current=current)
     a = result.assignment
     return CellResult(index, a.placed, a.parts, a.storage_hosts, result.result.objective, result.result.status.value,
                       time.perf_counter() - began, os.getpid(),
                       bool(result.report is not None and result.report.budget.cap_fired))
 
 
-def cell_options(options: PlanOptions, cell: Cell, time_limit_s: float) -> PlanOptions:
+def cell_options(options: PlanOptions, cell: Cell, time_limit_s: float, max_moves: int | None = None) -> PlanOptions:
     """A cell's options: its share of the time, one CP-SAT worker (a Dask worker is one core), no bound
-    (the global pass proves the whole), never split again, its own seed."""
+    (the global pass proves the whole), never split again, its own seed; `max_moves`: its share of the
+    move budget when re-planning."""
     return options.replace(time_limit_s=max(time_limit_s, 0.5), workers=1, lp_bound=False, partitions=1,
-                           seed=options.seed + cell.index)
+                           seed=options.seed + cell.index,
+                           max_moves=options.max_moves if max_moves is None else max_moves)
+
+
+def move_shares(options: PlanOptions, cells: list[Cell], current: CurrentPlacement | None,
+                requests: pl.DataFrame) -> list[int | None]:
+    """Each cell's share of max_moves, in proportion to the running requests it holds (rounded down, so
+    the shares never add up past the budget); None where there is no budget or no re-planning."""
+    if current is None or options.max_moves < 0:
+        return [None] * len(cells)
+    running = set(current.running)
+    ids = requests["request_id"].to_list()
+    held = [sum(ids[r] in running for r in cell.requests) for cell in cells]
+    total = max(len(running), 1)
+    return [options.max_moves * n // total for n in held]
 
 
 def merge(cells: list[Cell], results: list[CellResult | None], n_requests: int) -> Assignment:
@@ -149,29 +214,42 @@ def merge(cells: list[Cell], results: list[CellResult | None], n_requests: int) 
     return merged
 
 
-def run_cells(hosts: pl.DataFrame, requests: pl.DataFrame, cells: list[Cell], options: list[PlanOptions],
+def keep_across(merged: Assignment, across: np.ndarray, hosts: pl.DataFrame, requests: pl.DataFrame,
+                current: CurrentPlacement, options: PlanOptions) -> int:
+    """The requests running across cells, where they run, in the merged plan (those that may stay; the
+    cells held their room); how many."""
+    running = build_running(hosts, requests, current, options, (hosts["status"] == "up").to_numpy())
+    kept = running.kept()
+    rows = np.flatnonzero(across & running.keepable)
+    for r in rows:
+        merged.placed[r], merged.parts[r], merged.storage_hosts[r] = True, kept.parts[r], kept.storage_hosts[r]
+    return int(len(rows))
+
+
+def run_cells(tables: list[tuple], cells: list[Cell], options: list[PlanOptions],
               client, wall_cap_s: float, on_done: Callable[[int], None],
               failures: dict[int, str]) -> list[CellResult | None]:
-    """Every cell's plan: as Dask tasks on `client` (retried on another worker when one dies), or in this
-    process one by one when client is None. A cell unfinished at `wall_cap_s`, or failed (its error goes in
-    `failures`), adds nothing: its requests wait for the global pass."""
+    """Every cell's plan (`tables`: its hosts, requests and current placement, :func:`cell_tables`): as
+    Dask tasks on `client` (retried on another worker when one dies), or in this process one by one when
+    client is None. A cell unfinished at `wall_cap_s`, or failed (its error goes in `failures`), adds
+    nothing: its requests wait for the global pass."""
     results: list[CellResult | None] = [None] * len(cells)
     began = time.perf_counter()
     if client is None:
-        for cell, opts in zip(cells, options):
+        for cell, opts, table in zip(cells, options, tables):
             if time.perf_counter() - began < wall_cap_s:
                 try:
-                    results[cell.index] = plan_cell(cell.index, hosts[cell.hosts], requests[cell.requests], opts)
+                    results[cell.index] = plan_cell(cell.index, *table[:2], opts, table[2])
                 except Exception as exc:  # as on Dask: the global pass plans its requests
                     failures[cell.index] = f"{type(exc).__name__}: {exc}"
             on_done(cell.index)
         return results
     from distributed import as_completed
 
-    futures = {client.submit(plan_cell, cell.index, hosts[cell.hosts], requests[cell.requests], opts,
+    futures = {client.submit(plan_cell, cell.index, *table[:2], opts, table[2],
                              key=f"shardplan-cell-{cell.index}-{os.getpid()}-{time.time_ns()}", pure=False,
                              retries=2, priority=-cell.index): cell.index
-               for cell, opts in zip(cells, options)}
+               for cell, opts, table in zip(cells, options, tables)}
     try:
         for future in as_completed(list(futures), timeout=max(wall_cap_s, 1.0)):
             try:
@@ -190,15 +268,24 @@ def run_cells(hosts: pl.DataFrame, requests: pl.DataFrame, cells: list[Cell], op
 def plan_partitioned(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions, k: int,
                      client=None, workers: int | None = None, address: str | None = None,
                      progress: Progress | None = None, on_cell: Callable[[int, int], None] | None = None,
-                     budget: SearchBudget | None = None, serial: bool = False) -> Plan:
+                     budget: SearchBudget | None = None, serial: bool = False,
+                     current: CurrentPlacement | None = None) -> Plan:
     """k cells as Dask tasks, then the global pass, under one budget (the command's, when given). `client`:
     a distributed.Client; else `address` (an existing scheduler); else a LocalCluster of `workers` processes
     (default: one per core, at most k) is started and closed. serial=True runs the cells here, one by one
-    (the same plan: the reference run). `workers` fixes the cells' time limits, so give it with an address."""
+    (the same plan: the reference run). `workers` fixes the cells' time limits, so give it with an address.
+    `current`: what runs now (re-planning; the module docstring says how cells share it)."""
     options.validate()
     budget = budget or new_budget(options)
-    set_aside(budget, options, hosts.height, requests.height)
-    cells = split(hosts, requests, k, options.seed)
+    set_aside(budget, options, hosts.height, requests.height, 0 if current is None else current.shards.height)
+    cells = split(hosts, requests, k, options.seed, None if current is None else current.shards)
+    across = spanning(cells, requests.height)
+    across_rows = None
+    if current is not None:
+        across_ids = requests["request_id"].filter(pl.Series(across)).implode()
+        across_rows = current.shards.filter(pl.col("request_id").is_in(across_ids))
+    tables = [cell_tables(hosts, requests, cell, current, across_rows) for cell in cells]
+    shares = move_shares(options, cells, current, requests)
     where = "in process" if serial else ("given client" if client is not None else (address or "LocalCluster"))
     with contextlib.ExitStack() as stack:
         if client is None and not serial:
@@ -219,20 +306,25 @@ def plan_partitioned(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanO
             if on_cell is not None:
                 on_cell(len(done), k)
         failures: dict[int, str] = {}
-        results = run_cells(hosts, requests, cells, [cell_options(options, c, per_cell) for c in cells],
+        results = run_cells(tables, cells, [cell_options(options, c, per_cell, m) for c, m in zip(cells, shares)],
                             client, wall_cap, finished, failures)
         wall = time.perf_counter() - began
     complete = all(r is not None for r in results)
     budget.charge(grant, grant.seconds if grant.deterministic else wall, wall,
                   Stop.BUDGET if complete else Stop.WALL_CAP)
     merged = merge(cells, results, requests.height)
+    kept_across = 0
+    if current is not None and across.any():
+        kept_across = keep_across(merged, across, hosts, requests, current, options)
     label = f"{k} cells merged"
-    out = plan(hosts, requests, options, progress=progress, budget=budget, initial=(merged, label))
+    out = plan(hosts, requests, options, progress=progress, budget=budget, initial=(merged, label), current=current)
     if out.report is not None:
         out.report.partitioned = {
             "partitions": k, "workers": workers, "cluster": where,
             "cell_time_limit_s": round(per_cell, 3), "cells_wall_s": round(wall, 3),
             "merged_placed": int(merged.placed.sum()),
+            "running_across_cells": int(across.sum()) if current is not None else 0,
+            "kept_across_cells": kept_across,
             "merged_objective": out.report.warm_start.get("initial_objective"),
             "merged_is_start": out.report.warm_start.get("heuristic") == label,
             "cells": [{"cell": c.index, "hosts": int(len(c.hosts)), "requests": int(len(c.requests)),

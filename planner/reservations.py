@@ -489,11 +489,11 @@ def plan_with_reservations(hosts: pl.DataFrame, requests: pl.DataFrame, blocks: 
     partition the blocks are dealt to the cells like the requests: shardplan.planner.partition)."""
     combined = with_blocks(requests, blocks)
     k, address, workers = cells
-    if k > 1 and current is None:
+    if k > 1:
         from shardplan.planner.partition import plan_partitioned
 
         result = plan_partitioned(hosts, combined, options, k, address=address, workers=workers, progress=progress,
-                                  budget=budget)
+                                  budget=budget, current=current)
     else:
         result = plan(hosts, combined, options, progress=progress, budget=budget, current=current)
     return split_reservations(result, combined, sizing, block_windows(sizing, blocks, options))

@@ -139,7 +139,7 @@ def test_a_worker_killed_mid_plan_loses_nothing(fleet, dask_client) -> None:
         assert shards_of(on_dask).equals(shards_of(serial))
 
 
-def test_cli_partitions_on_a_local_cluster_and_refuses_replanning(tmp_path, monkeypatch) -> None:
+def test_cli_partitions_on_a_local_cluster_and_replans_against_what_runs(tmp_path, monkeypatch) -> None:
     from shardplan.planner.cli import common
 
     monkeypatch.setattr(common, "_invocations", 1)  # the clock starts with the command, not at this module's import
@@ -157,20 +157,62 @@ def test_cli_partitions_on_a_local_cluster_and_refuses_replanning(tmp_path, monk
     assert report["wall_s"] <= 20, report["budget"]["phases"]
     assert "partitions" in result.output and "cells placed" in result.output  # the summary table says so
     assert runner.invoke(app, ["check", str(tmp_path / "p")]).exit_code == 0
-    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "q"), "--partitions", "2",
-                                  "--previous", str(tmp_path / "p")])
-    assert refused.exit_code == 2
-    assert "--partitions" in refused.output and not (tmp_path / "q" / "plan.json").exists()
+    again = runner.invoke(app, [*args, "--out", str(tmp_path / "q"), "--partitions", "2", "--time-limit", "20",
+                                "--previous", str(tmp_path / "p"), "--max-moves", "3"])
+    assert again.exit_code == 0, again.output
+    replanned = json.loads((tmp_path / "q" / "plan.json").read_text())
+    assert replanned["partitioned"]["partitions"] == 2 and replanned["wall_s"] <= 20
+    assert replanned["migration"]["voluntary_requests"] <= 3
+    assert replanned["migration"]["kept_requests"] >= 0.9 * report["placed"]
+    assert runner.invoke(app, ["check", str(tmp_path / "q")]).exit_code == 0  # invariant 11 from the directory
+
+
+def test_a_partitioned_replan_keeps_what_runs_moves_what_must_and_keeps_the_budget(fleet) -> None:
+    """Last night's partitioned plan as what runs; tonight one rack drains. The cells re-plan what runs in
+    them, requests running across cells stay where they run, the moves off the rack are made and the
+    voluntary ones stay within the budget; the checker (invariant 11 included) finds nothing."""
+    from shardplan.planner.partition import spanning
+    from shardplan.planner.replan import check_current
+    from shardplan.schema import CURRENT_SCHEMA
+
+    hosts, requests = fleet
+    options = OPTIONS.replace(time_limit_s=10.0)
+    night = plan_partitioned(hosts, requests, options, 2, serial=True)
+    running = night.shards.select(list(CURRENT_SCHEMA))
+    rack = running.join(hosts.select("host_id", "rack"), on="host_id")["rack"].mode().sort()[0]
+    tonight = hosts.with_columns(pl.when(pl.col("rack") == rack).then(pl.lit("draining")).otherwise(pl.col("status"))
+                                 .alias("status"))
+    current = check_current(running, tonight, requests, "last night")
+    budget = options.replace(max_moves=4)
+    out = plan_partitioned(tonight, requests, budget, 2, serial=True, current=current)
+    assert check_plan(tonight, requests, out.shards, out.requests_out, budget, current=running) == []
+    cells = split(tonight, requests, 2, budget.seed, running)
+    across = spanning(cells, requests.height)
+    on_rack = set(running.join(hosts.filter(pl.col("rack") == rack).select("host_id"), on="host_id")["request_id"])
+    ids = requests["request_id"].to_list()
+    where = {rid: set(group) for rid, group in running.group_by("request_id").agg("host_id").iter_rows()}
+    cell_of = {h: c.index for c in cells for h in tonight[c.hosts]["host_id"].to_list()}
+    assert all(len({cell_of[h] for h in where[ids[r]]}) > 1 for r in np.flatnonzero(across))
+    report = out.plan_json["partitioned"]
+    assert report["running_across_cells"] == int(across.sum())
+    assert report["kept_across_cells"] == len([r for r in np.flatnonzero(across) if ids[r] not in on_rack])
+    migration = out.plan_json["migration"]
+    assert migration["voluntary_requests"] <= 4
+    forced = set(out.moves.filter(pl.col("kind").is_in(["mandatory", "eviction", "lost"]))["request_id"].to_list())
+    assert on_rack and on_rack <= forced  # moved off the rack, or (no room left) dropped as the checker allows
+    off = out.shards.join(tonight.filter(pl.col("rack") == rack).select("host_id"), on="host_id")
+    assert off.height == 0  # nothing stays on the draining rack
+    assert migration["kept_requests"] >= len(where) - len(on_rack) - 4
 
 
 def test_nightly_partitions_on_a_given_scheduler_with_its_reservations(tmp_path, monkeypatch, dask_client) -> None:
     """The nightly job (history → forecast → reservation blocks → plan) with --partitions 2 on an existing
     scheduler (--dask): the blocks are dealt to the cells like requests, the plan passes the checker from
-    its directory, and re-planning with more than one partition is refused before anything is written."""
+    its directory, and so does the next night's, re-planned against it on the same cells."""
     import json
 
-    from shardplan.planner.cli import common
     from shardplan.plandir import read_plan_dir
+    from shardplan.planner.cli import common
 
     monkeypatch.setattr(common, "_invocations", 1)
     runner = CliRunner()
@@ -183,7 +225,10 @@ def test_nightly_partitions_on_a_given_scheduler_with_its_reservations(tmp_path,
     assert report["wall_s"] <= 40
     assert read_plan_dir(tmp_path / "n").reservations.height > 0
     assert runner.invoke(app, ["check", str(tmp_path / "n")]).exit_code == 0
-    refused = runner.invoke(app, ["nightly", "--out", str(tmp_path / "m"), "--partitions", "2",
-                                  "--previous", str(tmp_path / "n")])
-    assert refused.exit_code == 2 and "--partitions" in refused.output
-    assert not (tmp_path / "m" / "plan.json").exists()
+    again = runner.invoke(app, ["nightly", "--out", str(tmp_path / "m"), "--partitions", "2", "--dask", address,
+                                "--dask-workers", "2", "--time-limit", "40", "--no-report",
+                                "--previous", str(tmp_path / "n")])
+    assert again.exit_code == 0, again.output
+    replanned = json.loads((tmp_path / "m" / "plan.json").read_text())
+    assert len(replanned["partitioned"]["cells"]) == 2 and "migration" in replanned
+    assert runner.invoke(app, ["check", str(tmp_path / "m")]).exit_code == 0

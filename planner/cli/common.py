@@ -161,16 +161,9 @@ def print_violations(violations) -> None:
     errors.print(table)
 
 
-def cells_for(options: PlanOptions, n_hosts: int, n_requests: int, replanning: bool) -> int:
-    """Partitions for the command (`partitions_for`); re-planning stays monolithic: 1 when chosen from the
-    size, exit 2 when --partitions asked for more."""
+def cells_for(options: PlanOptions, n_hosts: int, n_requests: int) -> int:
+    """Partitions for the command (`partitions_for`: --partitions, or chosen from the size); re-planning
+    against what runs is partitioned too (shardplan.planner.partition)."""
     from shardplan.planner.partition import partitions_for
 
-    k = partitions_for(options, n_hosts, n_requests)
-    if k > 1 and replanning:
-        if options.partitions > 1:
-            errors.print("[bold red]bad option[/]: --partitions above 1 cannot re-plan against what runs "
-                         "(--previous / --current) yet; use --partitions 1")
-            raise typer.Exit(2)
-        k = 1
-    return k
+    return partitions_for(options, n_hosts, n_requests)

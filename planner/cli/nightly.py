@@ -59,7 +59,7 @@ def nightly_cli(folder: Path | None, out: Path, plan_options: PlanOptions, reser
         if report:  # the page is drawn after the export, inside --time-limit (twice its estimate set aside: the
             # bound's LP may overrun its grant by a second or two, and the page comes last)
             budget.extra_after_s = 2 * report_seconds(inputs.hosts.height)
-        k = cells_for(plan_options, inputs.hosts.height, inputs.requests.height, inputs.current is not None)
+        k = cells_for(plan_options, inputs.hosts.height, inputs.requests.height)
         run = run_nightly(inputs, plan_options, reservation_options, forecaster, note=stage, budget=budget,
                           cells=(k, dask_address, dask_workers))
         if run.violations:

@@ -43,7 +43,7 @@ def run_plan(hosts_file: Path, requests_file: Path, out: Path, options: PlanOpti
                 options = options.replace(topology=load_topology(topology_path, hosts))
     except InputError as exc:
         fail_input(exc)
-    k = cells_for(options, hosts.height, requests.height, current is not None)
+    k = cells_for(options, hosts.height, requests.height)
     result = plan_with_progress(hosts, requests, options, budget, current, k, dask_address, dask_workers)
     if result.plan_json.get("checker_fallback"):
         warn_fallback(result.plan_json["checker_fallback"])
@@ -76,7 +76,8 @@ def plan_with_progress(hosts, requests, options: PlanOptions, budget, current=No
             def cell_done(done: int, total: int) -> None:
                 bar.update(cells, completed=done)
             result = plan_partitioned(hosts, requests, options, partitions, address=dask_address,
-                                      workers=dask_workers, progress=stage, on_cell=cell_done, budget=budget)
+                                      workers=dask_workers, progress=stage, on_cell=cell_done, budget=budget,
+                                      current=current)
         else:
             result = plan(hosts, requests, options, progress=stage, budget=budget, current=current)
         bar.update(task, completed=len(STAGES), description="done")
