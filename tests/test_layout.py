@@ -105,9 +105,10 @@ def test_no_import_cycles_among_our_modules():
     assert cycles(graph) == []
 
 
-CONTRACTS = {"shardplan.schema", "shardplan.plandir", "shardplan.files"}
-"""The table schemas, the plan directory's files and the atomic write: what the executors and forecasting
-may use of ours (DESIGN.md: executors depend on the planner's schemas only, forecasting on nothing)."""
+CONTRACTS = {"shardplan.schema", "shardplan.plandir", "shardplan.files", "shardplan.topology"}
+"""The table schemas, the plan directory's files, the atomic write and what the topology table's rows mean
+(rack pairs, the planner's and the router's alike): what the executors and forecasting may use of ours
+(DESIGN.md: executors depend on the planner's schemas only, forecasting on nothing)."""
 
 
 def test_executors_and_forecasting_depend_on_the_table_contracts_only():

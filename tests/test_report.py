@@ -130,6 +130,10 @@ def test_against_a_base_draws_what_moved(small_plan, tmp_path):
     base = read_plan_dir(small_plan)
     hosts = base.hosts.with_columns(pl.when(pl.col("host_id") == "h1").then(pl.lit("draining"))
                                     .otherwise(pl.col("status")).alias("status"))
+    # an empty host joins tonight, so what leaves h1 has somewhere to go on this full little fleet
+    spare = hosts.filter(pl.col("host_id") == "h0").with_columns(pl.lit("h6").alias("host_id"),
+                                                                 pl.lit(0).alias("used_vcpu"), pl.lit(0).alias("used_ram_gib"))
+    hosts = pl.concat([hosts, spare.cast(hosts.schema)])
     current = load_current(small_plan / "shards.parquet", hosts, base.requests)
     result = plan(hosts, base.requests, PlanOptions(time_limit_s=4, lp_bound=False), current=current)
     edited = tmp_path / "edit"

@@ -8,11 +8,12 @@ medium and tolerant) the RAM left over as remote memory on hosts with free RAM a
 """
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
 
-from shardplan.models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment, RemoteMemory, part_ram_cap
+from shardplan.models.problem import GPU, NET, RAM, STORAGE, VCPU, Assignment, RemoteMemory
 from shardplan.planner.search.candidates import Fleet
 
 
@@ -133,14 +134,16 @@ def _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers, bes
         if rate is None:
             return None
         need[2] += rate * d[RAM]
-    fits = np.all(free[compute][:, [VCPU, RAM, NET, GPU]] >= need, axis=1)
+    room = free[compute]
+    fits = ((room[:, VCPU] >= need[0]) & (room[:, RAM] >= need[1]) & (room[:, NET] >= need[2])
+            & (room[:, GPU] >= need[3]))
     if d[GPU] > 0:
         fits &= gpu_fit[compute]
     local = np.ones(len(compute), dtype=bool)
     if d[STORAGE] > 0:
         can_store = np.zeros(free.shape[0], dtype=bool)
         can_store[storage] = True
-        local = can_store[compute] & (free[compute, STORAGE] >= d[STORAGE])
+        local = can_store[compute] & (room[:, STORAGE] >= d[STORAGE])
         if not copy_apart:
             fits &= local
     order = compute[fits]
@@ -188,35 +191,40 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
     RAM and NIC, fitted at remote_mbps_per_gib (limit 0: every GiB local). The room taken is the traffic `tiers` price the remote
     GiB at in the end (the first tier that holds them: RemoteMemory.rate), never more than was fitted."""
     allow_remote = remote_limit > 0
-    for zone in np.unique(hosts.zone[compute]):
-        in_zone = compute[hosts.zone[compute] == zone]
-        rem_v, rem_m, rem_n, rem_g = (int(x) for x in d[[VCPU, RAM, NET, GPU]])
+    dv, dm, dn, dg = int(d[VCPU]), int(d[RAM]), int(d[NET]), int(d[GPU])
+    need_ram = max(math.ceil(ratio - 1e-9), 0)
+    # invariant 4's cap, part_ram_cap inlined: a part of v vcpu holds at most ⌈num × dm × v / (den × dv)⌉ GiB
+    cap_num, cap_den = (skew[0] * dm, skew[1] * dv) if skew is not None and dv > 0 else (0, 0)
+    zones = hosts.zone[compute]
+    for zone in sorted(set(zones.tolist())):
+        in_zone = compute[zones == zone]
+        rem_v, rem_m, rem_n, rem_g = dv, dm, dn, dg
         parts: list[tuple[int, int, int, int, int]] = []
-        need_ram = max(int(np.ceil(ratio - 1e-9)), 0)
-        usable = in_zone[(free[in_zone, VCPU] > 0) & (free[in_zone, RAM] >= need_ram)]
+        zone_free = free[in_zone]
+        keep = (zone_free[:, VCPU] > 0) & (zone_free[:, RAM] >= need_ram)
+        usable, usable_free = in_zone[keep], zone_free[keep]
         # fail fast: even the max_shards roomiest hosts cannot hold its vcpu (or its GPUs)
-        room = np.minimum(free[usable, VCPU], free[usable, RAM] // ratio if ratio > 0 else free[usable, VCPU])
-        if np.sort(room)[::-1][:max_shards].sum() < rem_v:
+        room = np.minimum(usable_free[:, VCPU], usable_free[:, RAM] // ratio if ratio > 0 else usable_free[:, VCPU])
+        if np.sort(room)[-max_shards:].sum() < rem_v:
             continue
-        if rem_g and np.sort(np.where(gpu_fit[usable], free[usable, GPU], 0))[::-1][:max_shards].sum() < rem_g:
+        usable_gpu = gpu_fit[usable]
+        if rem_g and np.sort(np.where(usable_gpu, usable_free[:, GPU], 0))[-max_shards:].sum() < rem_g:
             continue
-        copies = _storage_copies(hosts, free, storage, d, replicas, int(zone), None)
-        if copies is None:
-            continue
-        rows = free[usable][:, [VCPU, RAM, NET, GPU]].tolist()
-        for h, (fv, fm, fn, fg) in zip(usable.tolist(), rows):
+        rows = usable_free.tolist()
+        for h, row, gpu_ok in zip(usable.tolist(), rows, usable_gpu.tolist()):
             if len(parts) == max_shards or rem_v == 0:
                 break
+            fv, fm, fn, fg = row[VCPU], row[RAM], row[NET], row[GPU]
             v = min(rem_v, fv, int(fm / ratio) if ratio > 0 else fv)
             if v == 0:
                 continue
-            g = min(rem_g, fg) if gpu_fit[h] else 0
+            g = min(rem_g, fg) if gpu_ok else 0
             if rem_g > g and len(parts) == max_shards - 1:
                 continue  # the last vcpu part must take the remaining GPUs
-            need_local = int(np.ceil(ratio * v - 1e-9))
-            keep_for_rest = int(np.ceil(ratio * (rem_v - v) - 1e-9))  # the later parts' local RAM
+            need_local = math.ceil(ratio * v - 1e-9)
+            keep_for_rest = math.ceil(ratio * (rem_v - v) - 1e-9)  # the later parts' local RAM
             m = max(need_local, min(fm, rem_m - keep_for_rest))
-            cap = part_ram_cap(int(d[RAM]), int(d[VCPU]), v, skew)
+            cap = (cap_num * v + cap_den - 1) // cap_den if cap_den else None
             if cap is not None:
                 m = max(need_local, min(m, cap))
             if m > fm or m > rem_m or (cap is not None and m > cap):
@@ -248,6 +256,10 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
             parts.append((int(h), 0, int(m), 0, 0))
             rem_m -= m
         if rem_m:
+            continue
+        # the storage copies last: nothing above takes room, and most splits fail before they get here
+        copies = _storage_copies(hosts, free, storage, d, replicas, int(zone), None)
+        if copies is None:
             continue
         remote = sum(p[2] for p in parts if p[1] == 0)
         rate = tier_rate(tiers, remote) if remote else 0

@@ -82,9 +82,12 @@ class PlanOptions:
     (shardplan.planner.search.recreate) when the warm start leaves a request with candidates unplaced; 0 disables it.
     Most of it: over wide candidates the search still gains at 10,000 moves on the demo, while CP-SAT
     and LNS after it gain about 0.1%."""
-    recreate_moves_per_s: int = 200
+    recreate_moves_per_s: int = 150
     """Moves of that search granted per second of its share (counted in moves, so the plan does not
-    depend on the machine's speed; about 200–300 moves run per wall second on the demo)."""
+    depend on the machine's speed). Set below what the 2-core reference machine runs, so the moves end
+    before the phase's wall-clock cap and the plan stays reproducible: 166 moves per wall second on the
+    demo nightly, 160–185 on 240-host generated fleets (measured 2026-12-03; it was 120–140 before the
+    greedy split's inner loop was tightened, and the old 200 let the cap, not the count, end the search)."""
     lp_pair_limit: int = 40_000
     """Up to this many candidate pairs the bound is the full LP relaxation; above, the zone-aggregate LP."""
     score_coverage: float = 2.0
