@@ -66,8 +66,9 @@ def plan_vms(work: Path) -> dict[int, object]:
         requests = requests_table({"request_id": f"vm{n}", "vcpu": vcpu, "ram_gib": int(2.5 * vcpu), "max_shards": n + 3,
                                    "latency_class": "tolerant", "priority": 5})
         # the rules of remote memory and hot spots before issue 14 (flat pricing, no hot-spot price): under use
-        # pricing the planner holds the memory with 1-vcpu slivers and spreads past full hosts, 5 and 7 parts
-        # where the Makeflow runs had 2 to 4 hosts; the router is scored on VMs of the runs' shape
+        # pricing the planner splits these VMs into 5 to 7 small memory-rich parts (within max_ram_skew) and
+        # spreads past full hosts, where the Makeflow runs had 2 to 4 hosts; the router is scored on VMs of the
+        # runs' shape
         result = plan(hosts, requests, PlanOptions(time_limit_s=6, lp_bound=False, seed=0,
                                                    remote_memory_pricing="flat", hot_spot_price=0.0))
         out = work / f"vm{n}"
