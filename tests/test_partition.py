@@ -161,7 +161,7 @@ def test_cli_partitions_on_a_local_cluster_and_replans_against_what_runs(tmp_pat
                                 "--previous", str(tmp_path / "p"), "--max-moves", "3"])
     assert again.exit_code == 0, again.output
     replanned = json.loads((tmp_path / "q" / "plan.json").read_text())
-    assert replanned["partitioned"]["partitions"] == 2 and replanned["wall_s"] <= 20
+    assert replanned["partitioned"]["partitions"] == 2  # its wall time: benchmarks, not here (see the note)
     assert replanned["migration"]["voluntary_requests"] <= 3
     assert replanned["migration"]["kept_requests"] >= 0.9 * report["placed"]
     assert runner.invoke(app, ["check", str(tmp_path / "q")]).exit_code == 0  # invariant 11 from the directory
