@@ -43,6 +43,7 @@ from shardplan.planner.replan import CurrentPlacement
 from shardplan.planner.search.budget import SearchBudget, Stop
 from shardplan.planner.search.running import build_running
 from shardplan.planner.validate.options import PlanOptions
+from shardplan.schema import RESOURCES
 
 AUTO_MAX_PARTITIONS = 16
 """The most cells the automatic choice makes."""
@@ -129,24 +130,29 @@ def spanning(cells: list[Cell], n_requests: int) -> np.ndarray:
     return out
 
 
-LOAD_COLUMNS = (("vcpu", "used_vcpu"), ("ram_gib", "used_ram_gib"), ("storage_gib", "used_storage_gib"),
-                ("net_gbps", "used_net_gbps"), ("gpu", "used_gpu"))
+def across_load(current: CurrentPlacement | None, requests: pl.DataFrame, across: np.ndarray) -> pl.DataFrame | None:
+    """Per host, what the requests in no cell hold there (columns _<resource>, shardplan.schema.RESOURCES);
+    None when nothing runs across cells."""
+    if current is None or not across.any():
+        return None
+    ids = requests["request_id"].filter(pl.Series(across)).implode()
+    return (current.shards.filter(pl.col("request_id").is_in(ids))
+            .group_by("host_id").agg(pl.col(r).sum().alias(f"_{r}") for r in RESOURCES))
 
 
 def cell_tables(hosts: pl.DataFrame, requests: pl.DataFrame, cell: Cell,
-                current: CurrentPlacement | None, across: pl.DataFrame | None
+                current: CurrentPlacement | None, load: pl.DataFrame | None
                 ) -> tuple[pl.DataFrame, pl.DataFrame, CurrentPlacement | None]:
-    """A cell's hosts, requests and current placement. `across`: the running parts of requests in no cell;
-    those on the cell's hosts are load there (used_* columns), as other tenants' load is."""
+    """A cell's hosts, requests and current placement. `load` (:func:`across_load`): what requests running
+    across cells hold on the cell's hosts, added to their used_* columns, as other tenants' load is."""
     cell_hosts, cell_requests = hosts[cell.hosts], requests[cell.requests]
     if current is None:
         return cell_hosts, cell_requests, None
-    if across is not None and across.height:
-        load = (across.group_by("host_id").agg(pl.col(c).sum().alias(f"_{c}") for c, _ in LOAD_COLUMNS))
+    if load is not None:
         cell_hosts = (cell_hosts.join(load, on="host_id", how="left")
-                      .with_columns((pl.col(used) + pl.col(f"_{c}").fill_null(0)).cast(cell_hosts.schema[used])
-                                    .alias(used) for c, used in LOAD_COLUMNS)
-                      .drop(f"_{c}" for c, _ in LOAD_COLUMNS))
+                      .with_columns((pl.col(f"used_{r}") + pl.col(f"_{r}").fill_null(0))
+                                    .cast(cell_hosts.schema[f"used_{r}"]).alias(f"used_{r}") for r in RESOURCES)
+                      .drop(f"_{r}" for r in RESOURCES))
     ids = cell_requests["request_id"].implode()
     mine = CurrentPlacement(current.shards.filter(pl.col("request_id").is_in(ids)), current.source, ())
     return cell_hosts, cell_requests, mine
@@ -280,11 +286,8 @@ def plan_partitioned(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanO
     set_aside(budget, options, hosts.height, requests.height, 0 if current is None else current.shards.height)
     cells = split(hosts, requests, k, options.seed, None if current is None else current.shards)
     across = spanning(cells, requests.height)
-    across_rows = None
-    if current is not None:
-        across_ids = requests["request_id"].filter(pl.Series(across)).implode()
-        across_rows = current.shards.filter(pl.col("request_id").is_in(across_ids))
-    tables = [cell_tables(hosts, requests, cell, current, across_rows) for cell in cells]
+    load = across_load(current, requests, across)
+    tables = [cell_tables(hosts, requests, cell, current, load) for cell in cells]
     shares = move_shares(options, cells, current, requests)
     where = "in process" if serial else ("given client" if client is not None else (address or "LocalCluster"))
     with contextlib.ExitStack() as stack:

@@ -29,6 +29,7 @@ def rack_pairs(rows: Iterable, zone_of: Mapping[str, str]) -> dict[tuple[str, st
     return out
 
 
-def distance(latency_us: float, bandwidth_gbps: float, default_us: float, default_gbps: float) -> float:
-    """A rack pair's distance relative to one at the defaults: mean(latency / default, default bandwidth / its)."""
-    return 0.5 * (float(latency_us) / float(default_us) + float(default_gbps) / float(bandwidth_gbps))
+def distance(latency_us, bandwidth_gbps, default_us: float, default_gbps: float):
+    """A rack pair's distance relative to one at the defaults: mean(latency / default, default bandwidth / its);
+    numbers or numpy arrays alike (the planner's (K, K) matrix, the router's one pair)."""
+    return 0.5 * (latency_us / float(default_us) + float(default_gbps) / bandwidth_gbps)

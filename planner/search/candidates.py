@@ -37,7 +37,7 @@ from shardplan.models.problem import (
 )
 from shardplan.planner.validate.options import PlanOptions
 from shardplan.schema import capacity_expr, tier_rank
-from shardplan.topology import rack_pairs
+from shardplan.topology import distance, rack_pairs
 
 PERFORMANCE_EPSILON = 1e-9
 """A host meets a performance need at most this far below it (floating-point slack only)."""
@@ -147,9 +147,9 @@ def rack_distances(fleet: Fleet, topology: tuple, latency_us: float, bandwidth_g
     for (a, b), (lat, bw) in pairs.items():
         latency[rack_index[a], rack_index[b]] = lat
         bandwidth[rack_index[a], rack_index[b]] = bw
-    distance = 0.5 * (latency / float(latency_us) + float(bandwidth_gbps) / bandwidth)
-    np.fill_diagonal(distance, 0.0)
-    return distance
+    out = distance(latency, bandwidth, latency_us, bandwidth_gbps)
+    np.fill_diagonal(out, 0.0)
+    return out
 
 
 @dataclass(frozen=True)
