@@ -40,7 +40,7 @@ def _solver(time_limit_s: float):
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_banner():
     """Silence the solver's banner, printed by native code straight to file descriptor 1."""
     sys.stdout.flush()
     saved = os.dup(1)
@@ -145,7 +145,7 @@ def lp_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResu
             if per[res]:
                 lp += pulp.lpSum(per[res]) <= int(problem.free[h][res]) * act
     lp += pulp.lpSum(unplaced) + pulp.lpSum(cost) + pulp.lpSum(spread)
-    with _quiet():
+    with quiet_banner():
         lp.solve(_solver(_left(time_limit_s, start, lp)))
     wall = time.perf_counter() - start
     return _as_bound(lp, wall, "pulp-lp")
@@ -165,8 +165,8 @@ def _as_bound(lp: pulp.LpProblem, wall: float, solver: str) -> SolveResult:
 
 def aggregate_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> SolveResult:
     """A coarser relaxation for fleets too large for the full LP: each zone is one big host whose
-    capacity is the free capacity of its hosts, paid for pro rata (y_h ∈ [0,1] per host); GPUs of a
-    model and storage of a tier are pooled per zone the same way. Requests may be placed fractionally.
+    capacity is the free capacity of its hosts, paid for pro rata (y_h ∈ [0,1] per host); GPUs and storage
+    are pooled per zone the same way, whatever their model or tier. Requests may be placed fractionally.
     Every plan of the full model is feasible here at the same or higher objective, so it is a bound."""
     start = time.perf_counter()
     lp = pulp.LpProblem("placement_aggregate", pulp.LpMinimize)
@@ -210,6 +210,6 @@ def aggregate_bound(problem: PlacementProblem, time_limit_s: float = 60.0) -> So
             supply = [int(problem.free[h][resource]) * level(h) for h in in_zone if problem.free[h][resource] > 0]
             lp += pulp.lpSum(need) <= pulp.lpSum(supply)
     lp += pulp.lpSum(objective)
-    with _quiet():
+    with quiet_banner():
         lp.solve(_solver(_left(time_limit_s, start, lp)))
     return _as_bound(lp, time.perf_counter() - start, "pulp-aggregate-lp")

@@ -30,6 +30,7 @@ import polars as pl
 from shardplan.models.lagrangian import lagrangian_bound
 from shardplan.models.lp_bound import aggregate_bound, lp_bound
 from shardplan.models.placement import PlacementModel
+from shardplan.models.pool_bound import HostPools, pool_bound
 from shardplan.models.problem import (
     COST_UNITS_PER_DOLLAR,
     NET_UNITS_PER_GBPS,
@@ -59,6 +60,7 @@ from shardplan.planner.search.candidates import (
     Fleet,
     build_fleet,
     find_candidates,
+    host_pools,
     hot_room,
     modelled_slowdown,
     rack_distances,
@@ -411,7 +413,7 @@ def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_reques
 
 def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded: bool, measure: str = "sum",
             best_fit: bool = False, running: Running | None = None,
-            copy_apart: bool = False) -> tuple[Assignment, np.ndarray]:
+            copy_apart: bool = False, gpu_aware: bool = False) -> tuple[Assignment, np.ndarray]:
     """First-fit decreasing (whole, or greedy sharded) in request index space, and the order used. With
     `running`: what may stay stays where it is; the forced moves go first, into room nobody holds (their
     old room stays theirs until they have moved, so two forced moves never wait on each other, and what
@@ -425,7 +427,7 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
         return first_fit(view, req["demand"], req["tier"], req["gpu_model"], max_shards, req["replicas"],
                          req["low_latency"], inserted, sharded, options.min_local_ram_gib_per_vcpu,
                          best_fit=best_fit, min_cpu=req["min_cpu"], min_iops=req["min_iops"], remote=memory,
-                         copy_apart=copy_apart, skew=skew_ratio(options.max_ram_skew))
+                         copy_apart=copy_apart, skew=skew_ratio(options.max_ram_skew), gpu_aware=gpu_aware)
 
     if running is None:
         return fit(fleet.room_view(), order), order
@@ -446,7 +448,8 @@ def run_ffd(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions, sharded:
 def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
                budget: SearchBudget | None = None, running: Running | None = None,
                initial: tuple[Assignment, str] | None = None) -> WarmStart:
-    """Best of the construction heuristics (three size measures × first fit / best fit), by objective;
+    """Best of the construction heuristics (three size measures × first fit / best fit × GPU-aware or not,
+    baselines.first_fit), by objective;
     interchangeable empty hosts are relabelled by first use so the symmetry rules accept it. The first
     variant's plain answer is the FFD baseline. A variant after the first runs only while the budget's
     wall clock has room for one more. With `running` (re-planning) every variant keeps what may stay
@@ -457,24 +460,29 @@ def warm_start(fleet: Fleet, requests: pl.DataFrame, options: PlanOptions,
     initial_total = None if initial is None else evaluate(scorer, initial[0]).total
     if initial is not None:
         best = (initial_total, initial[0], None, initial[1])
-    variants = [(m, b) for b in (False, True) for m in SIZE_MEASURES]
+    # the classic baseline first, then the GPU-aware best fit by summed size (the best of them on the seeded
+    # 2,000-host fleet, and what runs when the size affords only two), then the rest
+    variants = [("sum", False, False), ("sum", True, True)] + [
+        (m, b, g) for g in (False, True) for b in (False, True) for m in SIZE_MEASURES
+        if (m, b, g) not in (("sum", False, False), ("sum", True, True))]
     # how many variants run is fixed by the problem's size, not by the clock, so plans stay reproducible
     affordable = max(1, int(options.warm_start_work // max(requests.height * fleet.n_hosts, 1)))
     began = time.perf_counter()
     ran = 0
-    for measure, best_fit in variants[:affordable]:
+    for measure, best_fit, gpu_aware in variants[:affordable]:
         if ran and budget is not None and budget.wall_left() < (time.perf_counter() - began) / ran:
             budget.note_cap("warm_start_variants")
             break
         # the first variant is the classic baseline (copy 0 beside the compute); the others may keep it apart
         assignment, order = run_ffd(fleet, requests, options, options.mode == "sharded", measure, best_fit, running,
-                                    copy_apart=ran > 0)
+                                    copy_apart=ran > 0, gpu_aware=gpu_aware)
         ran += 1
         if ran == 1:
             first, first_order = assignment, order  # the classic baseline: first fit, decreasing by summed size
         total = evaluate(scorer, assignment).total
         if best is None or total < best[0]:
-            best = (total, assignment, order, f"{'best' if best_fit else 'first'}-fit decreasing by {measure}")
+            best = (total, assignment, order, f"{'GPU-aware ' if gpu_aware else ''}"
+                                              f"{'best' if best_fit else 'first'}-fit decreasing by {measure}")
     _, assignment, order, label = best
     order = first_order if order is None else order
     return WarmStart(canonical(fleet, assignment, order), order, label, first, ran, initial_total)
@@ -666,9 +674,11 @@ def complete_candidates(candidates: Candidates, requests: pl.DataFrame, order: n
 
 
 def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
-          budget: SearchBudget, complete: np.ndarray | None = None) -> SolveResult | None:
-    """The LP relaxation (or, above lp_pair_limit pairs, the zone-aggregate LP) within what the budget
-    leaves after the search; only an LP solved to optimality counts as a bound."""
+          budget: SearchBudget, complete: np.ndarray | None = None,
+          pools: HostPools | None = None) -> SolveResult | None:
+    """The LP relaxation within what the budget leaves after the search, then the pool LP (`pools`;
+    models.pool_bound) in what is left, or above lp_pair_limit pairs the pool LP, then the Lagrangian bound
+    (`large_bound`); the best counts. Only an LP solved to optimality counts as a bound."""
     if not options.lp_bound:
         budget.skip("bound")
         return None
@@ -676,25 +686,46 @@ def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
     started = budget.elapsed()
     full = search.pairs <= options.lp_pair_limit
     if full and grant.seconds < 1.5 * options.lp_build_s_per_kpair * search.pairs / 1000 + 0.5:
-        full = False  # building the full LP alone would pass the deadline: the zone-aggregate LP is small
+        full = False  # building the full LP alone would pass the deadline: the pool LP is small
     if grant.seconds < 0.5:
         budget.note_cap("bound")
         return None
-    if full:
+    if full:  # the full LP, and the pool LP where time is left (cheap; on some fleets it proves more)
         result = lp_bound(problem, grant.seconds)
-    else:  # the Lagrangian bound (capacity rows priced) and the zone-aggregate LP; the better counts
-        upper = evaluate(problem, search.assignment).total
-        result = lagrangian_bound(problem, options.lagrangian_share * grant.seconds, upper=upper, complete=complete)
-        left = grant.seconds - result.wall_s
-        if left >= 0.5:
-            aggregate = aggregate_bound(problem, left)
-            if aggregate.best_bound is not None and aggregate.best_bound > result.best_bound:
-                result = aggregate
+        left = grant.seconds - (budget.elapsed() - started)
+        if pools is not None and left >= 0.5:
+            pooled = pool_bound(problem, pools, left)
+            if pooled.best_bound is not None and (result.best_bound is None or pooled.best_bound > result.best_bound):
+                result = pooled
+        result = dataclasses.replace(result, wall_s=budget.elapsed() - started)
+    else:  # the pool LP, then the Lagrangian bound (capacity rows priced) in what is left; the best counts
+        result = large_bound(problem, search, options, grant.seconds, complete, pools)
         result = dataclasses.replace(result, wall_s=budget.elapsed() - started)
     stop = Stop.DONE if result.best_bound is not None else (
         Stop.WALL_CAP if result.wall_s >= grant.wall_cap_s else Stop.BUDGET)
     budget.charge(grant, result.wall_s, result.wall_s, stop)
     return result
+
+
+def large_bound(problem: PlacementProblem, search: SearchResult, options: PlanOptions, seconds: float,
+                complete: np.ndarray | None, pools: HostPools | None) -> SolveResult:
+    """Above lp_pair_limit: the pool LP, the Lagrangian bound in what it leaves, and where the pool LP
+    proved nothing the zone-aggregate LP after the Lagrangian's share; the best of them (wall_s: all)."""
+    began = time.perf_counter()
+    left = lambda: seconds - (time.perf_counter() - began)  # noqa: E731
+    found: list[SolveResult] = []
+    if pools is not None:
+        found.append(pool_bound(problem, pools, seconds))
+    pooled = bool(found) and found[0].best_bound is not None
+    if left() >= 0.5 or not found:
+        upper = evaluate(problem, search.assignment).total
+        share = 1.0 if pooled else options.lagrangian_share
+        found.append(lagrangian_bound(problem, share * left(), upper=upper, complete=complete))
+    if not pooled and left() >= 0.5:
+        found.append(aggregate_bound(problem, left()))
+    proved = [r for r in found if r.best_bound is not None]
+    best = max(proved, key=lambda r: r.best_bound) if proved else found[0]
+    return dataclasses.replace(best, wall_s=time.perf_counter() - began)
 
 
 def best_bound(search: SearchResult, lp: SolveResult | None) -> float | None:
@@ -847,7 +878,8 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     search = solve(stage.problem, stage.hint, options, budget, solver_log, searched)
     note("bound")
     lp = relax(stage.problem, search, options, budget,
-               complete_candidates(stage.candidates, requests, start.order))
+               complete_candidates(stage.candidates, requests, start.order),
+               host_pools(fleet, requests, start.order, stage.problem.free))
     note("assign")
     outcome = assign_and_check(hosts, requests, fleet, options, stage, start.order, search, budget, running=running)
     bound_units = best_bound(search, lp)

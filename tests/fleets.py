@@ -53,3 +53,17 @@ def plan_checked(hosts, requests, options):
     result = plan(hosts, requests, options)
     assert check_plan(hosts, requests, result.shards, result.requests_out, options.to_dict()) == []
     return result
+
+
+def assert_bound_below_plans(problem, ffd, bound: float) -> None:
+    """A lower bound is never above the FFD plan, CP-SAT's plan from it, nor (when proven) CP-SAT's optimum."""
+    from shardplan.models.placement import PlacementModel
+    from shardplan.models.problem import PlanStatus, evaluate
+
+    assert bound is not None and bound >= 0
+    assert bound <= evaluate(problem, ffd).total + 1e-6
+    solution = PlacementModel.build(problem).solve(ffd)
+    assert solution.terms is not None
+    assert bound <= solution.terms.total + 1e-6
+    if solution.result.status == PlanStatus.OPTIMAL:
+        assert bound <= solution.result.objective + 1e-6

@@ -129,3 +129,29 @@ def test_a_request_no_host_can_hold_does_not_stop_the_search():
     out = dict(zip(result.requests_out["request_id"], result.requests_out["status"]))
     assert out.pop("big") == "unplaced" and set(out.values()) == {"placed"}
     assert result.plan_json["lns"] is not None  # the search this is about ran
+
+
+def test_gpu_aware_fit_leaves_a_gpu_hosts_vcpu_to_the_next_gpu_request():
+    # one GPU host (16 vcpu, 2 GPUs) and a CPU host; a spanning GPU request (14 vcpu) and a one-host one
+    # (8 vcpu). First fit puts the first whole on the GPU host and the second finds 2 vcpu there; GPU-aware,
+    # the first keeps to its GPU's share of the host (8 vcpu) and puts the rest on the CPU host
+    from shardplan.planner.engine import run_ffd
+    from shardplan.planner.search.candidates import build_fleet
+    from tests.fleets import hosts_table, requests_table
+
+    hosts = hosts_table({"host_id": "g", "rack": "r1", "vcpu": 16, "ram_gib": 64, "gpu": 2, "gpu_model": "a100"},
+                        {"host_id": "c", "rack": "r2", "vcpu": 32, "ram_gib": 128})
+    requests = requests_table(
+        {"request_id": "big", "vcpu": 14, "ram_gib": 28, "gpu": 1, "gpu_model": "a100", "max_shards": 2},
+        {"request_id": "one", "vcpu": 8, "ram_gib": 16, "gpu": 1, "gpu_model": "a100", "max_shards": 1})
+    options = PlanOptions(time_limit_s=5)
+    fleet = build_fleet(hosts)
+    classic, _ = run_ffd(fleet, requests, options, sharded=True)
+    aware, _ = run_ffd(fleet, requests, options, sharded=True, gpu_aware=True)
+    assert classic.placed.tolist() == [True, False]
+    assert aware.placed.tolist() == [True, True]
+    big = aware.parts[0]
+    assert sorted((h, v, g) for h, v, _, _, g in big) == [(0, 8, 1), (1, 6, 0)]
+    result = plan(hosts, requests, options)
+    assert result.report.placed == 2
+    assert check_plan(hosts, requests, result.shards, result.requests_out, options.to_dict()) == []

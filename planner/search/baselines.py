@@ -50,9 +50,12 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
               sharded: bool, min_local_ram_per_vcpu: float, remote_mbps_per_gib: int = 50,
               best_fit: bool = False, min_cpu: np.ndarray | None = None,
               min_iops: np.ndarray | None = None, remote: RemoteMemory | None = None,
-              copy_apart: bool = False, skew: tuple[int, int] | None = None) -> Assignment:
+              copy_apart: bool = False, skew: tuple[int, int] | None = None,
+              gpu_aware: bool = False) -> Assignment:
     """FFD over the requests in `order` (best_fit: the fitting host with least capacity left over;
-    copy_apart: see `place`, off for the classic baseline);
+    copy_apart: see `place`, off for the classic baseline; gpu_aware: GPU hosts last for a request without
+    GPUs and first (of its model) for one with GPUs, whose parts there keep to their GPUs' share of the
+    host's vcpu, see `place`);
     returns an assignment in request index space. `min_cpu` / `min_iops`: the requests' performance needs
     (invariant 10): parts only on hosts fast enough, copies only on storage fast enough. `remote`: how
     remote memory is priced (default flat: remote_mbps_per_gib, none for latency class low). `skew`: the most
@@ -61,17 +64,24 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
     free = fleet.free.copy()
     hosts = host_order(fleet)
     up_hosts = hosts[fleet.up[hosts]]
+    with_gpus = fleet.capacity[up_hosts, GPU] > 0
+    cpu_first = np.concatenate([up_hosts[~with_gpus], up_hosts[with_gpus]])
     assignment = Assignment.empty(demand.shape[0])
     for r in order:
         d = demand[r]
         gpu_fit = (gpu_model[r] == "") | (fleet.gpu_model == gpu_model[r])
-        compute_hosts = up_hosts if min_cpu is None or min_cpu[r] <= 0 else up_hosts[fleet.cpu_ok(min_cpu[r])[up_hosts]]
+        compute_hosts = up_hosts
+        if gpu_aware:
+            mine = with_gpus & gpu_fit[up_hosts] if d[GPU] > 0 else None
+            compute_hosts = cpu_first if mine is None else np.concatenate([up_hosts[mine], up_hosts[~mine]])
+        if min_cpu is not None and min_cpu[r] > 0:
+            compute_hosts = compute_hosts[fleet.cpu_ok(min_cpu[r])[compute_hosts]]
         storage_hosts = up_hosts[fleet.tier[up_hosts] >= tier[r]]
         if min_iops is not None and min_iops[r] > 0:
             storage_hosts = storage_hosts[fleet.iops_ok(min_iops[r])[storage_hosts]]
         placed = place(fleet, free, compute_hosts, storage_hosts, d, gpu_fit, replicas[r],
                        max_shards[r] if sharded else 1, min_local_ram_per_vcpu, memory.tiers(int(r)), best_fit,
-                       copy_apart, skew)
+                       copy_apart, skew, gpu_share=gpu_aware)
         if placed is None:
             continue
         parts, copies = placed
@@ -84,13 +94,23 @@ def first_fit(fleet: Fleet, demand: np.ndarray, tier: np.ndarray, gpu_model: np.
 def place(hosts: HostArrays, free: np.ndarray, compute: np.ndarray, storage: np.ndarray, d: np.ndarray,
           gpu_fit: np.ndarray, replicas: int, max_shards: int, ratio: float, tiers: list[tuple[int, int]],
           best_fit: bool = False, copy_apart: bool = True,
-          skew: tuple[int, int] | None = None) -> tuple[list, list[int]] | None:
+          skew: tuple[int, int] | None = None, gpu_share: bool = False) -> tuple[list, list[int]] | None:
     """Place one request greedily on `free` (updated in place): whole on one of the `compute` hosts (in
     their order, or best fit), else split over up to `max_shards` of them; storage copies on `storage`
     hosts. `gpu_fit` is a mask over all hosts. `tiers`: (most remote GiB, Mbit/s per remote GiB) to try in
     turn (RemoteMemory.tiers; empty: no remote memory). `copy_apart`: a request placed whole may keep its
     primary storage copy off its compute host (the searches); False: copy 0 beside the compute, as a classic
-    scheduler's local disk (the FFD baseline). Returns (parts, storage copy hosts) or None."""
+    scheduler's local disk (the FFD baseline). `gpu_share`: a request with GPUs that may span hosts is split
+    first so that its part on a GPU host takes no more of the host's free vcpu than its GPUs' share of the
+    host's free GPUs (the rest of its vcpu elsewhere), leaving that vcpu to the next GPU request; whole, or
+    split as usual, only where that fails. Returns (parts, storage copy hosts) or None."""
+    placed = None
+    if gpu_share and d[GPU] > 0 and max_shards > 1:
+        for limit, rate in tiers or [(0, 0)]:
+            placed = _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio, rate,
+                                    limit, tiers, skew, gpu_share=True)
+            if placed is not None:
+                return placed
     placed = _place_whole(hosts, free, compute, storage, d, gpu_fit, replicas, tiers,
                           best_fit, copy_apart) if local_ram_holds(d, ratio) else None
     for limit, rate in (tiers or [(0, 0)]) if placed is None and max_shards > 1 else ():
@@ -185,7 +205,7 @@ def switch_on_price(hosts: HostArrays, candidates: np.ndarray, d: np.ndarray) ->
 
 
 def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shards, ratio, remote_mbps_per_gib,
-                   remote_limit, tiers, skew=None):
+                   remote_limit, tiers, skew=None, gpu_share=False):
     """Greedy split: vcpu parts in host order (each with its local RAM, at most `skew` × its vcpu share, and
     its GPUs), then up to `remote_limit` GiB of the RAM left over as remote-memory parts on hosts with free
     RAM and NIC, fitted at remote_mbps_per_gib (limit 0: every GiB local). The room taken is the traffic `tiers` price the remote
@@ -221,6 +241,10 @@ def _place_sharded(hosts, free, compute, storage, d, gpu_fit, replicas, max_shar
             g = min(rem_g, fg) if gpu_ok else 0
             if rem_g > g and len(parts) == max_shards - 1:
                 continue  # the last vcpu part must take the remaining GPUs
+            if gpu_share and fg > 0:
+                if g == 0:
+                    continue  # a GPU host's vcpu are kept for the GPUs on it
+                v = min(v, max(-(-fv * g // fg), 1))
             need_local = math.ceil(ratio * v - 1e-9)
             keep_for_rest = math.ceil(ratio * (rem_v - v) - 1e-9)  # the later parts' local RAM
             m = max(need_local, min(fm, rem_m - keep_for_rest))

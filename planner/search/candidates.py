@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
+from shardplan.models.pool_bound import HostPools
 from shardplan.models.problem import (
     COST_UNITS_PER_DOLLAR,
     GPU,
@@ -620,3 +621,60 @@ def _members(classes: np.ndarray, members: list[np.ndarray], cap: int) -> np.nda
         return np.empty(0, dtype=np.int64)
     return np.concatenate([members[c][:cap] for c in classes]).astype(np.int64)
 
+
+
+POOL_RATIO_BUCKETS = (-2, 6)
+"""A compute pool's hosts have free GiB per free vcpu within one power of two, from 2^-2 to 2^6 (clipped):
+hosts of one shape pool together, so a RAM-hungry request cannot buy vcpu where the RAM is gone."""
+
+
+def host_pools(fleet: Fleet, requests: pl.DataFrame, order: np.ndarray, free: np.ndarray) -> HostPools:
+    """Pools for the pool LP (models.pool_bound), requests in problem order (`order`), over `free` (the
+    problem's). Hosts pool by zone, GPU model, which of the requests' min_cpu_score values they meet and
+    the shape of their free room; storage by zone, tier and which min_storage_iops values they meet. Only
+    the invariants decide what a request may use (up hosts, its GPU model, its speed and IOPS needs, its
+    storage tier), never the model's ranked candidates, so the bound holds for every valid plan."""
+    req = request_arrays(requests)
+    min_cpu, min_iops, tier = req["min_cpu"][order], req["min_iops"][order], req["tier"][order]
+    gpu_model = req["gpu_model"][order]
+    cpu_levels = np.unique(min_cpu[min_cpu > 0])
+    iops_levels = np.unique(min_iops[min_iops > 0])
+    cpu_rank = np.zeros(fleet.n_hosts, dtype=np.int64)
+    for level in cpu_levels:
+        cpu_rank += fleet.cpu_ok(float(level))
+    iops_rank = np.zeros(fleet.n_hosts, dtype=np.int64)
+    for level in iops_levels:
+        iops_rank += fleet.iops_ok(float(level))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shape = np.where(free[:, VCPU] > 0, np.floor(np.log2(np.maximum(free[:, RAM], 1) / np.maximum(free[:, VCPU], 1))),
+                         POOL_RATIO_BUCKETS[1] + 1)
+    shape = np.clip(shape, POOL_RATIO_BUCKETS[0], POOL_RATIO_BUCKETS[1] + 1).astype(np.int64)
+    computes = fleet.up & ((free[:, VCPU] > 0) | (free[:, RAM] > 0))
+    stores = fleet.up & (free[:, STORAGE] > 0)
+
+    def pools_of(mask: np.ndarray, keys: list[tuple]) -> tuple[np.ndarray, list[int]]:
+        index: dict[tuple, int] = {}
+        pool = np.full(fleet.n_hosts, -1, dtype=np.int64)
+        first: list[int] = []
+        for h in np.flatnonzero(mask):
+            q = index.setdefault(keys[h], len(index))
+            if q == len(first):
+                first.append(int(h))
+            pool[h] = q
+        return pool, first
+
+    compute_pool, c_first = pools_of(computes, list(zip(fleet.zone.tolist(), fleet.gpu_model.tolist(),
+                                                        cpu_rank.tolist(), shape.tolist())))
+    storage_pool, s_first = pools_of(stores, list(zip(fleet.zone.tolist(), fleet.tier.tolist(), iops_rank.tolist())))
+    c_rep, s_rep = np.array(c_first, dtype=np.int64), np.array(s_first, dtype=np.int64)
+    n = len(order)
+    compute_ok = np.ones((n, len(c_rep)), dtype=bool)
+    for level in cpu_levels:
+        compute_ok[min_cpu == level] = fleet.cpu_ok(float(level))[c_rep][None, :]
+    gpu_ok = (gpu_model[:, None] != "") & (fleet.gpu_model[c_rep][None, :] == gpu_model[:, None])
+    storage_ok = (fleet.tier[s_rep][None, :] >= tier[:, None])
+    for level in iops_levels:
+        storage_ok[min_iops == level] &= fleet.iops_ok(float(level))[s_rep][None, :]
+    demand = req["demand"][order]
+    storage_ok &= demand[:, STORAGE, None] > 0
+    return HostPools(compute_pool, storage_pool, compute_ok, gpu_ok, storage_ok)

@@ -56,14 +56,15 @@ class PlanOptions:
     """Partitioned planning: share of the search time the cells get (they run in waves of as many cells as
     there are Dask workers); the global pass gets the rest."""
     lagrangian_share: float = 0.7
-    """Above lp_pair_limit pairs: share of the bound's time the Lagrangian bound (models/lagrangian.py) gets;
-    the zone-aggregate LP gets what it leaves, and the better of the two is the bound."""
+    """Above lp_pair_limit pairs the pool LP (models/pool_bound.py) runs first, the Lagrangian bound
+    (models/lagrangian.py) in what it leaves; where the pool LP is not solved, the Lagrangian bound gets
+    this share of what is left and the zone-aggregate LP the rest. The best of them is the bound."""
     bound_share: float = 0.05
     """Share of time_limit_s set aside for the LP bound after the search (at least 1 s, at most
     lp_time_limit_s)."""
     warm_start_work: float = 2.5e7
-    """Construction heuristics tried before CP-SAT: as many of the six as fit in this many
-    request × host pairs in all (all six on the demo; two on 2,000 hosts × 5,000 requests)."""
+    """Construction heuristics tried before CP-SAT: as many of the twelve as fit in this many
+    request × host pairs in all (all twelve on the demo; two on 2,000 hosts × 5,000 requests)."""
     monolithic_pair_limit: int = 30_000
     """Up to this many (request, candidate host) pairs the whole fleet is one CP-SAT model first."""
     lns_share: float = 0.5
