@@ -401,11 +401,16 @@ def wide_fits(options: PlanOptions, n_hosts: int, n_requests: int) -> bool:
 def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_requests: int,
               running_parts: int = 0) -> None:
     """What the fixed phases and the bound are expected to take, from the problem's size."""
+    pairs = n_hosts * n_requests / 1e6
     per_mpair = options.fixed_s_per_mpair - (0.0 if wide_fits(options, n_hosts, n_requests)
                                              else options.wide_s_per_mpair)
-    fixed = 0.5 + per_mpair * n_hosts * n_requests / 1e6
-    bound = min(options.lp_time_limit_s, max(1.0, options.bound_share * options.time_limit_s)) if options.lp_bound else 0.0
-    budget.set_aside(0.8 * fixed, 0.2 * fixed + bound + MOVES_CHECK_S_PER_KPART * running_parts / 1000)
+    fixed = 0.5 + per_mpair * pairs
+    # after the search: the model's candidate pass (it filters the same fleet as the wide pass, and takes
+    # about as long), then assignment, check and export
+    after = min(options.wide_s_per_mpair * pairs + 0.05 * fixed, fixed)
+    bound = min(options.lp_time_limit_s, max(1.0, options.bound_share * options.time_limit_s,
+                                             options.bound_s_per_krequest * n_requests / 1000)) if options.lp_bound else 0.0
+    budget.set_aside(fixed - after, after + bound + MOVES_CHECK_S_PER_KPART * running_parts / 1000)
 
 
 # --- stage: warm start ------------------------------------------------------------------------

@@ -35,16 +35,18 @@ class PlanOptions:
     wall_safety_factor: float = 3.0
     """Deterministic mode: a search phase may run at most this many times its grant in wall seconds, and
     never past the command's deadline (shardplan.planner.search.budget); when that cap fires, plan.json says so."""
-    fixed_s_per_mpair: float = 1.5
+    fixed_s_per_mpair: float = 2.2
     """Seconds set aside, per million request × host pairs, for the phases that cannot be cut short (warm
-    start, candidates, assignment, check, export): measured ≈ 1.0 s at 2,000 hosts × 5,000 requests on an
-    idle 2-core machine (10 M pairs; 4 s warm start, 5 s candidates, 1 s after the search). A deterministic
-    estimate, so the searches' shares do not depend on the machine's speed."""
-    wide_s_per_mpair: float = 0.45
-    """Of fixed_s_per_mpair, what the wide candidate pass of ruin and recreate takes (measured 0.4 s per M
-    pairs at 10,000 hosts × 25,000 requests). That pass runs only when the fixed phases' estimate with it
-    fits in 60% of time_limit_s; otherwise ruin and recreate searches the model's candidates (a rule on
-    the problem's size and the limit, never on the clock, so plans stay reproducible)."""
+    start, the wide and the model's candidate passes, assignment, check, export): measured 22 s at 2,000
+    hosts × 5,000 requests on an idle 2-core machine (10 M pairs; warm start 6.8 s, each candidate pass
+    7.4 s, 0.3 s after the search). A deterministic estimate, so the searches' shares do not depend on the
+    machine's speed; the part after the search is the model's candidate pass (wide_s_per_mpair) and 5%."""
+    wide_s_per_mpair: float = 0.75
+    """Of fixed_s_per_mpair, what the wide candidate pass of ruin and recreate takes (measured 0.75 s per M
+    pairs at 2,000 hosts × 5,000 requests; the model's own candidate pass takes about as much). That pass
+    runs only when the fixed phases' estimate with it fits in 60% of time_limit_s; otherwise ruin and
+    recreate searches the model's candidates (a rule on the problem's size and the limit, never on the
+    clock, so plans stay reproducible)."""
     partitions: int = 0
     """Cells the fleet is split into (shardplan.planner.partition), each planned as a Dask task, then one
     global pass from their merged plan; 1: one monolithic plan; 0: chosen from the size,
@@ -60,8 +62,11 @@ class PlanOptions:
     (models/lagrangian.py) in what it leaves; where the pool LP is not solved, the Lagrangian bound gets
     this share of what is left and the zone-aggregate LP the rest. The best of them is the bound."""
     bound_share: float = 0.05
-    """Share of time_limit_s set aside for the LP bound after the search (at least 1 s, at most
-    lp_time_limit_s)."""
+    """Share of time_limit_s set aside for the LP bound after the search (at least 1 s and at least
+    bound_s_per_krequest, at most lp_time_limit_s)."""
+    bound_s_per_krequest: float = 0.6
+    """Seconds set aside for the bound per 1,000 requests, at least: the pool LP (models/pool_bound.py)
+    took 2.4 s at 5,000 requests and 5.9 s at 25,000 on 2 cores, build and HiGHS together."""
     warm_start_work: float = 2.5e7
     """Construction heuristics tried before CP-SAT: as many of the twelve as fit in this many
     request × host pairs in all (all twelve on the demo; two on 2,000 hosts × 5,000 requests)."""
@@ -319,6 +324,7 @@ class PlanOptions:
             ("cell_pairs", self.cell_pairs > 0, "> 0"),
             ("cells_share", 0 < self.cells_share < 1, "in (0, 1)"),
             ("bound_share", 0 <= self.bound_share < 1, "in [0, 1)"),
+            ("bound_s_per_krequest", self.bound_s_per_krequest >= 0, "≥ 0"),
             ("lagrangian_share", 0 < self.lagrangian_share <= 1, "in (0, 1]"),
             ("unplaced_weight", self.unplaced_weight > 0, "> 0 (placing demand is the objective's first aim)"),
             ("recreate_moves_per_s", self.recreate_moves_per_s >= 1, "≥ 1 (a share of 0 disables a search)"),
