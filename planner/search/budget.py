@@ -95,6 +95,7 @@ class SearchBudget:
     after_s: float = 0.0         # set aside for the phases after the search (bound, assign, check, export)
     charged_s: float = 0.0       # nominal seconds the search phases used
     extra_after_s: float = 0.0   # set aside for what the command does after the plan (nightly's report page)
+    finish_s: float = 1.0        # of after_s, kept after the bound for assignment, check and export
     phases: list[PhaseCharge] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -137,9 +138,9 @@ class SearchBudget:
 
     def tail_grant(self, phase: str, limit_s: float) -> Grant:
         """For a phase after the search (the bound): up to `limit_s`, within the time set aside after the
-        search less a second for assignment, check and export, and what the command does after the plan."""
+        search less finish_s for assignment, check and export, and what the command does after the plan."""
         extra = min(self.extra_after_s, self.after_s)
-        room = max(self.deadline - self.clock() - min(1.0, (self.after_s - extra) / 2) - extra, 0.0)
+        room = max(self.deadline - self.clock() - min(self.finish_s, (self.after_s - extra) / 2) - extra, 0.0)
         seconds = max(min(limit_s, room), 0.0)
         return Grant(phase, seconds, seconds, False, self.units_per_s)
 
