@@ -414,8 +414,8 @@ def set_aside(budget: SearchBudget, options: PlanOptions, n_hosts: int, n_reques
     after = min(options.wide_s_per_mpair * pairs + 0.05 * fixed, fixed)
     bound = min(options.lp_time_limit_s, max(1.0, options.bound_share * options.time_limit_s,
                                              options.bound_s_per_krequest * n_requests / 1000)) if options.lp_bound else 0.0
-    budget.finish_s = 1.0 + FINISH_S_PER_KREQUEST * n_requests / 1000
-    budget.set_aside(fixed - after, after + bound + MOVES_CHECK_S_PER_KPART * running_parts / 1000)
+    budget.finish_s = 1.0 + FINISH_S_PER_KREQUEST * n_requests / 1000  # kept after the bound, so set aside too
+    budget.set_aside(fixed - after, after + bound + budget.finish_s + MOVES_CHECK_S_PER_KPART * running_parts / 1000)
 
 
 # --- stage: warm start ------------------------------------------------------------------------
@@ -686,9 +686,9 @@ def complete_candidates(candidates: Candidates, requests: pl.DataFrame, order: n
 def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
           budget: SearchBudget, complete: np.ndarray | None = None,
           pools: HostPools | None = None) -> SolveResult | None:
-    """The LP relaxation within what the budget leaves after the search, then the pool LP (`pools`;
-    models.pool_bound) in what is left, or above lp_pair_limit pairs the pool LP, then the Lagrangian bound
-    (`large_bound`); the best counts. Only an LP solved to optimality counts as a bound."""
+    """Within what the budget leaves after the search: the pool LP (`pools`; models.pool_bound), then the
+    full LP relaxation in what is left, or above lp_pair_limit pairs the Lagrangian bound (`large_bound`);
+    the best counts. Only an LP solved to optimality counts as a bound."""
     if not options.lp_bound:
         budget.skip("bound")
         return None
@@ -700,13 +700,13 @@ def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
     if grant.seconds < 0.5:
         budget.note_cap("bound")
         return None
-    if full:  # the full LP, and the pool LP where time is left (cheap; on some fleets it proves more)
-        result = lp_bound(problem, grant.seconds)
+    if full:  # the pool LP first (cheap, so a bound is there even if the full LP runs out of time), then the full LP
+        found = [] if pools is None else [pool_bound(problem, pools, grant.seconds)]
         left = grant.seconds - (budget.elapsed() - started)
-        if pools is not None and left >= 0.5:
-            pooled = pool_bound(problem, pools, left)
-            if pooled.best_bound is not None and (result.best_bound is None or pooled.best_bound > result.best_bound):
-                result = pooled
+        if left >= 0.5 or not found:
+            found.append(lp_bound(problem, left))
+        proved = [r for r in found if r.best_bound is not None]
+        result = max(proved, key=lambda r: r.best_bound) if proved else found[-1]
         result = dataclasses.replace(result, wall_s=budget.elapsed() - started)
     else:  # the pool LP, then the Lagrangian bound (capacity rows priced) in what is left; the best counts
         result = large_bound(problem, search, options, grant.seconds, complete, pools)
