@@ -12,6 +12,7 @@ demo:
 bench:
     python benchmarks/sharding_gain.py
     python benchmarks/scale.py
+    python benchmarks/bounds.py
     python -m benchmarks.vbp
     python benchmarks/forecast.py
     python benchmarks/forecast_dask.py
