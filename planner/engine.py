@@ -705,22 +705,26 @@ def relax(problem: PlacementProblem, search: SearchResult, options: PlanOptions,
         left = grant.seconds - (budget.elapsed() - started)
         if left >= 0.5 or not found:
             found.append(lp_bound(problem, left))
-        proved = [r for r in found if r.best_bound is not None]
-        result = max(proved, key=lambda r: r.best_bound) if proved else found[-1]
-        result = dataclasses.replace(result, wall_s=budget.elapsed() - started)
+        result = strongest(found, found[-1])
     else:  # the pool LP, then the Lagrangian bound (capacity rows priced) in what is left; the best counts
         result = large_bound(problem, search, options, grant.seconds, complete, pools)
-        result = dataclasses.replace(result, wall_s=budget.elapsed() - started)
+    result = dataclasses.replace(result, wall_s=budget.elapsed() - started)
     stop = Stop.DONE if result.best_bound is not None else (
         Stop.WALL_CAP if result.wall_s >= grant.wall_cap_s else Stop.BUDGET)
     budget.charge(grant, result.wall_s, result.wall_s, stop)
     return result
 
 
+def strongest(found: list[SolveResult], unproved: SolveResult) -> SolveResult:
+    """The highest proven bound of `found`; `unproved` (the result to report) when none proved one."""
+    proved = [r for r in found if r.best_bound is not None]
+    return max(proved, key=lambda r: r.best_bound) if proved else unproved
+
+
 def large_bound(problem: PlacementProblem, search: SearchResult, options: PlanOptions, seconds: float,
                 complete: np.ndarray | None, pools: HostPools | None) -> SolveResult:
     """Above lp_pair_limit: the pool LP, the Lagrangian bound in what it leaves, and where the pool LP
-    proved nothing the zone-aggregate LP after the Lagrangian's share; the best of them (wall_s: all)."""
+    proved nothing the zone-aggregate LP after the Lagrangian's share; the best of them."""
     began = time.perf_counter()
     left = lambda: seconds - (time.perf_counter() - began)  # noqa: E731
     found: list[SolveResult] = []
@@ -733,9 +737,7 @@ def large_bound(problem: PlacementProblem, search: SearchResult, options: PlanOp
         found.append(lagrangian_bound(problem, share * left(), upper=upper, complete=complete))
     if not pooled and left() >= 0.5:
         found.append(aggregate_bound(problem, left()))
-    proved = [r for r in found if r.best_bound is not None]
-    best = max(proved, key=lambda r: r.best_bound) if proved else found[0]
-    return dataclasses.replace(best, wall_s=time.perf_counter() - began)
+    return strongest(found, found[0])
 
 
 def best_bound(search: SearchResult, lp: SolveResult | None) -> float | None:
@@ -889,7 +891,7 @@ def plan(hosts: pl.DataFrame, requests: pl.DataFrame, options: PlanOptions,
     note("bound")
     lp = relax(stage.problem, search, options, budget,
                complete_candidates(stage.candidates, requests, start.order),
-               host_pools(fleet, requests, start.order, stage.problem.free))
+               host_pools(fleet, requests, start.order, stage.problem.free) if options.lp_bound else None)
     note("assign")
     outcome = assign_and_check(hosts, requests, fleet, options, stage, start.order, search, budget, running=running)
     bound_units = best_bound(search, lp)
