@@ -41,7 +41,7 @@ from shardplan.data.generator import DEMO_SEED, demo_fleet, generate_fleet  # no
 from shardplan.executors.actions import plan_between  # noqa: E402
 from shardplan.planner.engine import demand_units, plan, unplaced_priority  # noqa: E402
 from shardplan.planner.replan import check_current, compare, moved_requests, must_move  # noqa: E402
-from shardplan.planner.report.checker import check_plan  # noqa: E402
+from shardplan.planner.report.checker import check_plan, remote_caps  # noqa: E402
 from shardplan.planner.report.diff import active_cost  # noqa: E402
 from shardplan.planner.validate.options import PlanOptions  # noqa: E402
 
@@ -166,7 +166,8 @@ def run_fleet(name: str, nights: int, time_limit: float, hazard, weekday, seed: 
             violations = check_plan(hosts, requests, result.shards, result.requests_out, options,
                                     current=was if policy != "from_scratch" else None)
             forced = must_move(hosts, requests, was, min_local_ram_gib_per_vcpu=options.min_local_ram_gib_per_vcpu,
-                               max_ram_skew=options.max_ram_skew)
+                               max_ram_skew=options.max_ram_skew,
+                               remote_cap=remote_caps(requests, options, options.remote_memory_pricing))
             moved = moved_requests(was, result.shards)
             running_ids = set(was["request_id"].to_list())
             evictable = dict(requests.select("request_id", "evictable").iter_rows())

@@ -175,7 +175,7 @@ def _check_amounts(running: pl.DataFrame, requests: pl.DataFrame, path: str | Pa
 
 def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame,
               whole: bool = False, min_local_ram_gib_per_vcpu: float = 0.5,
-              max_ram_skew: float | None = None) -> dict[str, str]:
+              max_ram_skew: float | None = None, remote_cap: pl.DataFrame | None = None) -> dict[str, str]:
     """Running requests that cannot stay where they are, with the reason (a person can act on it):
     a part on a host that is no longer `up`; a host that can no longer hold the parts it held (its
     existing load grew: the lowest-priority, then largest, running requests there must move until the
@@ -183,9 +183,10 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     a compute part on a host slower than its min_cpu_score, a copy on storage below its min_storage_iops;
     in whole-VM mode, a request split over several hosts or without a copy beside its VM; and any part
     that would break an invariant where it is (copies sharing a rack, parts in two zones, less local
-    RAM per vcpu than the option asks or more than max_ram_skew × its vcpu share, remote memory for latency
-    class low, GPUs without a vcpu beside them): keeping such a request is no valid plan. The checker applies
-    the same rule."""
+    RAM per vcpu than the option asks or more than max_ram_skew × its vcpu share, more remote memory than
+    its rule allows, GPUs without a vcpu beside them): keeping such a request is no valid plan. The checker
+    applies the same rule. `remote_cap` (request_id, remote_cap: the most GiB it may hold remotely, by the
+    plan's remote-memory pricing) is that rule; without it, flat pricing's: none for latency class low."""
     if current.height == 0:
         return {}
     reasons: dict[str, str] = {}
@@ -221,6 +222,7 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
         reasons.setdefault(row["request_id"], f"spans {row['hosts']} hosts, more than "
                                               f"{'whole-VM mode allows' if whole else 'its max_shards'}")
     _breaks_invariants(parts, whole, min_local_ram_gib_per_vcpu, reasons, max_ram_skew)
+    _too_much_remote(parts, reasons, remote_cap)
     _over_capacity(hosts, parts, reasons)
     return dict(sorted(reasons.items()))
 
@@ -255,8 +257,6 @@ def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: 
         elif cap is not None and row["ram_gib"] > cap:
             why = (f"{row['ram_gib']} GiB beside {row['vcpu']} of its {row['request_vcpu']} vcpu on {row['host_id']}, "
                    f"more than max_ram_skew {skew:g} × its share ({cap} GiB)")
-        elif row["vcpu"] == 0 and row["ram_gib"] > 0 and row["latency_class"] == "low":
-            why = f"remote memory on {row['host_id']}, which latency class low does not allow"
         elif row["vcpu"] == 0 and row["gpu"] > 0:
             why = f"GPUs on {row['host_id']} without a vcpu beside them"
         else:
@@ -267,6 +267,28 @@ def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: 
         beside = copies.join(compute, on=["request_id", "host_id"], how="semi")["request_id"].unique().to_list()
         for request_id in sorted(set(copies["request_id"].to_list()) - set(beside)):
             reasons.setdefault(request_id, "no storage copy beside its VM, which whole-VM mode asks")
+
+
+def _too_much_remote(parts: pl.DataFrame, reasons: dict[str, str], remote_cap: pl.DataFrame | None) -> None:
+    """Running requests holding more remote memory (RAM on a host where they run no vcpu) than their rule
+    allows (invariant 4); no `remote_cap`: flat pricing's rule, none for latency class low."""
+    per_host = parts.filter(pl.col("storage_gib") == 0).group_by("request_id", "host_id").agg(
+        pl.col("vcpu").sum(), pl.col("ram_gib").sum(), pl.col("latency_class").first())
+    remote = (per_host.filter((pl.col("vcpu") == 0) & (pl.col("ram_gib") > 0)).group_by("request_id")
+              .agg(pl.col("ram_gib").sum().alias("remote_gib"), pl.col("latency_class").first(),
+                   pl.col("host_id").sort().first()))
+    if remote_cap is None:
+        remote = remote.with_columns(remote_cap=pl.when(pl.col("latency_class") == "low").then(0)
+                                     .otherwise(pl.col("remote_gib")))
+    else:
+        remote = remote.join(remote_cap.select("request_id", "remote_cap"), on="request_id", how="left")
+    for row in remote.filter(pl.col("remote_gib") > pl.col("remote_cap").fill_null(0)).sort("request_id").iter_rows(
+            named=True):
+        cap = row["remote_cap"] or 0
+        reasons.setdefault(row["request_id"], f"remote memory on {row['host_id']}, which latency class low does not allow"
+                           if cap == 0 and row["latency_class"] == "low" else
+                           f"{row['remote_gib']} GiB of remote memory, more than the {cap} GiB its latency class "
+                           f"{row['latency_class']} may hold remotely")
 
 
 def _over_capacity(hosts: pl.DataFrame, parts: pl.DataFrame, reasons: dict[str, str]) -> None:

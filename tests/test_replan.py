@@ -85,6 +85,29 @@ def test_parts_that_would_break_an_invariant_where_they_are_must_move():
     assert check_plan(hosts, requests, result.shards, result.requests_out, options, current=current) == []
 
 
+def test_untouched_ram_held_remotely_by_a_low_latency_request_may_stay_under_use_pricing():
+    """Use pricing lets latency class low hold its untouched GiB remotely (the checker's invariant 4); a
+    running request doing so is free to stay, and one holding more than that must move."""
+    from shardplan.planner.report.checker import remote_caps
+    hosts = hosts_table({"host_id": "h1", "rack": "rA", "vcpu": 16, "ram_gib": 64},
+                        {"host_id": "h2", "rack": "rB", "vcpu": 16, "ram_gib": 64})
+    requests = requests_table({"request_id": "r1", "vcpu": 4, "ram_gib": 16, "latency_class": "low",
+                               "untouched_ram_gib": 8, "net_gbps": 0.008, "max_shards": 2})
+    def held(remote: int) -> pl.DataFrame:
+        return shards(("r1", 0, "h1", 0, 4, 16 - remote, 0, 0.0, 0, "compute"),
+                      ("r1", 1, "h2", 0, 0, remote, 0, 0.001 * remote, 0, "memory"))
+    options = FAST.replace(max_moves=0)
+    caps = remote_caps(requests, options, "use")
+    assert must_move(hosts, requests, held(8), remote_cap=caps) == {}
+    assert must_move(hosts, requests, held(8)) == {"r1": "remote memory on h2, which latency class low does not allow"}
+    assert must_move(hosts, requests, held(10), remote_cap=caps) == {
+        "r1": "10 GiB of remote memory, more than the 8 GiB its latency class low may hold remotely"}
+    # the planner keeps it where it is, and the checker agrees
+    result = plan(hosts, requests, options, current=check_current(held(8), hosts, requests, "cur"))
+    assert moved_requests(held(8), result.shards) == set()
+    assert check_plan(hosts, requests, result.shards, result.requests_out, options, current=held(8)) == []
+
+
 def test_negative_amounts_are_refused(tmp_path):
     bad = SPLIT.with_columns(pl.when(pl.col("request_id") == "r2").then(-8).otherwise(pl.col("vcpu")).alias("vcpu"))
     with pytest.raises(InputError) as caught:

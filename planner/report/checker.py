@@ -87,6 +87,7 @@ class _PlanTables:
     requests_out: pl.DataFrame
     reservations: pl.DataFrame
     load: pl.DataFrame  # request_id, host_id, sums of the resources, remote_ram_gib, remote_gbps, shards
+    remote_caps: pl.DataFrame  # request_id, remote_cap: the most GiB each request may hold remotely
     min_local_ram_gib_per_vcpu: float
     remote_memory_gbps_per_gib: float
     remote_memory_pricing: str = "flat"
@@ -141,27 +142,32 @@ def _pricing(options: Mapping | PlanOptions | None) -> str:
     return str((options or {}).get("remote_memory_pricing", "flat"))
 
 
-def _remote_rule(load: pl.DataFrame, requests: pl.DataFrame, options, pricing: str) -> pl.DataFrame:
-    """Per request (DESIGN.md, remote memory): remote GiB in all, the most it may hold remotely, and the
-    Gbit/s each remote GiB costs. Flat: every class but low may hold all its RAM remotely, at one rate.
-    Use: up to untouched_ram_gib at the untouched rate; past it every remote GiB at the touched rate, with
-    at most max_slowdown ÷ remote_slowdown_per_share of its RAM touched and remote."""
+def remote_caps(requests: pl.DataFrame, options, pricing: str) -> pl.DataFrame:
+    """Per request (DESIGN.md, remote memory): the GiB it may hold remotely at the untouched rate
+    (`untouched`) and in all (`remote_cap`). Flat: every class but low may hold all its RAM remotely, none
+    untouched. Use: up to untouched_ram_gib untouched; past it at most max_slowdown ÷
+    remote_slowdown_per_share of its RAM touched and remote."""
+    untouched = pl.col("untouched_ram_gib") if "untouched_ram_gib" in requests.columns else pl.lit(0)
+    table = requests.select("request_id", "ram_gib", "latency_class",
+                            pl.min_horizontal(untouched.fill_null(0), "ram_gib").cast(pl.Int64).alias("untouched"))
+    if pricing == "flat":
+        return table.with_columns(untouched=pl.lit(0, dtype=pl.Int64),
+                                  remote_cap=pl.when(pl.col("latency_class") == "low").then(0).otherwise("ram_gib"))
+    per_share = _option(options, "remote_slowdown_per_share")
+    share = pl.col("latency_class").replace_strict(
+        {c: _option(options, f"max_slowdown_{c}") / per_share for c in ("low", "medium", "tolerant")},
+        return_dtype=pl.Float64)
+    return table.with_columns(remote_cap=pl.min_horizontal(
+        pl.col("untouched") + (share * pl.col("ram_gib") + 1e-9).floor().cast(pl.Int64), "ram_gib"))
+
+
+def _remote_rule(load: pl.DataFrame, caps: pl.DataFrame, options, pricing: str) -> pl.DataFrame:
+    """Per request: remote GiB in all, `remote_caps`' rule, and the Gbit/s each remote GiB costs (use
+    pricing: the untouched rate while all of it fits the untouched GiB, else the touched rate)."""
     touched_rate = _option(options, "remote_memory_gbps_per_gib")
     held = load.group_by("request_id").agg(pl.col("remote_ram_gib").sum().alias("request_remote_gib"))
-    table = requests.select("request_id", "ram_gib", "latency_class",
-                            pl.min_horizontal(pl.col("untouched_ram_gib").fill_null(0), "ram_gib").alias("untouched"))
-    if pricing == "flat":
-        table = table.with_columns(untouched=pl.lit(0, dtype=pl.Int64),
-                                   remote_cap=pl.when(pl.col("latency_class") == "low").then(0).otherwise("ram_gib"))
-    else:
-        per_share = _option(options, "remote_slowdown_per_share")
-        share = pl.col("latency_class").replace_strict(
-            {c: _option(options, f"max_slowdown_{c}") / per_share for c in ("low", "medium", "tolerant")},
-            return_dtype=pl.Float64)
-        table = table.with_columns(remote_cap=pl.min_horizontal(
-            pl.col("untouched") + (share * pl.col("ram_gib") + 1e-9).floor().cast(pl.Int64), "ram_gib"))
     untouched_rate = _option(options, "untouched_remote_gbps_per_gib") if pricing == "use" else touched_rate
-    return (held.join(table, on="request_id", how="left")
+    return (held.join(caps, on="request_id", how="left")
             .with_columns(remote_rate=pl.when(pl.col("request_remote_gib") <= pl.col("untouched"))
                           .then(pl.lit(untouched_rate)).otherwise(pl.lit(touched_rate)))
             .select("request_id", "request_remote_gib", "untouched", "remote_cap", "remote_rate"))
@@ -188,7 +194,8 @@ def _prepare(hosts, requests, shards, requests_out, options, reservations, curre
     load = (shards.group_by("request_id", "host_id")
             .agg(*[pl.col(r).sum() for r in RESOURCES], pl.len().alias("shards"))
             .with_columns(pl.when(pl.col("vcpu") == 0).then(pl.col("ram_gib")).otherwise(0).alias("remote_ram_gib")))
-    load = load.join(_remote_rule(load, requests, options, pricing), on="request_id", how="left").with_columns(
+    caps = remote_caps(requests, options, pricing)
+    load = load.join(_remote_rule(load, caps, options, pricing), on="request_id", how="left").with_columns(
         (pl.col("remote_ram_gib") * pl.col("remote_rate").fill_null(remote_rate)).alias("remote_gbps"))
     return _PlanTables(
         hosts=conform_inputs(hosts, HOST_COLUMNS, "hosts"),
@@ -198,6 +205,7 @@ def _prepare(hosts, requests, shards, requests_out, options, reservations, curre
         reservations=(empty_reservations() if reservations is None
                       else cast_to_schema(reservations, RESERVATIONS_SCHEMA, "reservations")),
         load=load,
+        remote_caps=caps.select("request_id", "remote_cap"),
         min_local_ram_gib_per_vcpu=_option(options, "min_local_ram_gib_per_vcpu"),
         remote_memory_gbps_per_gib=remote_rate,
         remote_memory_pricing=pricing,
@@ -500,7 +508,8 @@ def check_running(plan: _PlanTables) -> list[Violation]:
     tonight = plan.requests.select("request_id", "evictable")
     current = plan.current.join(tonight.select("request_id"), on="request_id", how="semi")
     forced = must_move(plan.hosts, plan.requests, current, whole=plan.whole,
-                       min_local_ram_gib_per_vcpu=plan.min_local_ram_gib_per_vcpu, max_ram_skew=plan.max_ram_skew)
+                       min_local_ram_gib_per_vcpu=plan.min_local_ram_gib_per_vcpu, max_ram_skew=plan.max_ram_skew,
+                       remote_cap=plan.remote_caps)
     placed = set(plan.requests_out.filter(pl.col("status") == "placed")["request_id"].to_list())
     evictable = dict(tonight.iter_rows())
     moved = moved_requests(current, plan.shards)

@@ -93,7 +93,8 @@ def build_running(hosts: pl.DataFrame, requests: pl.DataFrame, placement: Curren
                              int(row["gpu"])))
     demand_net = np.ceil(requests["net_gbps"].to_numpy() * NET_UNITS_PER_GBPS - 1e-9).astype(np.int64)
     reasons = must_move(hosts, requests, placement.shards, whole=options.mode == "whole",
-                        min_local_ram_gib_per_vcpu=options.min_local_ram_gib_per_vcpu, max_ram_skew=options.max_ram_skew)
+                        min_local_ram_gib_per_vcpu=options.min_local_ram_gib_per_vcpu, max_ram_skew=options.max_ram_skew,
+                        remote_cap=pl.DataFrame({"request_id": requests["request_id"], "remote_cap": memory.cap}))
     ids = requests["request_id"].to_list()
     mandatory = np.array([i in reasons for i in ids], dtype=bool) & np.array([p is not None for p in parts])
     final_parts: list[tuple[Part, ...] | None] = []
