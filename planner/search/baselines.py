@@ -126,6 +126,16 @@ def local_ram_holds(d: np.ndarray, ratio: float) -> bool:
     return d[VCPU] == 0 or d[RAM] >= ratio * d[VCPU] - 1e-9
 
 
+def shape_room(free: np.ndarray, d: np.ndarray, ratio: float) -> np.ndarray:
+    """How much of a request of demand `d` each host's free room (rows of `free`) holds in its own shape:
+    vcpu, bounded by the free RAM at its GiB per vcpu (at least `ratio`); RAM for a request without vcpu.
+    The order to split in: a host roomy in vcpu but short of RAM holds less than its free vcpu say."""
+    if d[VCPU] <= 0:
+        return free[:, RAM].astype(np.float64)
+    per = max(float(d[RAM]) / float(d[VCPU]), ratio)
+    return np.minimum(free[:, VCPU], free[:, RAM] / per) if per > 0 else free[:, VCPU].astype(np.float64)
+
+
 def _storage_copies(hosts: HostArrays, free: np.ndarray, storage: np.ndarray, d: np.ndarray,
                     replicas: int, zone: int, first: int | None) -> list[int] | None:
     """Hosts for the storage copies on distinct racks of one zone among `storage`, `first` holding copy 0."""

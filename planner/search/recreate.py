@@ -50,7 +50,7 @@ from shardplan.models.problem import (
     remote_gib,
     request_spread,
 )
-from shardplan.planner.search.baselines import place
+from shardplan.planner.search.baselines import place, shape_room
 from shardplan.planner.search.budget import SearchStats, Stop
 
 NOISE = 0.25
@@ -236,7 +236,8 @@ class _Inserter:
         compute = problem.compute_candidates[r]
         if not len(compute):
             return False
-        compute = compute[np.argsort(-state.free[compute, VCPU], kind="stable")]  # roomiest first for splits
+        # roomiest for its shape first, for splits
+        compute = compute[np.argsort(-shape_room(state.free[compute], problem.demand[r], self.ratio), kind="stable")]
         found = place(self.hosts, state.free, compute, problem.storage_candidates[r], problem.demand[r],
                       self.gpu_fit(r), int(problem.replicas[r]), int(problem.max_shards[r]), self.ratio,
                       problem.memory.tiers(r), best_fit=True, skew=problem.ram_skew)
