@@ -33,11 +33,16 @@ SIZE_MEASURES = ("sum", "max", "l2")
 """How a request's size is measured for the decreasing order, over demand / fleet max capacity."""
 
 
-def ffd_order(demand: np.ndarray, priority: np.ndarray, fleet: Fleet, measure: str = "sum") -> np.ndarray:
-    """Request indices by decreasing priority × size (sum, max or L2 norm of the normalised demand)."""
+def ffd_order(demand: np.ndarray, priority: np.ndarray, fleet: Fleet, measure: str = "sum",
+              priority_first: bool = False) -> np.ndarray:
+    """Request indices by decreasing priority × size (sum, max or L2 norm of the normalised demand), or
+    (`priority_first`) by decreasing priority, then size: the greedy knapsack's order, since a request's
+    unplaced weight is its priority × its size, so priority is the weight each unit of room earns."""
     scale = np.maximum(fleet.capacity.max(axis=0), 1).astype(float)
     share = demand / scale
     size = {"sum": share.sum(axis=1), "max": share.max(axis=1), "l2": np.sqrt((share ** 2).sum(axis=1))}[measure]
+    if priority_first:
+        return np.lexsort((-size, -np.asarray(priority, dtype=float)))
     return np.argsort(-size * priority, kind="stable")
 
 
