@@ -221,8 +221,7 @@ def must_move(hosts: pl.DataFrame, requests: pl.DataFrame, current: pl.DataFrame
     for row in compute.filter(pl.col("hosts") > (1 if whole else pl.col("max_shards"))).iter_rows(named=True):
         reasons.setdefault(row["request_id"], f"spans {row['hosts']} hosts, more than "
                                               f"{'whole-VM mode allows' if whole else 'its max_shards'}")
-    _breaks_invariants(parts, whole, min_local_ram_gib_per_vcpu, reasons, max_ram_skew)
-    _too_much_remote(parts, reasons, remote_cap)
+    _breaks_invariants(parts, whole, min_local_ram_gib_per_vcpu, reasons, max_ram_skew, remote_cap)
     _over_capacity(hosts, parts, reasons)
     return dict(sorted(reasons.items()))
 
@@ -237,7 +236,7 @@ def below_needs(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: dict[str, str],
-                       skew: float | None = None) -> None:
+                       skew: float | None = None, remote_cap: pl.DataFrame | None = None) -> None:
     """Running requests whose parts, left where they are, would break invariants 4–7 tonight."""
     copies = parts.filter(pl.col("storage_gib") > 0)
     for row in copies.group_by("request_id", "rack").len().filter(pl.col("len") > 1).sort("request_id").iter_rows(
@@ -267,13 +266,13 @@ def _breaks_invariants(parts: pl.DataFrame, whole: bool, ratio: float, reasons: 
         beside = copies.join(compute, on=["request_id", "host_id"], how="semi")["request_id"].unique().to_list()
         for request_id in sorted(set(copies["request_id"].to_list()) - set(beside)):
             reasons.setdefault(request_id, "no storage copy beside its VM, which whole-VM mode asks")
+    _too_much_remote(per_host, reasons, remote_cap)
 
 
-def _too_much_remote(parts: pl.DataFrame, reasons: dict[str, str], remote_cap: pl.DataFrame | None) -> None:
-    """Running requests holding more remote memory (RAM on a host where they run no vcpu) than their rule
-    allows (invariant 4); no `remote_cap`: flat pricing's rule, none for latency class low."""
-    per_host = parts.filter(pl.col("storage_gib") == 0).group_by("request_id", "host_id").agg(
-        pl.col("vcpu").sum(), pl.col("ram_gib").sum(), pl.col("latency_class").first())
+def _too_much_remote(per_host: pl.DataFrame, reasons: dict[str, str], remote_cap: pl.DataFrame | None) -> None:
+    """Running requests holding more remote memory (RAM on a host where they run no vcpu; `per_host`: their
+    compute parts summed per host) than their rule allows (invariant 4); no `remote_cap`: flat pricing's
+    rule, none for latency class low."""
     remote = (per_host.filter((pl.col("vcpu") == 0) & (pl.col("ram_gib") > 0)).group_by("request_id")
               .agg(pl.col("ram_gib").sum().alias("remote_gib"), pl.col("latency_class").first(),
                    pl.col("host_id").sort().first()))

@@ -68,8 +68,9 @@ class PlanOptions:
     """Seconds set aside for the bound per 1,000 requests, at least: the pool LP (models/pool_bound.py)
     took 2.4 s at 5,000 requests and 5.9 s at 25,000 on 2 cores, build and HiGHS together."""
     warm_start_work: float = 2.5e7
-    """Construction heuristics tried before CP-SAT: as many of the twelve as fit in this many
-    request × host pairs in all (all twelve on the demo; two on 2,000 hosts × 5,000 requests)."""
+    """Construction heuristics tried before CP-SAT: as many of the twenty-four as fit in this many
+    request × host pairs in all (all of them on the demo; two on 2,000 hosts × 5,000 requests; one, the
+    FFD baseline, on 10,000 × 25,000)."""
     monolithic_pair_limit: int = 30_000
     """Up to this many (request, candidate host) pairs the whole fleet is one CP-SAT model first."""
     lns_share: float = 0.5
