@@ -375,3 +375,38 @@ def test_a_vm_read_from_a_plan_carries_its_topology(tmp_path):
     slow = route(vm, tasks, "shardplan").makespan_s
     plain = route(VirtualMachine(vm.request_id, vm.parts, vm.memory, vm.storage_hosts), tasks, "shardplan").makespan_s
     assert slow >= plain
+
+
+def fan_out(n_small: int = 200, n_long: int = 8) -> pl.DataFrame:
+    """A root, then many tiny tasks and a few long ones that all become ready when it ends (a BWA-like split)."""
+    ids = ["root", *[f"s{i}" for i in range(n_small)], *[f"l{i}" for i in range(n_long)]]
+    work = [1.0, *[0.5 + (i % 5) * 0.1 for i in range(n_small)], *[60.0 + 10 * i for i in range(n_long)]]
+    return pl.DataFrame({"task_id": ids, "work_core_s": work, "cores": [1] * len(ids), "memory_gib": [0.0] * len(ids),
+                         "parents": ["", *["root"] * (n_small + n_long)], "input_gib": [0.0] * len(ids)})
+
+
+def test_task_orders_put_short_waiting_tasks_first_and_long_ones_longest_first():
+    from shardplan.executors.routing.policies import get_policy
+    from shardplan.executors.routing.simulate import Simulation
+
+    vm = VirtualMachine("vm", (Part(0, 0, "a", "r1", "z1", 4, 64.0, 0, 1.0, 100.0),))
+    order = get_policy("shardplan", vm, task_order="short_then_long", short_slowdown=2.0)
+    keys = sorted([(order.order_key(0.0, run, 10.0), run) for run in (30.0, 1.0, 50.0, 3.0, 20.0)])
+    assert [run for _, run in keys] == [1.0, 3.0, 50.0, 30.0, 20.0]  # shorter than the wait: SPT; the rest: LPT
+    with pytest.raises(ValueError, match="task_order"):
+        get_policy("shardplan", vm, task_order="nope")
+    tasks = validate_tasks(fan_out(), "fan", 4, 0)
+
+    def replay(name: str, **options):
+        return Simulation(vm, tasks, get_policy("shardplan", vm, task_order=name, **options)).run()
+
+    first_come, shortest = replay("deadline", deadline_factor=0.0), replay("deadline", deadline_factor=1e6)
+    longest, split = replay("longest_first"), replay("short_then_long")
+    # the tiny tasks do not wait behind the long ones (shortest first's p99, well below first come first served's) ...
+    assert split.p99_slowdown < 0.7 * first_come.p99_slowdown
+    assert split.p99_slowdown <= 1.01 * shortest.p99_slowdown
+    # ... and the long ones go longest first (longest first's makespan, well below shortest first's)
+    assert split.makespan_s < 0.95 * shortest.makespan_s
+    assert split.makespan_s <= 1.01 * longest.makespan_s
+    for r in (first_come, shortest, longest, split):
+        assert not check_schedule(vm, tasks, r.schedule)

@@ -122,13 +122,15 @@ class Simulation:
         self.all_parts = list(range(len(vm.parts)))
         self._eligible: dict[tuple[int, int], list[int]] = {}
         self.late = bool(getattr(policy, "late_binding", False)) and fixed is None
-        # late binding: (−chain below, deadline, arrival order, task) not yet placed
-        self.pool: list[tuple[float, float, int, int]] = []
+        # late binding: (−chain below, the policy's order key, arrival order, task) not yet placed
+        self.pool: list[tuple[float, tuple, int, int]] = []
         self.own: list[float] = []
         self.rank = self._upward_rank() if self.late else None
         self.backfill_short = self.late and bool(getattr(policy, "backfill_short", False))
-        self.deadline_factor = float(getattr(policy, "deadline_factor", 0.0))
         self.short: list[tuple[float, int, int]] = []   # the same waiting tasks, shortest first (backfilling)
+        self.waiting_core_s = 0.0   # Σ over the late-bound tasks not yet started of cores × mean run
+        self.burst_wait: float | None = None
+        self._by_end: list[list | None] = [None] * len(vm.parts)
         self.placed = [False] * len(tasks)
         self.wake_pending = False
         self.seq = 0
@@ -209,7 +211,10 @@ class Simulation:
         if state.busy == 0 and claimed == 0 and gpus >= gpu:
             return now  # a task bigger than what the load leaves runs when the part is otherwise idle
         moment = now
-        for end, c, g, _t in sorted(state.running):
+        ends = self._by_end[part]
+        if ends is None:  # the running tasks by end time, kept until one starts or ends there
+            ends = self._by_end[part] = sorted(state.running)
+        for end, c, g, _t in ends:
             free += c
             gpus += g
             moment = end
@@ -219,8 +224,8 @@ class Simulation:
 
     def _upward_rank(self) -> np.ndarray:
         """The longest chain of mean run times below a task (HEFT's upward rank less the task's own run): tasks that
-        hold up most work go first; among equal chains (tasks with no children, the many leaves of a split), earliest
-        deadline first (see `ready`)."""
+        hold up most work go first; among equal chains (tasks with no children, the many leaves of a split), the
+        policy's order (see `ready`)."""
         speed = float(np.mean(self.speed))
         mean_run = self.tasks.work / (self.tasks.cores * speed)
         self.own = mean_run.tolist()
@@ -249,10 +254,14 @@ class Simulation:
         self.ready_at[task] = self.env.now
         if self.late:
             self.seq += 1
-            # among equal chains, earliest deadline first, a task's deadline its ready time + `deadline_factor` × its
-            # run: 0 is first come first served, large is shortest first (slowdown ≤ factor for whoever meets it)
-            deadline = self.env.now + self.deadline_factor * self.own[task]
-            heapq.heappush(self.pool, (-float(self.rank[task]), deadline, self.seq, task))
+            # among equal chains, the policy's order (`order_key`): it sees the task's mean run and the wait it
+            # faces, the waiting tasks' core-seconds (its own and its burst's included) over the cores the load
+            # leaves now
+            wait = self.burst_wait if self.burst_wait is not None else \
+                (self.waiting_core_s + self.own[task] * self.cores[task]) / self._cores_now()
+            key = self.policy.order_key(self.env.now, self.own[task], wait)
+            self.waiting_core_s += self.own[task] * self.cores[task]
+            heapq.heappush(self.pool, (-float(self.rank[task]), key, self.seq, task))
             if self.backfill_short:
                 heapq.heappush(self.short, (self.own[task], self.seq, task))
             self.place_pool()
@@ -374,6 +383,8 @@ class Simulation:
         duration, moved, remote = self.costs(task, part)
         now = self.env.now
         self.placed[task] = True
+        if self.late:
+            self.waiting_core_s -= self.own[task] * cores
         self.start[task] = now
         self.remote_mem[task] = remote
         self.remote[task] = remote + moved
@@ -381,6 +392,7 @@ class Simulation:
         state.gpu_free -= self.gpu[task]
         state.mem_used += self.memory[task]
         heapq.heappush(state.running, (now + duration, cores, self.gpu[task], task))
+        self._by_end[part] = None
         event = self.env.timeout(duration)
         event.callbacks.append(lambda _e, t=task, p=part: self._finish(t, p))
 
@@ -398,18 +410,36 @@ class Simulation:
                 state.running[i] = state.running[-1]
                 state.running.pop()
                 heapq.heapify(state.running)
+                self._by_end[part] = None
                 break
         self.done += 1
+        released = []
         for child in self.tasks.children[task]:
             self.waiting[child] -= 1
             if self.waiting[child] == 0:
-                self._arrive(child)
+                released.append(child)
+        self._release(released)
         if self.late:
             self.place_pool()
         else:
             self.dispatch(part)
         if self.done == len(self.tasks):
             self.all_done.succeed()
+
+    def _release(self, tasks) -> None:
+        """Tasks whose parents are done: those whose arrival has come are ready together (a burst: each faces
+        the wait of the whole burst, `burst_wait`, whatever order they are handed over in)."""
+        now = self.env.now
+        burst = [t for t in tasks if self.tasks.arrival[t] <= now]
+        if self.late and len(burst) > 1:
+            work = sum(self.own[t] * self.cores[t] for t in burst)
+            self.burst_wait = (self.waiting_core_s + work) / self._cores_now()
+        for task in tasks:
+            self._arrive(int(task))
+        self.burst_wait = None
+
+    def _cores_now(self) -> int:
+        return max(sum(max(s.available, 1) for s in self.state), 1)
 
     def _arrive(self, task: int) -> None:
         delay = self.tasks.arrival[task] - self.env.now
@@ -442,8 +472,7 @@ class Simulation:
         began = time.perf_counter()
         for part, series in enumerate(self.loads[:len(self.vm.parts)]):
             self._load(part, series)
-        for task in np.flatnonzero(self.waiting == 0):
-            self._arrive(int(task))
+        self._release([int(t) for t in np.flatnonzero(self.waiting == 0)])
         if len(self.tasks):
             self.env.run(until=self.all_done)
         wall = time.perf_counter() - began
