@@ -427,27 +427,30 @@ class Simulation:
             self.all_done.succeed()
 
     def _release(self, tasks) -> None:
-        """Tasks whose parents are done: those whose arrival has come are ready together (a burst: each faces
-        the wait of the whole burst, `burst_wait`, whatever order they are handed over in)."""
+        """Tasks whose parents are done: those whose arrival has come are ready together, the others at their
+        arrival, each group of one arrival time together (a burst: each of its tasks faces the wait of the whole
+        burst, `burst_wait`, whatever order they are handed over in)."""
         now = self.env.now
-        burst = [t for t in tasks if self.tasks.arrival[t] <= now]
+        burst: list[int] = []
+        later: dict[float, list[int]] = {}
+        for task in tasks:
+            arrival = float(self.tasks.arrival[task])
+            if arrival > now:
+                later.setdefault(arrival, []).append(int(task))
+            else:
+                burst.append(int(task))
+        for arrival, group in later.items():
+            event = self.env.timeout(arrival - now)
+            event.callbacks.append(lambda _e, g=group: self._release(g))
         if self.late and len(burst) > 1:
             work = sum(self.own[t] * self.cores[t] for t in burst)
             self.burst_wait = (self.waiting_core_s + work) / self._cores_now()
-        for task in tasks:
-            self._arrive(int(task))
+        for task in burst:
+            self.ready(task)
         self.burst_wait = None
 
     def _cores_now(self) -> int:
         return max(sum(max(s.available, 1) for s in self.state), 1)
-
-    def _arrive(self, task: int) -> None:
-        delay = self.tasks.arrival[task] - self.env.now
-        if delay > 0:
-            event = self.env.timeout(delay)
-            event.callbacks.append(lambda _e, t=task: self.ready(t))
-        else:
-            self.ready(task)
 
     def _load(self, part: int, series: LoadSeries) -> None:
         taken = series.cores_taken(self.vm.parts[part].vcpu)
