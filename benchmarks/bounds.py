@@ -38,21 +38,29 @@ def fleet_tables(n_hosts: int, seed: int, data_dir: Path | None):
     return hosts, requests
 
 
+def staged_problem(hosts, requests, options):
+    """The engine's own stages up to the model: fleet, warm start, candidates (the options' top_k classes plus the
+    warm start's hosts) and the placement problem."""
+    from shardplan.planner.engine import build_problem, warm_start
+    from shardplan.planner.search.candidates import build_fleet, find_candidates
+
+    fleet = build_fleet(hosts)
+    start = warm_start(fleet, requests, options)
+    candidates = find_candidates(fleet, requests, options, must_include=start.assignment.hosts_per_request())
+    return fleet, start, candidates, build_problem(fleet, requests, candidates, options, start.order)
+
+
 def measure(n_hosts: int, seed: int, limit: float, data_dir: Path | None) -> list[dict]:
     from shardplan.models.lagrangian import lagrangian_bound
     from shardplan.models.lp_bound import aggregate_bound
     from shardplan.models.pool_bound import pool_bound, request_classes
     from shardplan.models.problem import COST_UNITS_PER_DOLLAR, evaluate
-    from shardplan.planner.engine import build_problem, complete_candidates, warm_start
-    from shardplan.planner.search.candidates import build_fleet, find_candidates, host_pools
+    from shardplan.planner.engine import complete_candidates
+    from shardplan.planner.search.candidates import host_pools
     from shardplan.planner.validate.options import PlanOptions
 
     hosts, requests = fleet_tables(n_hosts, seed, data_dir)
-    options = PlanOptions()
-    fleet = build_fleet(hosts)
-    start = warm_start(fleet, requests, options)
-    candidates = find_candidates(fleet, requests, options, must_include=start.assignment.hosts_per_request())
-    problem = build_problem(fleet, requests, candidates, options, start.order)
+    fleet, start, candidates, problem = staged_problem(hosts, requests, PlanOptions())
     plan_value = evaluate(problem, start.assignment.reordered(start.order)).total
     began = time.perf_counter()
     pools = host_pools(fleet, requests, start.order, problem.free)

@@ -32,20 +32,15 @@ from benchmarks.common import print_table, results_path, write_json_atomic  # no
 
 def long_solve(n_hosts: int, seed: int, limit: float, workers: int, data_dir: Path) -> dict:
     """Warm start, pool LP and CP-SAT alone over every host (hinted with the warm start), in $/h."""
-    from benchmarks.bounds import fleet_tables
+    from benchmarks.bounds import fleet_tables, staged_problem
     from shardplan.models.placement import solve_placement
     from shardplan.models.pool_bound import pool_bound
     from shardplan.models.problem import COST_UNITS_PER_DOLLAR, evaluate
-    from shardplan.planner.engine import build_problem, warm_start
-    from shardplan.planner.search.candidates import build_fleet, find_candidates, host_pools
+    from shardplan.planner.search.candidates import host_pools
     from shardplan.planner.validate.options import PlanOptions
 
     hosts, requests = fleet_tables(n_hosts, seed, data_dir)
-    options = PlanOptions(top_k=hosts.height)
-    fleet = build_fleet(hosts)
-    start = warm_start(fleet, requests, options)
-    candidates = find_candidates(fleet, requests, options, must_include=start.assignment.hosts_per_request())
-    problem = build_problem(fleet, requests, candidates, options, start.order)
+    fleet, start, _, problem = staged_problem(hosts, requests, PlanOptions(top_k=hosts.height))
     hint = start.assignment.reordered(start.order)
     lp = pool_bound(problem, host_pools(fleet, requests, start.order, problem.free), 60)
     began = time.perf_counter()

@@ -129,7 +129,6 @@ class Simulation:
         self.backfill_short = self.late and bool(getattr(policy, "backfill_short", False))
         self.short: list[tuple[float, int, int]] = []   # the same waiting tasks, shortest first (backfilling)
         self.waiting_core_s = 0.0   # Σ over the late-bound tasks not yet started of cores × mean run
-        self.burst_wait: float | None = None
         self._by_end: list[list | None] = [None] * len(vm.parts)
         self.placed = [False] * len(tasks)
         self.wake_pending = False
@@ -250,15 +249,12 @@ class Simulation:
             self._eligible[key] = found
         return found
 
-    def ready(self, task: int) -> None:
+    def ready(self, task: int, wait: float = 0.0) -> None:
+        """`wait`: late binding, the wait the task faces (see `_release`)."""
         self.ready_at[task] = self.env.now
         if self.late:
             self.seq += 1
-            # among equal chains, the policy's order (`order_key`): it sees the task's mean run and the wait it
-            # faces, the waiting tasks' core-seconds (its own and its burst's included) over the cores the load
-            # leaves now
-            wait = self.burst_wait if self.burst_wait is not None else \
-                (self.waiting_core_s + self.own[task] * self.cores[task]) / self._cores_now()
+            # among equal chains, the policy's order (`order_key`): it sees the task's mean run and its wait
             key = self.policy.order_key(self.env.now, self.own[task], wait)
             self.waiting_core_s += self.own[task] * self.cores[task]
             heapq.heappush(self.pool, (-float(self.rank[task]), key, self.seq, task))
@@ -428,8 +424,9 @@ class Simulation:
 
     def _release(self, tasks) -> None:
         """Tasks whose parents are done: those whose arrival has come are ready together, the others at their
-        arrival, each group of one arrival time together (a burst: each of its tasks faces the wait of the whole
-        burst, `burst_wait`, whatever order they are handed over in)."""
+        arrival, each group of one arrival time together. Each task of such a burst faces the same wait, whatever
+        order they are handed over in: the waiting tasks' core-seconds, the whole burst's included, over the
+        cores the load leaves now."""
         now = self.env.now
         burst: list[int] = []
         later: dict[float, list[int]] = {}
@@ -442,15 +439,12 @@ class Simulation:
         for arrival, group in later.items():
             event = self.env.timeout(arrival - now)
             event.callbacks.append(lambda _e, g=group: self._release(g))
-        if self.late and len(burst) > 1:
-            work = sum(self.own[t] * self.cores[t] for t in burst)
-            self.burst_wait = (self.waiting_core_s + work) / self._cores_now()
+        wait = 0.0
+        if self.late and burst:
+            cores = max(sum(max(s.available, 1) for s in self.state), 1)
+            wait = (self.waiting_core_s + sum(self.own[t] * self.cores[t] for t in burst)) / cores
         for task in burst:
-            self.ready(task)
-        self.burst_wait = None
-
-    def _cores_now(self) -> int:
-        return max(sum(max(s.available, 1) for s in self.state), 1)
+            self.ready(task, wait)
 
     def _load(self, part: int, series: LoadSeries) -> None:
         taken = series.cores_taken(self.vm.parts[part].vcpu)
